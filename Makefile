@@ -1,0 +1,49 @@
+# xraycnn: `make search` runs the main job, `make test` the test suite; both install what they need first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+EXPERIMENT ?= experiments/default.toml
+MODEL ?= models:/xraycnn@champion
+
+.DEFAULT_GOAL := help
+.PHONY: help install search train-seed predict ui test lint format clean-state
+
+help: ## list the targets
+	@echo "usage: make TARGET [EXPERIMENT=experiments/x.toml] [FRESH=1]"
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install xraycnn (editable) with pytest and ruff
+
+search: install ## run or resume the search of EXPERIMENT (default experiments/default.toml); FRESH=1 starts over
+	$(BIN)/xraycnn search $(EXPERIMENT) $(if $(FRESH),--fresh)
+
+train-seed: install ## train the published notebook's network (experiments/seed.toml) as one tracked run
+	$(BIN)/xraycnn train experiments/seed.toml
+
+predict: install ## predict IMAGES="a.jpg b.jpg" with MODEL (default models:/xraycnn@champion)
+	$(BIN)/xraycnn predict --model $(MODEL) $(IMAGES)
+
+ui: install ## open the MLflow UI on the project's store at http://127.0.0.1:5000
+	$(BIN)/xraycnn ui
+
+test: install ## run the test suite (CPU only, about 5 minutes)
+	$(BIN)/pytest
+
+lint: install ## ruff check
+	$(BIN)/ruff check src tests
+
+format: install ## ruff format and fix imports
+	$(BIN)/ruff check --fix --select I src tests
+	$(BIN)/ruff format src tests
+
+clean-state: ## delete all tuner state and the MLflow store (runs and registered models!)
+	@read -p "Delete tuner/* and mlruns/* (all runs and registered models)? [y/N] " ok && [ "$$ok" = y ]
+	find tuner mlruns -mindepth 1 ! -name .gitkeep -exec rm -rf {} +

@@ -1,0 +1,5 @@
+import sys
+
+from xraycnn.cli import main
+
+sys.exit(main())

@@ -1,0 +1,187 @@
+"""The `xraycnn` command: search, train, predict, ui."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+
+from xraycnn import __version__, paths
+from xraycnn.errors import XrayCnnError
+
+DEFAULT_EXPERIMENT = "experiments/default.toml"
+
+
+def _experiment_path(value: str) -> Path:
+    """Experiment files are looked up as given, then under the project's experiments/ (so `default` works)."""
+    path = Path(value)
+    if path.exists():
+        return path
+    for candidate in (
+        paths.project_root() / value,
+        paths.project_root() / "experiments" / value,
+        paths.project_root() / "experiments" / f"{value}.toml",
+    ):
+        if candidate.is_file():
+            return candidate
+    return path
+
+
+def _search(args: argparse.Namespace, console: Console) -> int:
+    from xraycnn.jobs.search import run_search
+
+    run_search(
+        _experiment_path(args.experiment),
+        fresh=args.fresh,
+        data_dir=args.data,
+        tracking_uri=args.tracking_uri,
+        tuner_dir=args.tuner_dir,
+        console=console,
+    )
+    return 0
+
+
+def _train(args: argparse.Namespace, console: Console) -> int:
+    from xraycnn.jobs.train import run_train
+
+    run_train(_experiment_path(args.experiment), data_dir=args.data, tracking_uri=args.tracking_uri, console=console)
+    return 0
+
+
+def _predict(args: argparse.Namespace, console: Console) -> int:
+    from xraycnn.jobs.predict import run_predict
+
+    predictions = run_predict(args.model, args.images, tracking_uri=args.tracking_uri, console=console)
+    return 0 if all(p.probability is not None for p in predictions) else 1
+
+
+def _ui(args: argparse.Namespace, console: Console) -> int:
+    from xraycnn.tracking.store import resolve_store
+
+    store = resolve_store(args.tracking_uri)
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        store.uri,
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+    ]
+    if store.artifact_root is not None:
+        command += ["--default-artifact-root", store.artifact_root.as_uri()]
+    console.print(f"MLflow UI on http://{args.host}:{args.port} for {store.uri} (Ctrl-C to stop)")
+    try:
+        return subprocess.call(command)
+    except KeyboardInterrupt:
+        return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xraycnn", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"xraycnn {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def tracking(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--tracking-uri",
+            help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<repo>/mlruns/mlflow.db)",
+        )
+
+    def data(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--data",
+            help=f"dataset folder (default: ${paths.DATA_ENV}, the experiment's data.root, "
+            "data/, ../shared/data/cxr-covid)",
+        )
+
+    p = sub.add_parser("search", help="run (or resume) a hyperparameter search and register its best model")
+    p.add_argument(
+        "experiment",
+        nargs="?",
+        default=DEFAULT_EXPERIMENT,
+        help=f"experiment file (default {DEFAULT_EXPERIMENT})",
+    )
+    p.add_argument("--fresh", action="store_true", help="discard the tuner state of this experiment and start over")
+    p.add_argument("--tuner-dir", help="where Keras Tuner keeps its state (default <repo>/tuner)")
+    data(p)
+    tracking(p)
+    p.set_defaults(func=_search)
+
+    p = sub.add_parser("train", help="train the experiment's fixed network as one tracked run and register it")
+    p.add_argument(
+        "experiment",
+        help="experiment file whose search space has one value per entry, e.g. experiments/seed.toml",
+    )
+    data(p)
+    tracking(p)
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("predict", help="P(COVID19) and label per image, from a registered or logged model")
+    p.add_argument("--model", default="models:/xraycnn@champion", help="model URI (default models:/xraycnn@champion)")
+    p.add_argument("images", nargs="+", help="image files")
+    tracking(p)
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser("ui", help="open the MLflow UI on the project's store")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=int(os.environ.get("XRAYCNN_UI_PORT", "5000")))
+    tracking(p)
+    p.set_defaults(func=_ui)
+    return parser
+
+
+def _quiet_tensorflow_import() -> None:
+    """Import TensorFlow with its C++ start-up lines (oneDNN notice, absl preamble) kept off the terminal;
+    they ignore TF_CPP_MIN_LOG_LEVEL. Python errors still surface: they are raised after stderr is back."""
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _quiet_libraries() -> None:
+    """Keep the terminal for our own progress: no per-call notices from TensorFlow, Keras or MLflow that
+    say nothing the user can act on."""
+    import warnings
+
+    import tensorflow as tf
+
+    tf.get_logger().setLevel(logging.ERROR)  # "triggered tf.function retracing": one per trial, by design
+    # Keras Tuner checkpoints weights with the optimizer's state; a fresh model has none to load into.
+    warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command != "ui":
+        _quiet_tensorflow_import()
+        _quiet_libraries()
+    # In a log (CI, `| tee`) rich would wrap at 80 columns; a wide console keeps one line per trial.
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+    try:
+        return args.func(args, console)
+    except XrayCnnError as exc:
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

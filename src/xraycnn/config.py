@@ -1,0 +1,398 @@
+"""Experiment files: TOML in, frozen and validated config objects out.
+
+An experiment file names the data, the image size, the search space, the tuner, the objective, the budget
+and the seed. Every table rejects unknown keys and wrong types; `load_experiment` turns all problems into
+one `ConfigError` that names the file, each key and what is expected there.
+
+A search-space entry is written in one of three ways:
+
+    dropout = 0.5                                   # fixed
+    kernel_size = { values = [3, 5] }               # a choice
+    learning_rate = { min = 1e-4, max = 3e-3, sampling = "log" }   # a range (step optional)
+
+`filters` is one spec for every conv block, or a list with one spec per block (`filters = [32, 64]`).
+"""
+
+import hashlib
+import math
+import tomllib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from xraycnn.errors import ConfigError
+
+Scalar = int | float | str | bool
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+# --- search-space specs -------------------------------------------------------------------------------
+
+
+class Fixed(_Frozen):
+    value: Scalar
+
+
+class Choice(_Frozen):
+    values: tuple[Scalar, ...]
+
+
+class IntRange(_Frozen):
+    min: int
+    max: int
+    step: int = 1
+    sampling: Literal["linear", "log"] = "linear"
+
+
+class FloatRange(_Frozen):
+    min: float
+    max: float
+    step: float | None = None
+    sampling: Literal["linear", "log"] = "linear"
+
+
+Spec = Fixed | Choice | IntRange | FloatRange
+
+
+def spec_values(spec: Spec) -> tuple[float, float]:
+    """The smallest and largest value a numeric spec can take."""
+    if isinstance(spec, Fixed):
+        return spec.value, spec.value  # type: ignore[return-value]
+    if isinstance(spec, Choice):
+        return min(spec.values), max(spec.values)  # type: ignore[type-var]
+    return spec.min, spec.max
+
+
+@dataclass(frozen=True)
+class _SpecParser:
+    """Turns the raw TOML value of one search-space entry into a `Spec`, or says what was expected."""
+
+    kind: type  # int or float
+    low: float
+    high: float
+    low_inclusive: bool = True
+
+    def expected(self) -> str:
+        noun = "an integer" if self.kind is int else "a number"
+        left = "[" if self.low_inclusive else "("
+        return (
+            f"{noun} in {left}{_fmt(self.low)}, {_fmt(self.high)}], a choice {{ values = [...] }}, "
+            f"or a range {{ min = ..., max = ... }} (optional step, sampling = 'linear' | 'log')"
+        )
+
+    def scalar(self, raw: Any, what: str) -> int | float:
+        ok = isinstance(raw, int) if self.kind is int else isinstance(raw, int | float)
+        if isinstance(raw, bool) or not ok:
+            raise ValueError(f"{what} must be {'an integer' if self.kind is int else 'a number'}, got {raw!r}")
+        value = self.kind(raw)
+        too_low = value < self.low if self.low_inclusive else value <= self.low
+        if too_low or value > self.high or (isinstance(value, float) and not math.isfinite(value)):
+            left = "[" if self.low_inclusive else "("
+            raise ValueError(f"{what} {raw!r} is out of bounds; expected {left}{_fmt(self.low)}, {_fmt(self.high)}]")
+        return value
+
+    def __call__(self, raw: Any) -> Spec:
+        if isinstance(raw, Fixed | Choice | IntRange | FloatRange):
+            return raw
+        if isinstance(raw, list):
+            raise ValueError(f"a bare list is not a spec; write a choice as {{ values = {raw!r} }}")
+        if not isinstance(raw, dict):
+            try:
+                return Fixed(value=self.scalar(raw, "value"))
+            except ValueError as exc:
+                raise ValueError(f"{exc}; expected {self.expected()}") from None
+        keys = set(raw)
+        if "values" in keys:
+            if keys != {"values"}:
+                raise ValueError(f"a choice takes only 'values', got keys {sorted(keys)}")
+            values = raw["values"]
+            if not isinstance(values, list) or not values:
+                raise ValueError("'values' must be a non-empty list")
+            parsed = tuple(self.scalar(v, "each value") for v in values)
+            if len(set(parsed)) != len(parsed):
+                raise ValueError(f"'values' has duplicates: {values!r}")
+            return Choice(values=parsed)
+        unknown = keys - {"min", "max", "step", "sampling"}
+        if unknown or not {"min", "max"} <= keys:
+            raise ValueError(f"got keys {sorted(keys)}; expected {self.expected()}")
+        lo, hi = self.scalar(raw["min"], "min"), self.scalar(raw["max"], "max")
+        if lo >= hi:
+            raise ValueError(
+                f"min ({raw['min']!r}) must be smaller than max ({raw['max']!r}); for one value write it alone"
+            )
+        sampling = raw.get("sampling", "linear")
+        if sampling not in ("linear", "log"):
+            raise ValueError(f"sampling must be 'linear' or 'log', got {sampling!r}")
+        if sampling == "log" and lo <= 0:
+            raise ValueError("log sampling needs min > 0")
+        step = raw.get("step")
+        if step is not None:
+            step = self.scalar(step, "step")
+            if step <= 0 or step > hi - lo:
+                raise ValueError(f"step {step!r} must be > 0 and no larger than max - min")
+        if self.kind is int:
+            return IntRange(min=int(lo), max=int(hi), step=int(step or 1), sampling=sampling)
+        return FloatRange(min=float(lo), max=float(hi), step=None if step is None else float(step), sampling=sampling)
+
+
+def _fmt(x: float) -> str:
+    return "inf" if x == math.inf else f"{x:g}"
+
+
+def _spec(kind: type, low: float, high: float, low_inclusive: bool = True) -> Any:
+    return Annotated[Spec, BeforeValidator(_SpecParser(kind, low, high, low_inclusive))]
+
+
+ConvBlocksSpec = _spec(int, 1, 6)
+KernelSpec = _spec(int, 1, 15)
+DropoutSpec = _spec(float, 0.0, 0.9)
+UnitsSpec = _spec(int, 1, 8192)
+LearningRateSpec = _spec(float, 0.0, 1.0, low_inclusive=False)
+BatchSpec = _spec(int, 1, 4096)
+EpochsSpec = _spec(int, 1, 10_000)
+
+
+_FILTERS = _SpecParser(int, 1, 1024)
+
+
+def _parse_filters(raw: Any) -> Spec | tuple[Spec, ...]:
+    if isinstance(raw, list):
+        if not raw:
+            raise ValueError("the per-block list of filters is empty")
+        return tuple(_FILTERS(item) for item in raw)
+    return _FILTERS(raw)
+
+
+class SearchSpace(_Frozen):
+    """The hyperparameters and their ranges. Defaults are the published notebook's network."""
+
+    conv_blocks: ConvBlocksSpec = Fixed(value=2)
+    filters: Annotated[Spec | tuple[Spec, ...], BeforeValidator(_parse_filters)] = (
+        Fixed(value=32),
+        Fixed(value=64),
+    )
+    kernel_size: KernelSpec = Fixed(value=5)
+    dropout: DropoutSpec = Fixed(value=0.5)
+    dense_units: UnitsSpec = Fixed(value=256)
+    learning_rate: LearningRateSpec = Fixed(value=1e-3)
+    batch_size: BatchSpec = Fixed(value=32)
+    epochs: EpochsSpec | None = None
+
+    @property
+    def max_conv_blocks(self) -> int:
+        return int(spec_values(self.conv_blocks)[1])
+
+    def filters_for_block(self, block: int) -> Spec:
+        """The spec of block `block` (0-based)."""
+        return self.filters[block] if isinstance(self.filters, tuple) else self.filters
+
+    def items(self) -> Iterator[tuple[str, Spec]]:
+        """(name, spec) of every entry, one per conv block for filters; epochs only when given."""
+        for name in (
+            "conv_blocks",
+            "kernel_size",
+            "dropout",
+            "dense_units",
+            "learning_rate",
+            "batch_size",
+            "epochs",
+        ):
+            spec = getattr(self, name)
+            if spec is not None:
+                yield name, spec
+        for block in range(self.max_conv_blocks):
+            yield f"filters_{block + 1}", self.filters_for_block(block)
+
+    @model_validator(mode="after")
+    def _filters_cover_blocks(self) -> "SearchSpace":
+        if isinstance(self.filters, tuple) and len(self.filters) < self.max_conv_blocks:
+            raise ValueError(
+                f"filters lists {len(self.filters)} block(s) but conv_blocks can reach {self.max_conv_blocks}; "
+                "give one spec per block, or one spec for all blocks"
+            )
+        return self
+
+
+# --- the other tables ---------------------------------------------------------------------------------
+
+
+class Augmentation(_Frozen):
+    """Training-batch augmentation (the notebook's: zoom 0.2, horizontal flip)."""
+
+    zoom: float = Field(0.2, ge=0.0, lt=1.0)
+    horizontal_flip: bool = True
+
+
+class DataConfig(_Frozen):
+    root: str | None = None  # dataset folder, relative to the experiment file; see data.discovery
+    image_size: int = Field(150, ge=16, le=1024)
+    color_mode: Literal["grayscale", "rgb"] = "grayscale"
+    validation_split: float = Field(0.2, gt=0.0, lt=1.0)
+    augmentation: Augmentation = Augmentation()
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.color_mode == "grayscale" else 3
+
+
+# The objective is always measured on validation data: test metrics are reported, never selected on.
+OBJECTIVE_DIRECTIONS: dict[str, Literal["max", "min"]] = {
+    "val_auc": "max",
+    "val_accuracy": "max",
+    "val_precision": "max",
+    "val_recall": "max",
+    "val_loss": "min",
+}
+
+
+class TunerConfig(_Frozen):
+    algorithm: Literal["hyperband", "random", "bayesian"] = "hyperband"
+    objective: Literal["val_auc", "val_accuracy", "val_precision", "val_recall", "val_loss"] = "val_auc"
+
+    @property
+    def direction(self) -> Literal["max", "min"]:
+        return OBJECTIVE_DIRECTIONS[self.objective]
+
+
+class BudgetConfig(_Frozen):
+    max_trials: int | None = Field(None, ge=1)  # required for random and bayesian; a cap for hyperband
+    max_epochs: int = Field(10, ge=1, le=10_000)  # Hyperband's max_epochs; the default epochs otherwise
+    hyperband_factor: int = Field(3, ge=2)
+    hyperband_iterations: int = Field(1, ge=1)
+
+
+class TrainingConfig(_Frozen):
+    early_stopping_patience: int = Field(3, ge=1)
+    precision: Literal["auto", "float32", "mixed_bfloat16"] = "auto"
+
+
+class RegistryConfig(_Frozen):
+    model_name: str = Field("xraycnn", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+class ExperimentConfig(_Frozen):
+    """What an experiment file says."""
+
+    description: str = ""
+    seed: int = Field(42, ge=1, lt=2**31)  # Keras Tuner treats 0 as "no seed"
+    data: DataConfig = DataConfig()
+    space: SearchSpace = SearchSpace()
+    tuner: TunerConfig = TunerConfig()
+    budget: BudgetConfig = BudgetConfig()
+    training: TrainingConfig = TrainingConfig()
+    registry: RegistryConfig = RegistryConfig()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ExperimentConfig":
+        if self.tuner.algorithm == "hyperband" and self.space.epochs is not None:
+            raise ValueError(
+                "space.epochs: Hyperband owns the epochs of each trial; remove space.epochs and set "
+                "budget.max_epochs, or choose tuner.algorithm = 'random' or 'bayesian'"
+            )
+        if self.tuner.algorithm != "hyperband" and self.budget.max_trials is None:
+            raise ValueError(f"budget.max_trials is required by the {self.tuner.algorithm} tuner")
+        if self.space.epochs is not None and spec_values(self.space.epochs)[1] > self.budget.max_epochs:
+            raise ValueError(
+                f"space.epochs reaches {spec_values(self.space.epochs)[1]:g}, above budget.max_epochs "
+                f"({self.budget.max_epochs}); raise the budget or lower the range"
+            )
+        if self.data.image_size // 2**self.space.max_conv_blocks < 1:
+            raise ValueError(
+                f"space.conv_blocks: {self.space.max_conv_blocks} blocks halve a {self.data.image_size}px image "
+                "to nothing; use fewer blocks or a larger data.image_size"
+            )
+        return self
+
+    def epochs_spec(self) -> Spec | None:
+        """The searchable epochs, or None where Hyperband owns them."""
+        if self.tuner.algorithm == "hyperband":
+            return None
+        return self.space.epochs or Fixed(value=self.budget.max_epochs)
+
+    def flat(self) -> dict[str, Scalar]:
+        """Every fixed setting as one flat dict (`data.image_size`, ...), the way runs log them."""
+        out: dict[str, Scalar] = {}
+        for section in ("data", "tuner", "budget", "training", "registry"):
+            for key, value in _flatten(getattr(self, section).model_dump(), section):
+                out[key] = value
+        out["seed"] = self.seed
+        return out
+
+
+def _flatten(d: dict[str, Any], prefix: str) -> Iterator[tuple[str, Scalar]]:
+    for key, value in d.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, f"{prefix}.{key}")
+        elif value is not None:
+            yield f"{prefix}.{key}", value
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """An experiment file, loaded: its name (the file's stem), where it is, its hash and its config."""
+
+    name: str
+    path: Path
+    sha256: str
+    config: ExperimentConfig
+
+    def resolve(self, relative: str) -> Path:
+        """A path written in the file, taken relative to the file."""
+        p = Path(relative).expanduser()
+        return p if p.is_absolute() else (self.path.parent / p).resolve()
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    """Read and validate an experiment file; raise `ConfigError` naming every problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such experiment file; see experiments/ for examples (default.toml, seed.toml)")
+    raw_bytes = path.read_bytes()
+    try:
+        raw = tomllib.loads(raw_bytes.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        config = ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(path, exc)) from None
+    return Experiment(path.stem, path.resolve(), hashlib.sha256(raw_bytes).hexdigest(), config)
+
+
+def format_validation_error(path: Path, exc: ValidationError) -> str:
+    problems = [_describe(err) for err in exc.errors(include_url=False)]
+    if len(problems) == 1:
+        return f"{path}: {problems[0]}"
+    return f"{path}: {len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems)
+
+
+def _describe(err: Any) -> str:
+    loc = tuple(str(part) for part in err["loc"] if not str(part).startswith("function-"))
+    # Union members show up in the location (e.g. 'tuple[...]'); the user only wrote the key path.
+    loc = tuple(part for part in loc if not (part.startswith(("tuple[", "Fixed", "Choice", "IntRange", "FloatRange"))))
+    key = ".".join(loc) or "(top level)"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        allowed = _allowed_keys(loc[:-1])
+        hint = f"; expected one of: {', '.join(allowed)}" if allowed else ""
+        return f"{key}: unknown key{hint}"
+    if err["type"] not in ("value_error", "assertion_error", "missing"):
+        msg = f"{msg} (got {err.get('input')!r})"
+    return f"{key}: {msg}"
+
+
+def _allowed_keys(loc: tuple[str, ...]) -> list[str]:
+    model: Any = ExperimentConfig
+    for part in loc:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        model = field.annotation
+    fields: Callable[[], Any] | None = getattr(model, "model_fields", None)
+    return list(fields) if fields else []

@@ -1,0 +1,29 @@
+"""The errors a user can fix.
+
+Every `XrayCnnError` carries one message that says what is wrong and what to do about it; the CLI prints
+that message alone (no traceback) and exits with status 2. Anything else is a bug and keeps its traceback.
+"""
+
+
+class XrayCnnError(Exception):
+    """An error caused by the user's input or environment, with a message that says how to fix it."""
+
+
+class ConfigError(XrayCnnError):
+    """An experiment file that cannot be used."""
+
+
+class DataLayoutError(XrayCnnError):
+    """A dataset folder that does not have the expected layout."""
+
+
+class DataUnusableError(XrayCnnError):
+    """A dataset whose readable images are too few to train and evaluate on."""
+
+
+class ModelNotFoundError(XrayCnnError):
+    """A model URI that does not resolve to a registered or logged model."""
+
+
+class SearchLockedError(XrayCnnError):
+    """Another process is already running a search of the same experiment."""

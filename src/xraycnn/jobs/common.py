@@ -1,0 +1,227 @@
+"""Steps every training job shares: experiment file -> config -> data -> store, and the final publishing
+of a model (test evaluation, plots, predictions, registry).
+
+The order matters: everything that can be wrong with the user's input (experiment file, data layout,
+unreadable data) is checked before anything is written to MLflow.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import pandas as pd
+from rich.console import Console
+
+from xraycnn import paths, plots
+from xraycnn.config import Experiment, load_experiment
+from xraycnn.data.dataset import PreparedData, prepare_data
+from xraycnn.data.discovery import CLASS_NAMES, DatasetFiles, discover, resolve_data_root
+from xraycnn.evaluation import THRESHOLD, Evaluation
+from xraycnn.precision import apply_policy
+from xraycnn.registry import Registration, log_and_register
+from xraycnn.tracking.runs import TAG_PREFIX, RunLogger
+from xraycnn.tracking.store import TrackingStore, ensure_experiment, resolve_store
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The checked input of a job: the experiment and the dataset's file list."""
+
+    experiment: Experiment
+    files: DatasetFiles
+
+
+@dataclass(frozen=True)
+class Session:
+    experiment: Experiment
+    data: PreparedData
+    store: TrackingStore
+    experiment_id: str
+    precision: str
+    precision_reason: str
+
+    @property
+    def runs(self) -> RunLogger:
+        return RunLogger(self.store.client())
+
+
+def mlflow_experiment_name(experiment: Experiment) -> str:
+    return f"xraycnn-{experiment.name}"
+
+
+def check_inputs(experiment_path: str | Path, data_dir: str | Path | None = None) -> Inputs:
+    """Load the experiment file and list the dataset: fails on bad input before anything is logged."""
+    experiment = load_experiment(experiment_path)
+    root_in_file = experiment.resolve(experiment.config.data.root) if experiment.config.data.root else None
+    files = discover(resolve_data_root(data_dir, root_in_file))
+    return Inputs(experiment, files)
+
+
+def open_session(inputs: Inputs, tracking_uri: str | None, console: Console) -> Session:
+    """Decode the data (once per process), pick the precision, open the store and the experiment."""
+    config = inputs.experiment.config
+    precision, reason = apply_policy(config.training.precision)
+    with console.status(
+        f"Decoding {len(inputs.files.train) + len(inputs.files.test)} images from {inputs.files.root} ..."
+    ):
+        data = prepare_data(inputs.files, config.data, config.seed)
+    counts = {name: getattr(data, name).class_counts() for name in ("train", "val", "test")}
+    console.print(
+        f"Data {data.root} (digest {data.digest}): "
+        + ", ".join(
+            f"{name} {sum(c.values())} ({', '.join(f'{k} {v}' for k, v in c.items())})" for name, c in counts.items()
+        )
+        + f"; {data.image_size}x{data.image_size}x{data.channels}; precision {precision} ({reason})"
+    )
+    if data.skipped:
+        console.print(
+            f"[yellow]Skipped {len(data.skipped)} unreadable file(s)[/]; the list is logged as skipped_files.csv"
+        )
+    store = resolve_store(tracking_uri)
+    experiment_id = ensure_experiment(
+        store, mlflow_experiment_name(inputs.experiment), {"xraycnn.experiment_file": inputs.experiment.name}
+    )
+    return Session(inputs.experiment, data, store, experiment_id, precision, reason)
+
+
+def git_commit(root: Path) -> tuple[str | None, bool]:
+    """(commit, dirty) of the checkout at `root`, or (None, False) outside git."""
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        if commit.returncode != 0:
+            return None, False
+        status = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return commit.stdout.strip(), bool(status.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        return None, False
+
+
+def run_tags(session: Session, kind: str) -> dict[str, Any]:
+    """Tags of a search's parent run or a training run: enough to reproduce it."""
+    experiment = session.experiment
+    commit, dirty = git_commit(paths.project_root())
+    try:
+        file_label = str(experiment.path.relative_to(paths.project_root()))
+    except ValueError:
+        file_label = str(experiment.path)
+    return {
+        f"{TAG_PREFIX}kind": kind,
+        f"{TAG_PREFIX}experiment_file": file_label,
+        f"{TAG_PREFIX}experiment_sha256": experiment.sha256,
+        f"{TAG_PREFIX}dataset_digest": session.data.digest,
+        f"{TAG_PREFIX}dataset_root": session.data.root,
+        f"{TAG_PREFIX}tuner": experiment.config.tuner.algorithm,
+        f"{TAG_PREFIX}objective": experiment.config.tuner.objective,
+        f"{TAG_PREFIX}seed": experiment.config.seed,
+        f"{TAG_PREFIX}precision": session.precision,
+        f"{TAG_PREFIX}precision_reason": session.precision_reason,
+        "mlflow.source.git.commit": commit,
+        f"{TAG_PREFIX}git_dirty": dirty if commit else None,
+        "mlflow.source.name": "xraycnn",
+        "mlflow.user": os.environ.get("USER") or os.environ.get("LOGNAME"),
+    }
+
+
+def fixed_params(session: Session) -> dict[str, Any]:
+    """Every fixed setting of a run: the experiment's knobs, the data's shape, the resolved precision."""
+    return {
+        **session.experiment.config.flat(),
+        **session.data.summary(),
+        "training.precision_policy": session.precision,
+        "model.optimizer": "adam",
+        "model.loss": "binary_crossentropy",
+    }
+
+
+def log_skipped_files(session: Session, run_id: str) -> None:
+    if session.data.skipped:
+        frame = pd.DataFrame([{"path": s.path, "reason": s.reason} for s in session.data.skipped])
+        session.runs.log_dataframe_csv(run_id, frame, "data/skipped_files.csv")
+
+
+def publish_model(
+    session: Session,
+    run_id: str,
+    model: keras.Model,
+    evaluation: Evaluation,
+    objective_value: float,
+    title: str,
+    version_tags: dict[str, Any],
+    description: str,
+) -> Registration:
+    """Log the final model's test evaluation (metrics, ROC, confusion matrix, predictions) to `run_id`, which
+    must be the active run, then register it; the alias moves last."""
+    runs, config = session.runs, session.experiment.config
+    runs.log_metrics(run_id, evaluation.prefixed("test_"))
+    runs.log_figure(
+        run_id,
+        plots.roc_figure(evaluation.labels, evaluation.probabilities, f"{title}: test ROC"),
+        "plots/roc_curve.png",
+    )
+    runs.log_figure(
+        run_id,
+        plots.confusion_matrix_figure(evaluation.confusion(), f"{title}: test confusion matrix"),
+        "plots/confusion_matrix.png",
+    )
+    predictions = pd.DataFrame(
+        {
+            "file": evaluation.files,
+            "label": [CLASS_NAMES[int(v)] for v in evaluation.labels],
+            "probability_covid19": evaluation.probabilities,
+            "predicted": [CLASS_NAMES[int(p >= THRESHOLD)] for p in evaluation.probabilities],
+        }
+    )
+    runs.log_dataframe_csv(run_id, predictions, "evaluation/test_predictions.csv")
+    tags = {
+        **version_tags,
+        f"{TAG_PREFIX}dataset_digest": session.data.digest,
+        f"{TAG_PREFIX}image_size": session.data.image_size,
+        f"{TAG_PREFIX}color_mode": config.data.color_mode,
+        f"{TAG_PREFIX}source_run_id": run_id,
+        **{
+            f"{TAG_PREFIX}{k}": f"{v:.4f}"
+            for k, v in evaluation.prefixed("test_").items()
+            if k in ("test_auc", "test_accuracy", "test_sensitivity", "test_specificity")
+        },
+    }
+    registration = log_and_register(
+        model,
+        model_name=config.registry.model_name,
+        objective=config.tuner.objective,
+        objective_value=objective_value,
+        direction=config.tuner.direction,
+        tags=tags,
+        description=description,
+    )
+    runs.set_tags(
+        run_id,
+        {
+            f"{TAG_PREFIX}registered_model": registration.name,
+            f"{TAG_PREFIX}registered_version": registration.version,
+            f"{TAG_PREFIX}registered_alias": registration.alias,
+        },
+    )
+    return registration
+
+
+def report_registration(console: Console, registration: Registration, evaluation: Evaluation) -> None:
+    m = evaluation.metrics
+    colour = "green" if registration.alias == "champion" else "yellow"
+    console.print(
+        f"Registered [bold]{registration.name}[/] v{registration.version} as [{colour}]{registration.alias}[/] "
+        f"({registration.reason}). Test: accuracy {m['accuracy']:.4f}, AUC {m['auc']:.4f}, "
+        f"sensitivity {m['sensitivity']:.4f}, specificity {m['specificity']:.4f}."
+    )
+    console.print(f"Load it with mlflow.keras.load_model('models:/{registration.name}@{registration.alias}').")

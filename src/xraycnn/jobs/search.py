@@ -1,0 +1,356 @@
+"""`xraycnn search`: a Keras Tuner search with every trial tracked in MLflow and the best model registered.
+
+experiment file -> config -> data -> hypermodel -> tuner (+ tracking hooks) -> evaluation -> registry.
+Re-running the same experiment resumes it (finished trials are not run again); `fresh=True` starts over.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from keras_tuner.engine.trial import TrialStatus
+from mlflow.entities import RunStatus
+from rich.console import Console
+
+from xraycnn import paths
+from xraycnn.errors import XrayCnnError
+from xraycnn.evaluation import Evaluation, evaluate
+from xraycnn.jobs.common import (
+    Session,
+    check_inputs,
+    fixed_params,
+    log_skipped_files,
+    mlflow_experiment_name,
+    open_session,
+    publish_model,
+    report_registration,
+    run_tags,
+)
+from xraycnn.model.hypermodel import CxrHyperModel
+from xraycnn.registry import Registration
+from xraycnn.tracking.runs import TAG_PREFIX
+from xraycnn.tracking.trial_tracker import TRIAL_ID_TAG, TrialTracker
+from xraycnn.tuning.progress import SearchProgress, top_trials_table
+from xraycnn.tuning.state import SearchState, search_lock
+from xraycnn.tuning.tuners import build_tuner, planned_budget
+
+DONE = (TrialStatus.COMPLETED, TrialStatus.FAILED, TrialStatus.INVALID)
+
+
+class SearchInterruptedError(XrayCnnError):
+    """Ctrl-C: the runs are closed and the search can be resumed."""
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    parent_run_id: str
+    experiment_id: str
+    best_trial_id: str
+    best_score: float
+    evaluation: Evaluation | None  # None when the search was already complete and registered
+    registration: Registration | None
+    trials: pd.DataFrame
+    wall_seconds: float
+
+
+def run_search(
+    experiment_path: str | Path,
+    *,
+    fresh: bool = False,
+    data_dir: str | Path | None = None,
+    tracking_uri: str | None = None,
+    tuner_dir: str | Path | None = None,
+    console: Console | None = None,
+) -> SearchResult:
+    console = console or Console()
+    started = time.monotonic()
+    inputs = check_inputs(experiment_path, data_dir)
+    experiment = inputs.experiment
+    project_dir = Path(tuner_dir or paths.tuner_root()).resolve() / experiment.name
+
+    with search_lock(project_dir, experiment.name):
+        session = open_session(inputs, tracking_uri, console)
+        if fresh and project_dir.exists():  # only once the inputs are known to be good
+            shutil.rmtree(project_dir)
+        state = None if fresh else SearchState.load(project_dir)
+        _check_resumable(state, session, project_dir)
+        if state is not None and not _run_exists(session, state.parent_run_id):
+            console.print(
+                "[yellow]The previous search's parent run is not in this store; starting a new parent run.[/]"
+            )
+            state = None
+        if state is None:
+            parent = mlflow.start_run(
+                experiment_id=session.experiment_id,
+                run_name=f"search-{experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+                tags={k: str(v) for k, v in run_tags(session, "search").items() if v is not None},
+                description=_description(session),
+                log_system_metrics=True,
+            )
+            state = SearchState(parent.info.run_id, session.store.uri, experiment.sha256, session.data.digest)
+            new_parent = True
+        else:
+            mlflow.start_run(run_id=state.parent_run_id, log_system_metrics=True)
+            new_parent = False
+        try:
+            if new_parent:
+                session.runs.log_params(state.parent_run_id, fixed_params(session))
+                session.runs.log_dataset(state.parent_run_id, session.data)
+                log_skipped_files(session, state.parent_run_id)
+                state.save(project_dir)
+            else:
+                _close_orphans(session, state.parent_run_id)
+            return _search_and_register(session, state, project_dir, console, started)
+        finally:
+            if mlflow.active_run() is not None:  # an exception escaped before a status was set
+                mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
+
+
+def _search_and_register(
+    session: Session, state: SearchState, project_dir: Path, console: Console, started: float
+) -> SearchResult:
+    experiment, config = session.experiment, session.experiment.config
+    parent_run_id = state.parent_run_id
+    objective, direction = config.tuner.objective, config.tuner.direction
+    tracker = TrialTracker(
+        session.runs,
+        session.experiment_id,
+        parent_run_id,
+        fixed_params(session),
+        session.data,
+        objective,
+        direction,
+    )
+    planned_trials, planned_epochs = planned_budget(config)
+    progress = SearchProgress(console, objective, direction, planned_trials, planned_epochs)
+    tuner = build_tuner(
+        config, CxrHyperModel(config, session.data), project_dir.parent, project_dir.name, [tracker, progress]
+    )
+
+    done = [t for t in tuner.oracle.trials.values() if t.status in DONE]
+    completed = [t for t in done if t.status == TrialStatus.COMPLETED]
+    best_so_far = None
+    if completed:
+        best = tuner.oracle.get_best_trials(1)[0]
+        best_so_far = (float(best.score), best.trial_id)
+        console.print(f"Resuming {experiment.name}: {len(done)} trial(s) already done, not run again.")
+    console.print(
+        f"Searching {experiment.name} with {config.tuner.algorithm} on {objective} ({direction}); budget "
+        f"{planned_trials} trials / {planned_epochs} epochs at most; MLflow run {parent_run_id} in {session.store.uri}"
+    )
+    progress.start(already_done=len(done), best=best_so_far)
+    try:
+        tuner.search(verbose=0)
+    except KeyboardInterrupt:
+        progress.stop()
+        tracker.close_open_runs(RunStatus.to_string(RunStatus.KILLED), "interrupted by the user (Ctrl-C)")
+        mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+        raise SearchInterruptedError(
+            f"Search interrupted; its runs are closed. Run the same command again to resume "
+            f"(finished trials are kept in {project_dir})."
+        ) from None
+    except BaseException as exc:
+        progress.stop()
+        tracker.close_open_runs(RunStatus.to_string(RunStatus.FAILED), traceback.format_exc())
+        mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
+        if isinstance(exc, RuntimeError) and "consecutive failures" in str(exc):
+            raise XrayCnnError(
+                f"{exc} The last error: {_last_failure(tuner)}. See the FAILED trial runs in MLflow; fix the cause and "
+                "run the same command to resume."
+            ) from None
+        raise
+    progress.stop()
+
+    trials = trials_table(session, tuner, parent_run_id)
+    best_trials = tuner.oracle.get_best_trials(1)
+    if not best_trials:
+        mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
+        raise XrayCnnError(
+            f"no trial of {experiment.name} completed; see the FAILED trial runs in MLflow for the errors"
+        )
+    best = best_trials[0]
+    console.print(top_trials_table(trials.to_dict("records"), objective))  # type: ignore[arg-type]
+
+    evaluation: Evaluation | None = None
+    registration: Registration | None = None
+    if state.registered.get("trial_id") == best.trial_id:
+        console.print(
+            f"Search already complete; trial {best.trial_id} is registered as {state.registered['name']} "
+            f"v{state.registered['version']} ({state.registered['alias']}). Use --fresh to search again."
+        )
+    else:
+        evaluation, registration = _finalise(session, tuner, best, trials, parent_run_id)
+        state.registered = {
+            "trial_id": best.trial_id,
+            "name": registration.name,
+            "version": registration.version,
+            "alias": registration.alias,
+        }
+        state.save(project_dir)
+        report_registration(console, registration, evaluation)
+    wall = time.monotonic() - started
+    session.runs.log_metrics(
+        parent_run_id,
+        {"search_wall_seconds": wall, "trials_completed": float((trials["status"] == "COMPLETED").sum())},
+    )
+    mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
+    console.print(f"Done in {wall / 60:.1f} min. Compare the runs with `make ui`.")
+    return SearchResult(
+        parent_run_id,
+        session.experiment_id,
+        best.trial_id,
+        float(best.score),
+        evaluation,
+        registration,
+        trials,
+        wall,
+    )
+
+
+def _finalise(
+    session: Session, tuner: Any, best: Any, trials: pd.DataFrame, parent_run_id: str
+) -> tuple[Evaluation, Registration]:
+    """Evaluate the best trial's model on test, log the search's summary artifacts, register the model."""
+    experiment, config = session.experiment, session.experiment.config
+    objective = config.tuner.objective
+    model = tuner.load_model(best)
+    evaluation = evaluate(model, session.data.test)
+    best_run = trials.loc[trials["trial_id"] == best.trial_id, "run_id"].iloc[0]
+    session.runs.set_tags(
+        parent_run_id, {f"{TAG_PREFIX}best_trial_id": best.trial_id, f"{TAG_PREFIX}best_run_id": best_run}
+    )
+    session.runs.log_metrics(parent_run_id, {f"best_{objective}": float(best.score)})
+    session.runs.log_dataframe_csv(parent_run_id, trials, "trials.csv")
+    title = f"{experiment.name} trial {best.trial_id}"
+    registration = _publish(session, parent_run_id, model, evaluation, best, best_run, title)
+    return evaluation, registration
+
+
+def _publish(
+    session: Session,
+    parent_run_id: str,
+    model: Any,
+    evaluation: Evaluation,
+    best: Any,
+    best_run: str,
+    title: str,
+) -> Registration:
+    config = session.experiment.config
+    m = evaluation.metrics
+    description = (
+        f"Best trial {best.trial_id} of experiment {session.experiment.name} ({config.tuner.algorithm} search on "
+        f"{config.tuner.objective}): {config.tuner.objective} {best.score:.4f}; test accuracy {m['accuracy']:.4f}, "
+        f"AUC {m['auc']:.4f}, sensitivity {m['sensitivity']:.4f}, specificity {m['specificity']:.4f}. "
+        f"Input: float32 {'x'.join(map(str, session.data.input_shape))} images, values 0-255 "
+        "(xraycnn.prepare_images). Output: P(COVID19)."
+    )
+    version_tags = {
+        f"{TAG_PREFIX}experiment": session.experiment.name,
+        f"{TAG_PREFIX}trial_id": best.trial_id,
+        f"{TAG_PREFIX}trial_run_id": best_run,
+        f"{TAG_PREFIX}search_run_id": parent_run_id,
+    }
+    return publish_model(session, parent_run_id, model, evaluation, float(best.score), title, version_tags, description)
+
+
+def trials_table(session: Session, tuner: Any, parent_run_id: str) -> pd.DataFrame:
+    """One row per trial: status, objective, hyperparameters, its last finished run and test metrics,
+    best first."""
+    client = session.runs.client
+    runs = client.search_runs(
+        [session.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+        order_by=["attributes.start_time ASC"],
+        max_results=10_000,
+    )
+    latest: dict[str, Any] = {}
+    for run in runs:  # oldest first: a later FINISHED attempt wins
+        trial_id = run.data.tags.get(TRIAL_ID_TAG)
+        if trial_id and (run.info.status == "FINISHED" or trial_id not in latest):
+            latest[trial_id] = run
+    rows = []
+    for trial in tuner.oracle.trials.values():
+        run = latest.get(trial.trial_id)
+        row: dict[str, Any] = {
+            "trial_id": trial.trial_id,
+            "status": trial.status,
+            "score": trial.score,
+            "run_id": run.info.run_id if run else None,
+            "best_epoch": int(run.data.tags[f"{TAG_PREFIX}best_epoch"])
+            if run and f"{TAG_PREFIX}best_epoch" in run.data.tags
+            else None,
+            "hyperparameters": dict(trial.hyperparameters.values),
+        }
+        if run:
+            row.update({k: v for k, v in run.data.metrics.items() if k.startswith("test_")})
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    hp = pd.json_normalize(frame["hyperparameters"]).add_prefix("hp.") if len(frame) else pd.DataFrame()
+    frame = pd.concat([frame, hp], axis=1)
+    ascending = session.experiment.config.tuner.direction == "min"
+    return frame.sort_values("score", ascending=ascending, na_position="last").reset_index(drop=True)
+
+
+def _description(session: Session) -> str:
+    config = session.experiment.config
+    trials, epochs = planned_budget(config)
+    return (
+        f"{config.description}\n\nExperiment `{session.experiment.name}`: {config.tuner.algorithm} search on "
+        f"{config.tuner.objective}, seed {config.seed}, budget {trials} trials / {epochs} epochs at most. Data "
+        f"`{session.data.root}` (digest {session.data.digest}), {session.data.image_size}px {config.data.color_mode}."
+    ).strip()
+
+
+def _check_resumable(state: SearchState | None, session: Session, project_dir: Path) -> None:
+    if state is None:
+        return
+    changed = []
+    if state.experiment_sha256 != session.experiment.sha256:
+        changed.append(f"the experiment file {session.experiment.path}")
+    if state.dataset_digest != session.data.digest:
+        changed.append(f"the dataset (digest {state.dataset_digest} -> {session.data.digest})")
+    if changed:
+        raise XrayCnnError(
+            f"{' and '.join(changed)} changed since the search in {project_dir} started, so it cannot be resumed: "
+            "run with --fresh to start over, or restore what changed"
+        )
+
+
+def _run_exists(session: Session, run_id: str) -> bool:
+    try:
+        run = session.runs.client.get_run(run_id)
+    except Exception:
+        return False
+    return run.info.lifecycle_stage == "active" and run.info.experiment_id == session.experiment_id
+
+
+def _close_orphans(session: Session, parent_run_id: str) -> None:
+    """Trial runs left RUNNING by a process that died: KILLED (the trial itself runs again)."""
+    client = session.runs.client
+    for run in client.search_runs(
+        [session.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'RUNNING'",
+    ):
+        session.runs.end(
+            run.info.run_id,
+            RunStatus.to_string(RunStatus.KILLED),
+            "the search process stopped during this trial; the trial runs again on resume",
+        )
+
+
+def _last_failure(tuner: Any) -> str:
+    failed = [t for t in tuner.oracle.trials.values() if t.status == TrialStatus.FAILED and t.message]
+    if not failed:
+        return "unknown"
+    lines = [line for line in failed[-1].message.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "unknown"
+
+
+__all__ = ["SearchInterruptedError", "SearchResult", "mlflow_experiment_name", "run_search", "trials_table"]

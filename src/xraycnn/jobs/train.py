@@ -1,0 +1,147 @@
+"""`xraycnn train`: one fixed network (every search-space entry a single value) as one tracked MLflow run.
+
+Same data, model, metrics, evaluation and registry as a search trial; used for the published notebook's
+network (`experiments/seed.toml`).
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import keras_tuner as kt
+import mlflow
+from mlflow.entities import RunStatus
+from rich.console import Console
+
+from xraycnn.config import Fixed
+from xraycnn.errors import ConfigError
+from xraycnn.evaluation import Evaluation, evaluate
+from xraycnn.jobs.common import (
+    check_inputs,
+    fixed_params,
+    log_skipped_files,
+    open_session,
+    publish_model,
+    report_registration,
+    run_tags,
+)
+from xraycnn.model.hypermodel import CxrHyperModel
+from xraycnn.registry import Registration
+from xraycnn.tracking.runs import TAG_PREFIX, RunLogger
+from xraycnn.tracking.trial_tracker import EpochHistory
+from xraycnn.tuning.progress import describe_hyperparameters
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_id: str
+    evaluation: Evaluation
+    registration: Registration
+    best_value: float
+    wall_seconds: float
+
+
+class _EpochLogger(keras.callbacks.Callback):
+    """Per-epoch metrics to the run at step = epoch number, and one line per epoch on the console."""
+
+    def __init__(self, runs: RunLogger, run_id: str, history: EpochHistory, console: Console, epochs: int) -> None:
+        super().__init__()
+        self.runs, self.run_id, self.history, self.console, self.epochs = (
+            runs,
+            run_id,
+            history,
+            console,
+            epochs,
+        )
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        values = self.history.add(epoch + 1, logs or {})
+        self.runs.log_metrics(self.run_id, values, step=epoch + 1)
+        shown = " ".join(f"{k} {values[k]:.4f}" for k in ("loss", "auc", "val_loss", "val_auc") if k in values)
+        self.console.print(f"epoch {epoch + 1}/{self.epochs} {shown}")
+
+
+def run_train(
+    experiment_path: str | Path,
+    *,
+    data_dir: str | Path | None = None,
+    tracking_uri: str | None = None,
+    console: Console | None = None,
+) -> TrainResult:
+    console = console or Console()
+    started = time.monotonic()
+    inputs = check_inputs(experiment_path, data_dir)
+    config = inputs.experiment.config
+    ranged = [name for name, spec in config.space.items() if not isinstance(spec, Fixed)]
+    if ranged:
+        raise ConfigError(
+            f"{inputs.experiment.path}: train needs one value per hyperparameter, but space.{', space.'.join(ranged)} "
+            "are ranges or choices; fix them (see experiments/seed.toml) or run `xraycnn search` instead"
+        )
+    session = open_session(inputs, tracking_uri, console)
+    hypermodel = CxrHyperModel(config, session.data)
+    hp = kt.HyperParameters()
+    hypermodel.declare_hyperparameters(hp)
+    model = hypermodel.build(hp)
+    epochs = int(config.space.epochs.value) if isinstance(config.space.epochs, Fixed) else config.budget.max_epochs
+    objective, direction = config.tuner.objective, config.tuner.direction
+    params = {**fixed_params(session), **hp.values, "epochs": epochs}
+    console.print(f"Training {inputs.experiment.name}: {describe_hyperparameters(params)}, up to {epochs} epochs")
+
+    run = mlflow.start_run(
+        experiment_id=session.experiment_id,
+        run_name=f"train-{inputs.experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+        tags={k: str(v) for k, v in run_tags(session, "train").items() if v is not None},
+        log_system_metrics=True,
+    )
+    run_id, runs = run.info.run_id, session.runs
+    try:
+        runs.log_params(run_id, params)
+        runs.log_dataset(run_id, session.data)
+        log_skipped_files(session, run_id)
+        history = EpochHistory()
+        # Where the space holds epochs, fit() reads them from hp; under Hyperband settings they come from here.
+        epochs_from_space = config.epochs_spec() is not None
+        hypermodel.fit(
+            hp,
+            model,
+            callbacks=[_EpochLogger(runs, run_id, history, console, epochs)],
+            epochs=None if epochs_from_space else epochs,
+        )
+        best_epoch = history.best_epoch(objective, direction)
+        best_value = history.metrics[objective][history.epochs.index(best_epoch)] if best_epoch else float("nan")
+        runs.log_metrics(run_id, {f"best_{objective}": best_value})
+        runs.set_tags(run_id, {f"{TAG_PREFIX}best_epoch": best_epoch})
+        title = f"{inputs.experiment.name}"
+        runs.log_learning_curves(run_id, history.epochs, history.metrics, title)
+        evaluation = evaluate(model, session.data.test)  # EarlyStopping restored the best epoch's weights
+        m = evaluation.metrics
+        description = (
+            f"Fixed network of experiment {inputs.experiment.name} ({describe_hyperparameters(params)}); {objective} "
+            f"{best_value:.4f} at epoch {best_epoch}; test accuracy {m['accuracy']:.4f}, AUC {m['auc']:.4f}."
+        )
+        registration = publish_model(
+            session,
+            run_id,
+            model,
+            evaluation,
+            best_value,
+            title,
+            {f"{TAG_PREFIX}experiment": inputs.experiment.name},
+            description,
+        )
+    except KeyboardInterrupt:
+        runs.end(run_id, RunStatus.to_string(RunStatus.KILLED), "interrupted by the user (Ctrl-C)")
+        mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+        raise
+    except BaseException:
+        runs.end(run_id, RunStatus.to_string(RunStatus.FAILED), traceback.format_exc())
+        mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
+        raise
+    mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
+    report_registration(console, registration, evaluation)
+    return TrainResult(run_id, evaluation, registration, best_value, time.monotonic() - started)

@@ -1,0 +1,45 @@
+"""Where the project keeps its state: the repo root, the tuner state and the MLflow store.
+
+Everything is absolute and independent of the working directory, so `make search` run from anywhere
+writes to the same store.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+HOME_ENV = "XRAYCNN_HOME"
+DATA_ENV = "XRAYCNN_DATA"
+
+
+def project_root() -> Path:
+    """The repo that holds `experiments/`, `tuner/` and `mlruns/`.
+
+    `$XRAYCNN_HOME` wins; otherwise the checkout this package was installed from (editable install);
+    otherwise the working directory.
+    """
+    if os.environ.get(HOME_ENV):
+        return Path(os.environ[HOME_ENV]).expanduser().resolve()
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "experiments").is_dir():
+        return checkout
+    return Path.cwd().resolve()
+
+
+def tuner_root() -> Path:
+    return project_root() / "tuner"
+
+
+def mlruns_dir() -> Path:
+    return project_root() / "mlruns"
+
+
+def default_tracking_uri() -> str:
+    return f"sqlite:///{mlruns_dir() / 'mlflow.db'}"
+
+
+def default_data_candidates() -> list[Path]:
+    """Where to look for the dataset when neither the CLI, `$XRAYCNN_DATA` nor the experiment names one."""
+    root = project_root()
+    return [root / "data", root.parent / "shared" / "data" / "cxr-covid"]

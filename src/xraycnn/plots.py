@@ -1,0 +1,81 @@
+"""Matplotlib figures logged with runs: learning curves, confusion matrix, ROC curve."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: runs on CI and servers without a display
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+from sklearn.metrics import roc_auc_score, roc_curve
+
+from xraycnn.data.discovery import CLASS_NAMES
+
+CURVE_METRICS = ("loss", "accuracy", "auc", "precision", "recall")
+
+
+def learning_curves(epochs: Sequence[int], history: Mapping[str, Sequence[float]], title: str) -> Figure:
+    """Training vs validation of every tracked metric, one panel each, on the true epoch numbers."""
+    names = [m for m in CURVE_METRICS if m in history or f"val_{m}" in history]
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.0), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        for key, style in ((name, "-o"), (f"val_{name}", "--s")):
+            if key in history:
+                ax.plot(
+                    epochs,
+                    history[key],
+                    style,
+                    markersize=3,
+                    label="validation" if key.startswith("val_") else "train",
+                )
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrix_figure(matrix: np.ndarray, title: str) -> Figure:
+    fig, ax = plt.subplots(figsize=(3.6, 3.2))
+    ax.imshow(matrix, cmap="Blues")
+    for (i, j), count in np.ndenumerate(matrix):
+        ax.text(
+            j,
+            i,
+            str(int(count)),
+            ha="center",
+            va="center",
+            color="white" if count > matrix.max() / 2 else "black",
+        )
+    ax.set_xticks([0, 1], CLASS_NAMES)
+    ax.set_yticks([0, 1], CLASS_NAMES)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def roc_figure(labels: np.ndarray, probabilities: np.ndarray, title: str) -> Figure:
+    fpr, tpr, _ = roc_curve(labels, probabilities)
+    auc = roc_auc_score(labels, probabilities)
+    fig, ax = plt.subplots(figsize=(3.6, 3.4))
+    ax.plot(fpr, tpr, label=f"AUC = {auc:.4f}")
+    ax.plot([0, 1], [0, 1], ":", color="grey")
+    ax.set_xlabel("1 - specificity (false-positive rate)")
+    ax.set_ylabel("sensitivity (true-positive rate)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def close(fig: Figure) -> None:
+    plt.close(fig)

@@ -1,0 +1,129 @@
+"""What goes into MLflow runs: params, per-epoch metrics, test metrics, plots, dataset inputs, run status.
+
+All writes name their run explicitly through one `MlflowClient`, so trial runs can be opened and closed
+from Keras Tuner's hooks (no fluent run stack, no autolog) and a crash never logs into the wrong run.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
+from mlflow.tracking import MlflowClient
+from mlflow.types import Schema, TensorSpec
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID
+
+from xraycnn import plots
+from xraycnn.data.dataset import PreparedData
+from xraycnn.evaluation import Evaluation
+
+TAG_PREFIX = "xraycnn."
+MAX_TAG_VALUE = 5000  # MLflow's limit is 8000 on SQL stores; error messages are cut to stay well inside it
+_BATCH = 100  # log_batch accepts at most 100 params and 1000 metrics per call
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _param_value(value: Any) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def dataset_input(data: PreparedData, context: str = "training") -> DatasetInput:
+    """The dataset as an MLflow input: its folder, name and our digest of every file's bytes."""
+    with warnings.catch_warnings():  # "can be interpreted in multiple ways": both readings are 'local'
+        warnings.simplefilter("ignore", UserWarning)
+        source = resolve_dataset_source(data.root)
+    schema = Schema(
+        [
+            TensorSpec(np.dtype(np.uint8), (-1, *data.input_shape), "image"),
+            TensorSpec(np.dtype(np.int32), (-1,), "label"),
+        ]
+    )
+    dataset = MetaDataset(source, name=Path(data.root).name, digest=data.digest, schema=schema)
+    return DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])
+
+
+class RunLogger:
+    """Writes to runs by id."""
+
+    def __init__(self, client: MlflowClient) -> None:
+        self.client = client
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        items = [Param(k, _param_value(v)) for k, v in params.items() if v is not None]
+        for chunk in _chunks(items, _BATCH):
+            self.client.log_batch(run_id, params=list(chunk), synchronous=True)
+
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        items = [RunTag(k, str(v)[:MAX_TAG_VALUE]) for k, v in tags.items() if v is not None]
+        for chunk in _chunks(items, _BATCH):
+            self.client.log_batch(run_id, tags=list(chunk), synchronous=True)
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None and np.isfinite(v)]
+        for chunk in _chunks(items, 1000):
+            self.client.log_batch(run_id, metrics=list(chunk), synchronous=True)
+
+    def log_figure(self, run_id: str, fig: Figure, artifact_file: str) -> None:
+        try:
+            self.client.log_figure(run_id, fig, artifact_file)
+        finally:
+            plots.close(fig)
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        self.client.log_text(run_id, text, artifact_file)
+
+    def log_file(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def log_dataframe_csv(self, run_id: str, frame: Any, artifact_file: str) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / Path(artifact_file).name
+            frame.to_csv(local, index=False)
+            parent = str(Path(artifact_file).parent)
+            self.client.log_artifact(run_id, str(local), None if parent == "." else parent)
+
+    def log_dataset(self, run_id: str, data: PreparedData) -> None:
+        self.client.log_inputs(run_id, datasets=[dataset_input(data)])
+
+    def log_evaluation(self, run_id: str, evaluation: Evaluation, title: str, prefix: str = "test_") -> None:
+        """Test metrics (prefixed, never used for selection) and the confusion matrix."""
+        self.log_metrics(run_id, evaluation.prefixed(prefix))
+        self.log_figure(
+            run_id,
+            plots.confusion_matrix_figure(evaluation.confusion(), f"{title}: test confusion matrix"),
+            "plots/confusion_matrix.png",
+        )
+
+    def log_learning_curves(
+        self, run_id: str, epochs: Sequence[int], history: Mapping[str, Sequence[float]], title: str
+    ) -> None:
+        if epochs:
+            self.log_figure(run_id, plots.learning_curves(epochs, history, title), "plots/learning_curves.png")
+
+    def create_child(self, experiment_id: str, parent_run_id: str, run_name: str, tags: Mapping[str, Any]) -> str:
+        run = self.client.create_run(
+            experiment_id,
+            run_name=run_name,
+            tags={MLFLOW_PARENT_RUN_ID: parent_run_id, **{k: str(v) for k, v in tags.items()}},
+        )
+        return run.info.run_id
+
+    def end(self, run_id: str, status: str = "FINISHED", error: str | None = None) -> None:
+        if error:
+            self.set_tags(run_id, {f"{TAG_PREFIX}error": error.strip().splitlines()[-1] if error.strip() else error})
+            self.log_text(run_id, error, "error.txt")
+        self.client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.from_string(status)))

@@ -1,0 +1,152 @@
+"""One MLflow child run per trial attempt, opened and closed from the tuner's trial hooks.
+
+Each child run gets every hyperparameter and fixed setting as params, the per-epoch metrics at
+`step = epoch number` (1-based: a Hyperband continuation from epoch 3 to 9 logs steps 4..9), the test
+metrics of the trial's best epoch (`test_*`, reported only, never used for selection), a learning-curve
+and a confusion-matrix PNG, and status FINISHED or FAILED with the error.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+from keras_tuner.engine.trial import Trial, TrialStatus
+from mlflow.entities import RunStatus
+
+from xraycnn.data.dataset import PreparedData
+from xraycnn.evaluation import Evaluation, evaluate
+from xraycnn.tracking.runs import TAG_PREFIX, RunLogger
+from xraycnn.tuning.tuners import SearchListener
+
+TRIAL_ID_TAG = f"{TAG_PREFIX}trial_id"
+
+
+@dataclass
+class EpochHistory:
+    """Per-epoch metrics of one run, on true epoch numbers."""
+
+    epochs: list[int] = field(default_factory=list)
+    metrics: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+
+    def add(self, epoch_number: int, logs: Mapping[str, float]) -> dict[str, float]:
+        values = {k: float(v) for k, v in logs.items() if isinstance(v, int | float) and k != "learning_rate"}
+        self.epochs.append(epoch_number)
+        for key, value in values.items():
+            self.metrics[key].append(value)
+        return values
+
+    def best_epoch(self, metric: str, direction: str) -> int | None:
+        """The true epoch number where `metric` was best (Keras Tuner's best_step is relative to the fit)."""
+        series = self.metrics.get(metric)
+        if not series:
+            return None
+        pick = max if direction == "max" else min
+        return self.epochs[series.index(pick(series))]
+
+
+def hyperparameter_params(trial: Trial) -> dict[str, Any]:
+    """The trial's active hyperparameter values (Hyperband's bookkeeping keeps its `tuner/` names)."""
+    return dict(trial.hyperparameters.values)
+
+
+def trial_run_name(trial: Trial) -> str:
+    return f"trial-{trial.trial_id}"
+
+
+class TrialTracker(SearchListener):
+    def __init__(
+        self,
+        runs: RunLogger,
+        experiment_id: str,
+        parent_run_id: str,
+        fixed_params: Mapping[str, Any],
+        data: PreparedData,
+        objective: str,
+        direction: str,
+    ) -> None:
+        self.runs = runs
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
+        self.fixed_params = dict(fixed_params)
+        self.data = data
+        self.objective = objective
+        self.direction = direction
+        self.open_runs: dict[str, str] = {}  # trial_id -> run_id of the attempt in progress
+        self.histories: dict[str, EpochHistory] = {}
+        self.evaluations: dict[str, Evaluation] = {}
+        self.run_ids: dict[str, str] = {}  # trial_id -> run_id of its last attempt
+
+    # -- lookups ----------------------------------------------------------------------------------------
+    def _previous_attempts(self, trial_id: str) -> list[Any]:
+        return self.runs.client.search_runs(
+            [self.experiment_id],
+            filter_string=(
+                f"tags.`mlflow.parentRunId` = '{self.parent_run_id}' and tags.`{TRIAL_ID_TAG}` = '{trial_id}'"
+            ),
+            order_by=["attributes.start_time DESC"],
+        )
+
+    def finished_run_of(self, trial_id: str) -> str | None:
+        if trial_id in self.run_ids:
+            return self.run_ids[trial_id]
+        finished = [r for r in self._previous_attempts(trial_id) if r.info.status == "FINISHED"]
+        return finished[0].info.run_id if finished else None
+
+    # -- hooks ------------------------------------------------------------------------------------------
+    def trial_begin(self, trial: Trial) -> None:
+        values = trial.hyperparameters.values
+        attempt = len(self._previous_attempts(trial.trial_id)) + 1
+        tags: dict[str, Any] = {TRIAL_ID_TAG: trial.trial_id, f"{TAG_PREFIX}attempt": attempt}
+        continues = values.get("tuner/trial_id")
+        if continues is not None:  # a Hyperband continuation: trains on from that trial's best checkpoint
+            tags[f"{TAG_PREFIX}continues_trial"] = continues
+            continued_run = self.finished_run_of(str(continues))
+            if continued_run:
+                tags[f"{TAG_PREFIX}continues_run_id"] = continued_run
+        run_id = self.runs.create_child(self.experiment_id, self.parent_run_id, trial_run_name(trial), tags)
+        self.open_runs[trial.trial_id] = run_id
+        self.histories[trial.trial_id] = EpochHistory()
+        self.runs.log_params(run_id, {**self.fixed_params, **hyperparameter_params(trial)})
+        self.runs.log_dataset(run_id, self.data)
+
+    def epoch_end(self, trial: Trial, epoch: int, logs: dict[str, float]) -> None:
+        run_id = self.open_runs.get(trial.trial_id)
+        if run_id is None:
+            return
+        values = self.histories[trial.trial_id].add(epoch + 1, logs)
+        self.runs.log_metrics(run_id, values, step=epoch + 1)
+
+    def trial_completed(self, trial: Trial, model: keras.Model) -> None:
+        run_id = self.open_runs[trial.trial_id]
+        evaluation = evaluate(model, self.data.test)
+        self.evaluations[trial.trial_id] = evaluation
+        title = trial_run_name(trial)
+        self.runs.log_evaluation(run_id, evaluation, title)
+        history = self.histories[trial.trial_id]
+        self.runs.log_learning_curves(run_id, history.epochs, history.metrics, title)
+
+    def trial_end(self, trial: Trial) -> None:
+        run_id = self.open_runs.pop(trial.trial_id, None)
+        if run_id is None:
+            return
+        completed = trial.status == TrialStatus.COMPLETED
+        tags: dict[str, Any] = {f"{TAG_PREFIX}trial_status": trial.status}
+        if completed:
+            self.run_ids[trial.trial_id] = run_id
+            self.runs.log_metrics(run_id, {f"best_{self.objective}": trial.score})
+            best_epoch = self.histories[trial.trial_id].best_epoch(self.objective, self.direction)
+            if best_epoch is not None:
+                tags[f"{TAG_PREFIX}best_epoch"] = best_epoch
+        self.runs.set_tags(run_id, tags)
+        error = None if completed else (trial.message or f"trial ended with status {trial.status}")
+        self.runs.end(run_id, "FINISHED" if completed else "FAILED", error)
+
+    def close_open_runs(self, status: str = RunStatus.to_string(RunStatus.FAILED), reason: str | None = None) -> None:
+        """Close attempts left open by an interrupted search (KILLED on Ctrl-C, FAILED on a crash)."""
+        for run_id in list(self.open_runs.values()):
+            self.runs.end(run_id, status, reason)
+        self.open_runs.clear()

@@ -1,0 +1,170 @@
+"""Keras Tuner's tuners with our hooks: the tuner drives the search, listeners track and display it.
+
+The listeners are called from the tuner's own trial hooks (`on_trial_begin`, `on_epoch_end`,
+`on_trial_end`), never passed to `search(callbacks=...)`: Keras Tuner deep-copies those callbacks, and a
+tracking client or a live display must not be copied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import keras
+import keras_tuner as kt
+from keras_tuner.engine.trial import Trial, TrialStatus
+
+from xraycnn.config import Choice, ExperimentConfig, Fixed, FloatRange, IntRange
+
+
+class SearchListener:
+    """Receives the search's events; every method is optional."""
+
+    def search_begin(self, tuner: kt.Tuner) -> None: ...
+
+    def trial_begin(self, trial: Trial) -> None: ...
+
+    def epoch_end(self, trial: Trial, epoch: int, logs: dict[str, float]) -> None: ...
+
+    def trial_completed(self, trial: Trial, model: keras.Model) -> None:
+        """A trial finished training; `model` holds the weights of its best epoch."""
+
+    def trial_end(self, trial: Trial) -> None:
+        """The oracle has recorded the trial's final status and score (the state on disk is saved)."""
+
+
+class _Tracked:
+    """Mixin placed before a Keras Tuner tuner class: forwards its hooks to the listeners."""
+
+    listeners: Sequence[SearchListener]
+
+    def __init__(self, *args: Any, listeners: Sequence[SearchListener] = (), **kwargs: Any) -> None:
+        self.listeners = tuple(listeners)
+        super().__init__(*args, **kwargs)
+
+    def on_search_begin(self) -> None:
+        super().on_search_begin()  # type: ignore[misc]
+        for listener in self.listeners:
+            listener.search_begin(self)  # type: ignore[arg-type]
+
+    def on_trial_begin(self, trial: Trial) -> None:
+        super().on_trial_begin(trial)  # type: ignore[misc]
+        for listener in self.listeners:
+            listener.trial_begin(trial)
+
+    def on_epoch_end(self, trial: Trial, model: keras.Model, epoch: int, logs: dict | None = None) -> None:
+        super().on_epoch_end(trial, model, epoch, logs)  # type: ignore[misc]
+        for listener in self.listeners:
+            listener.epoch_end(trial, epoch, dict(logs or {}))
+
+    def on_trial_end(self, trial: Trial) -> None:
+        if trial.status == TrialStatus.COMPLETED:
+            model = self.load_model(trial)  # type: ignore[attr-defined]  # the best epoch's checkpoint
+            for listener in self.listeners:
+                listener.trial_completed(trial, model)
+        super().on_trial_end(trial)  # type: ignore[misc]  # the oracle records the outcome and saves
+        final = self.oracle.get_trial(trial.trial_id)  # type: ignore[attr-defined]
+        for listener in self.listeners:
+            listener.trial_end(final)
+
+
+class TrackedHyperband(_Tracked, kt.Hyperband):
+    pass
+
+
+class TrackedRandomSearch(_Tracked, kt.RandomSearch):
+    pass
+
+
+class TrackedBayesianOptimization(_Tracked, kt.BayesianOptimization):
+    pass
+
+
+def build_tuner(
+    config: ExperimentConfig,
+    hypermodel: kt.HyperModel,
+    directory: Path,
+    project_name: str,
+    listeners: Sequence[SearchListener] = (),
+) -> kt.Tuner:
+    """The experiment's tuner over `directory/project_name`, resuming what is there."""
+    common: dict[str, Any] = {
+        "hypermodel": hypermodel,
+        "objective": kt.Objective(config.tuner.objective, direction=config.tuner.direction),
+        "seed": config.seed,
+        "directory": str(directory),
+        "project_name": project_name,
+        "overwrite": False,  # starting over is the caller's decision (--fresh), made before we get here
+        "listeners": listeners,
+    }
+    budget = config.budget
+    # Keras Tuner prints "Reloading Tuner from ..." itself; the caller reports resumption its own way.
+    with contextlib.redirect_stdout(io.StringIO()):
+        if config.tuner.algorithm == "hyperband":
+            tuner = TrackedHyperband(
+                max_epochs=budget.max_epochs,
+                factor=budget.hyperband_factor,
+                hyperband_iterations=budget.hyperband_iterations,
+                **common,
+            )
+            # Hyperband has no max_trials argument; the oracle honours the attribute as a hard cap.
+            tuner.oracle.max_trials = budget.max_trials
+        elif config.tuner.algorithm == "random":
+            tuner = TrackedRandomSearch(max_trials=budget.max_trials, **common)
+        else:
+            tuner = TrackedBayesianOptimization(max_trials=budget.max_trials, **common)
+    return tuner
+
+
+def hyperband_schedule(
+    max_epochs: int, factor: int, iterations: int = 1, max_trials: int | None = None
+) -> tuple[int, int]:
+    """(trials, epochs) a sequential Hyperband search runs, computed as Keras Tuner's HyperbandOracle does:
+    brackets from the most aggressive down, each round's trials before the next round's, `max_trials` a cap.
+
+    Epochs count what is trained: a continued trial trains only the epochs it adds. Early stopping can
+    make the real number smaller.
+    """
+    brackets, e = 0, float(max_epochs)
+    while e >= 1:
+        e /= factor
+        brackets += 1
+    end_size0 = math.ceil(1 + math.log(max_epochs, factor))
+    trials = epochs = 0
+    for _ in range(iterations):
+        for bracket in reversed(range(brackets)):
+            end_size = end_size0 / (bracket + 1)
+            for rnd in range(bracket + 1):
+                size = math.ceil(end_size * factor ** (bracket - rnd))
+                if max_trials is not None:
+                    size = min(size, max_trials - trials)
+                total = math.ceil(max_epochs / factor ** (bracket - rnd))
+                already = math.ceil(max_epochs / factor ** (bracket - rnd + 1)) if rnd else 0
+                trials += size
+                epochs += size * (total - already)
+    return trials, epochs
+
+
+def _mean(spec: Any) -> float:
+    if isinstance(spec, Fixed):
+        return float(spec.value)
+    if isinstance(spec, Choice):
+        return sum(spec.values) / len(spec.values)
+    if isinstance(spec, IntRange | FloatRange):
+        return (spec.min + spec.max) / 2
+    raise TypeError(spec)
+
+
+def planned_budget(config: ExperimentConfig) -> tuple[int, int]:
+    """(trials, epochs) the search plans at most: for the progress display and time estimates."""
+    budget = config.budget
+    if config.tuner.algorithm == "hyperband":
+        return hyperband_schedule(
+            budget.max_epochs, budget.hyperband_factor, budget.hyperband_iterations, budget.max_trials
+        )
+    trials = budget.max_trials or 0
+    return trials, math.ceil(trials * _mean(config.epochs_spec()))

@@ -1,0 +1,78 @@
+"""Shared fixtures: seeded runs, a small dataset, a temporary MLflow store.
+
+The dataset fixture copies a small real subset of ../shared/data/cxr-covid when it is there and generates
+images otherwise, so the suite passes on a fresh machine without the data too.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from xraycnn import paths
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = paths.default_data_candidates()[1]
+CLASSES = ("COVID19", "NORMAL")
+
+
+@pytest.fixture(autouse=True)
+def _seeded() -> None:
+    random.seed(0)
+    np.random.seed(0)
+
+
+def synthetic_xray(label: str, index: int, size: int = 128) -> Image.Image:
+    """A grey, chest-like image; COVID19 ones carry bright blotches in the lung fields (learnable)."""
+    rng = np.random.default_rng(index * 2 + (label == "COVID19"))
+    y, x = np.mgrid[0:size, 0:size] / size
+    body = 90 + 80 * np.exp(-((x - 0.5) ** 2) / 0.08) + rng.normal(0, 12, (size, size))
+    if label == "COVID19":
+        for _ in range(6):
+            cx, cy, r = rng.uniform(0.2, 0.8), rng.uniform(0.25, 0.75), rng.uniform(0.04, 0.1)
+            body += 70 * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * r * r))
+    return Image.fromarray(np.clip(body, 0, 255).astype(np.uint8), mode="L")
+
+
+def build_dataset(root: Path, per_class: dict[str, int], real: bool = SHARED_DATA.is_dir()) -> Path:
+    """ROOT/{train,test}/{COVID19,NORMAL}/ with `per_class[split]` images each: real ones when available."""
+    for split, n in per_class.items():
+        for label in CLASSES:
+            folder = root / split / label
+            folder.mkdir(parents=True, exist_ok=True)
+            if real:
+                for src in sorted((SHARED_DATA / split / label).iterdir())[:n]:
+                    shutil.copyfile(src, folder / src.name)
+            else:
+                for i in range(n):
+                    synthetic_xray(label, i + (1000 if split == "test" else 0)).save(
+                        folder / f"{label.lower()}_{i:03d}.jpg"
+                    )
+    return root
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """36 train and 12 test images per class."""
+    return build_dataset(tmp_path_factory.mktemp("small") / "cxr", {"train": 36, "test": 12})
+
+
+@pytest.fixture
+def store_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fresh SQLite MLflow store for one test, made the current one through $MLFLOW_TRACKING_URI."""
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    yield uri
+    import mlflow
+
+    while mlflow.active_run() is not None:
+        mlflow.end_run()

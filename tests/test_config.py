@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from xraycnn.config import Choice, Fixed, FloatRange, IntRange, load_experiment
+from xraycnn.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str, name: str = "exp.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def error_of(tmp_path: Path, text: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_experiment(write(tmp_path, text))
+    message = str(info.value)
+    assert "exp.toml" in message  # always names the file
+    return message
+
+
+def test_shipped_experiments_load() -> None:
+    default = load_experiment(REPO / "experiments" / "default.toml")
+    assert default.name == "default"
+    assert default.config.tuner.algorithm == "hyperband"
+    assert default.config.tuner.objective == "val_auc" and default.config.tuner.direction == "max"
+    assert isinstance(default.config.space.conv_blocks, IntRange)
+    assert isinstance(default.config.space.learning_rate, FloatRange)
+    assert default.config.space.learning_rate.sampling == "log"
+    assert default.config.epochs_spec() is None  # Hyperband owns epochs
+
+    seed = load_experiment(REPO / "experiments" / "seed.toml").config
+    # The published notebook's network.
+    assert seed.data.image_size == 150
+    assert seed.space.conv_blocks == Fixed(value=2)
+    assert seed.space.filters == (Fixed(value=32), Fixed(value=64))
+    assert seed.space.kernel_size == Fixed(value=5)
+    assert seed.space.dropout == Fixed(value=0.5)
+    assert seed.space.dense_units == Fixed(value=256)
+    assert seed.space.learning_rate == Fixed(value=1e-3)
+    assert seed.epochs_spec() == Fixed(value=35)
+    assert seed.data.augmentation.zoom == 0.2 and seed.data.augmentation.horizontal_flip
+    assert seed.data.validation_split == 0.2
+
+
+def test_empty_file_means_the_notebooks_network(tmp_path: Path) -> None:
+    config = load_experiment(write(tmp_path, "")).config
+    assert config.space.filters == (Fixed(value=32), Fixed(value=64))
+    assert config.data.image_size == 150
+    assert config.seed == 42
+
+
+def test_config_is_frozen(tmp_path: Path) -> None:
+    config = load_experiment(write(tmp_path, "seed = 3")).config
+    with pytest.raises(Exception, match="frozen"):
+        config.seed = 4  # type: ignore[misc]
+
+
+def test_spec_forms(tmp_path: Path) -> None:
+    text = """
+[tuner]
+algorithm = "random"
+[budget]
+max_trials = 4
+max_epochs = 8
+[space]
+conv_blocks = { values = [1, 2, 3] }
+filters = [{ values = [8, 16] }, 32, { min = 16, max = 64, step = 16 }]
+dropout = { min = 0, max = 0.5, step = 0.1 }
+learning_rate = { min = 1e-4, max = 1e-2, sampling = "log" }
+epochs = { min = 2, max = 8 }
+"""
+    space = load_experiment(write(tmp_path, text)).config.space
+    assert space.conv_blocks == Choice(values=(1, 2, 3))
+    assert space.filters_for_block(0) == Choice(values=(8, 16))
+    assert space.filters_for_block(1) == Fixed(value=32)
+    assert space.filters_for_block(2) == IntRange(min=16, max=64, step=16)
+    assert space.dropout == FloatRange(min=0.0, max=0.5, step=0.1)  # an int bound is fine for a float
+    assert [name for name, _ in space.items()][-3:] == ["filters_1", "filters_2", "filters_3"]
+
+
+def test_flat_settings_are_one_dict(tmp_path: Path) -> None:
+    flat = load_experiment(write(tmp_path, "seed = 5\n[data]\nimage_size = 64")).config.flat()
+    assert flat["seed"] == 5
+    assert flat["data.image_size"] == 64
+    assert flat["data.augmentation.zoom"] == 0.2
+    assert flat["tuner.objective"] == "val_auc"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("seed = [", "not valid TOML"),
+        ("colour = 1", "colour: unknown key; expected one of: description, seed, data, space"),
+        ("[space]\nbogus = 1", "space.bogus: unknown key; expected one of: conv_blocks, filters"),
+        ("[data]\nimage_size = 'big'", "data.image_size: Input should be a valid integer (got 'big')"),
+        ("[data]\nimage_size = 64.0", "data.image_size: Input should be a valid integer"),
+        ("[space]\ndropout = 'high'", "space.dropout: value must be a number, got 'high'"),
+        ("[space]\nkernel_size = { values = [] }", "space.kernel_size: 'values' must be a non-empty list"),
+        (
+            "[space]\nconv_blocks = { min = 3, max = 2 }",
+            "space.conv_blocks: min (3) must be smaller than max (2)",
+        ),
+        ("[space]\nconv_blocks = { min = 2, max = 2 }", "min (2) must be smaller than max (2)"),
+        ("[space]\ndropout = 1.5", "space.dropout: value 1.5 is out of bounds"),
+        (
+            "[space]\nkernel_size = [3, 5]",
+            "space.kernel_size: a bare list is not a spec; write a choice as { values = [3, 5] }",
+        ),
+        (
+            "[space]\nlearning_rate = { min = 0.0, max = 0.1, sampling = 'log' }",
+            "space.learning_rate: min 0.0 is out of bounds",
+        ),
+        (
+            "[space]\nbatch_size = { min = 8, max = 64, sampling = 'cubic' }",
+            "sampling must be 'linear' or 'log'",
+        ),
+        ("[space]\nfilters = { values = [8, 8] }", "space.filters: 'values' has duplicates"),
+        (
+            "[space]\nconv_blocks = 3\nfilters = [8, 16]",
+            "filters lists 2 block(s) but conv_blocks can reach 3",
+        ),
+        (
+            "[tuner]\nalgorithm = 'grid'",
+            "tuner.algorithm: Input should be 'hyperband', 'random' or 'bayesian'",
+        ),
+        ("[tuner]\nobjective = 'test_auc'", "tuner.objective: Input should be 'val_auc'"),
+        ("[tuner]\nalgorithm = 'random'", "budget.max_trials is required by the random tuner"),
+        ("[space]\nepochs = 5", "space.epochs: Hyperband owns the epochs"),
+        (
+            "[tuner]\nalgorithm = 'random'\n[budget]\nmax_trials = 2\nmax_epochs = 4\n[space]\nepochs = 9",
+            "space.epochs reaches 9, above budget.max_epochs (4)",
+        ),
+        (
+            "[data]\nimage_size = 16\n[space]\nconv_blocks = 6\nfilters = 8",
+            "6 blocks halve a 16px image to nothing",
+        ),
+        ("seed = 0", "seed: Input should be greater than or equal to 1"),
+        ("[registry]\nmodel_name = 'no spaces allowed'", "registry.model_name: String should match pattern"),
+    ],
+)
+def test_bad_files_get_one_clear_error(tmp_path: Path, text: str, expected: str) -> None:
+    assert expected in error_of(tmp_path, text)
+
+
+def test_several_problems_are_listed_together(tmp_path: Path) -> None:
+    message = error_of(tmp_path, "[space]\nbogus = 1\n[budget]\nmax_trials = 'x'")
+    assert "2 problems" in message
+    assert "space.bogus: unknown key" in message
+    assert "budget.max_trials: Input should be a valid integer" in message
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such experiment file"):
+        load_experiment(tmp_path / "nope.toml")
+
+
+def test_hash_follows_the_bytes(tmp_path: Path) -> None:
+    a = load_experiment(write(tmp_path, "seed = 1", "a.toml"))
+    b = load_experiment(write(tmp_path, "seed = 1 ", "b.toml"))
+    assert a.sha256 != b.sha256 and a.config == b.config

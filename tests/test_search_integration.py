@@ -1,0 +1,276 @@
+"""The real entry point on a tiny budget: `xraycnn search` (3 Hyperband trials, one a continuation) on a small
+real subset at 64x64 against a temporary SQLite store, then resume, predict, pyfunc and `xraycnn train`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from xraycnn import prepare_images
+from xraycnn.data.dataset import dataset_digest
+from xraycnn.data.discovery import discover
+
+XRAYCNN = str(Path(sys.executable).with_name("xraycnn"))
+MODEL = "xraycnn-it"
+EXPERIMENT = f"""
+description = "integration test"
+seed = 7
+[data]
+root = "{{root}}"
+image_size = 64
+[space]
+conv_blocks = {{{{ min = 1, max = 2 }}}}
+filters = {{{{ values = [4, 8] }}}}
+kernel_size = 3
+dropout = {{{{ min = 0.1, max = 0.3, step = 0.1 }}}}
+dense_units = 16
+learning_rate = {{{{ min = 1e-3, max = 3e-3, sampling = "log" }}}}
+batch_size = 16
+[budget]
+max_epochs = 2
+hyperband_factor = 2
+max_trials = 3
+[registry]
+model_name = "{MODEL}"
+"""
+EPOCH_METRICS = {"loss", "accuracy", "auc", "precision", "recall"}
+TEST_METRICS = {
+    "test_accuracy",
+    "test_auc",
+    "test_sensitivity",
+    "test_specificity",
+    "test_precision",
+    "test_f1",
+    "test_loss",
+}
+
+
+def xraycnn(*args: str, env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [XRAYCNN, *args], capture_output=True, text=True, env={**os.environ, **env}, timeout=timeout
+    )
+    print(result.stdout[-4000:], result.stderr[-4000:])
+    return result
+
+
+@dataclass
+class Search:
+    root: Path
+    tmp: Path
+    env: dict[str, str]
+    client: MlflowClient
+    experiment_id: str
+    output: str
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return xraycnn(*args, env=self.env)
+
+    def runs(self) -> list:
+        return self.client.search_runs([self.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+@pytest.fixture(scope="module")
+def search(small_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Search:
+    tmp = tmp_path_factory.mktemp("search")
+    (tmp / "tiny.toml").write_text(EXPERIMENT.format(root=small_dataset))
+    uri = f"sqlite:///{tmp / 'store' / 'mlflow.db'}"
+    env = {"MLFLOW_TRACKING_URI": uri, "PYTHONUNBUFFERED": "1"}
+    result = xraycnn("search", str(tmp / "tiny.toml"), "--tuner-dir", str(tmp / "tuner"), env=env)
+    assert result.returncode == 0, result.stderr
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("xraycnn-tiny")
+    assert experiment is not None
+    return Search(small_dataset, tmp, env, client, experiment.experiment_id, result.stdout)
+
+
+def parent_and_children(search: Search) -> tuple:
+    runs = search.runs()
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1
+    return parents[0], children
+
+
+def test_one_parent_run_with_its_provenance(search: Search) -> None:
+    parent, children = parent_and_children(search)
+    tags = parent.data.tags
+    assert parent.info.status == "FINISHED"
+    assert tags["xraycnn.tuner"] == "hyperband" and tags["xraycnn.seed"] == "7"
+    assert tags["xraycnn.experiment_file"].endswith("tiny.toml") and len(tags["xraycnn.experiment_sha256"]) == 64
+    assert tags["xraycnn.dataset_digest"] == dataset_digest(discover(search.root))
+    git = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
+    if git.returncode == 0:
+        assert tags["mlflow.source.git.commit"] == git.stdout.strip()
+    assert [d.dataset.digest for d in parent.inputs.dataset_inputs] == [tags["xraycnn.dataset_digest"]]
+    assert parent.data.params["data.image_size"] == "64" and parent.data.params["tuner.objective"] == "val_auc"
+    assert set(parent.data.metrics) >= TEST_METRICS
+    assert tags["xraycnn.best_trial_id"] in {c.data.tags["xraycnn.trial_id"] for c in children}
+    artifacts = {a.path for a in search.client.list_artifacts(parent.info.run_id)}
+    artifacts |= {a.path for d in ("plots", "evaluation") for a in search.client.list_artifacts(parent.info.run_id, d)}
+    assert {
+        "trials.csv",
+        "plots/roc_curve.png",
+        "plots/confusion_matrix.png",
+        "evaluation/test_predictions.csv",
+    } <= artifacts
+
+
+def test_one_child_run_per_trial_with_params_epochs_and_test_metrics(search: Search) -> None:
+    parent, children = parent_and_children(search)
+    assert len(children) == 3
+    by_trial = {c.data.tags["xraycnn.trial_id"]: c for c in children}
+    continuations = 0
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        params = child.data.params
+        assert {
+            "conv_blocks",
+            "filters_1",
+            "kernel_size",
+            "dropout",
+            "dense_units",
+            "learning_rate",
+            "batch_size",
+        } <= set(params)
+        assert params["data.image_size"] == "64" and params["seed"] == "7" and params["data.digest"]
+        metrics = set(child.data.metrics)
+        assert EPOCH_METRICS | {f"val_{m}" for m in EPOCH_METRICS} | TEST_METRICS <= metrics
+        first, last = int(params["tuner/initial_epoch"]), int(params["tuner/epochs"])
+        for name in ("loss", "val_auc"):
+            steps = [m.step for m in search.client.get_metric_history(child.info.run_id, name)]
+            assert steps == list(range(first + 1, last + 1))  # true epoch numbers, continuations included
+        if "tuner/trial_id" in params:
+            continuations += 1
+            continued = by_trial[params["tuner/trial_id"]]
+            assert child.data.tags["xraycnn.continues_trial"] == params["tuner/trial_id"]
+            assert child.data.tags["xraycnn.continues_run_id"] == continued.info.run_id
+            assert first > 0
+        plots = {a.path for a in search.client.list_artifacts(child.info.run_id, "plots")}
+        assert plots == {"plots/learning_curves.png", "plots/confusion_matrix.png"}
+    assert continuations == 1
+
+
+def test_trials_table(search: Search, tmp_path: Path) -> None:
+    parent, children = parent_and_children(search)
+    path = search.client.download_artifacts(parent.info.run_id, "trials.csv", str(tmp_path))
+    table = pd.read_csv(path)
+    assert len(table) == 3 and set(table["status"]) == {"COMPLETED"}
+    assert list(table["score"]) == sorted(table["score"], reverse=True)
+    assert set(table["run_id"]) == {c.info.run_id for c in children}
+    assert "hp.learning_rate" in table and "test_auc" in table
+
+
+def test_registered_champion_predicts_like_the_trained_model(search: Search, tmp_path: Path) -> None:
+    parent, _ = parent_and_children(search)
+    version = search.client.get_model_version_by_alias(MODEL, "champion")
+    assert version.version == "1"
+    assert version.tags["xraycnn.trial_id"] == parent.data.tags["xraycnn.best_trial_id"]
+    assert version.tags["xraycnn.objective"] == "val_auc"
+    assert float(version.tags["xraycnn.objective_value"]) == pytest.approx(parent.data.metrics["best_val_auc"])
+
+    logged = pd.read_csv(
+        search.client.download_artifacts(parent.info.run_id, "evaluation/test_predictions.csv", str(tmp_path))
+    )
+    images = prepare_images([search.root / f for f in logged["file"]], (64, 64, 1))
+    mlflow.set_tracking_uri(search.env["MLFLOW_TRACKING_URI"])
+    mlflow.set_registry_uri(search.env["MLFLOW_TRACKING_URI"])
+    model = mlflow.keras.load_model(f"models:/{MODEL}@champion")
+    loaded = model.predict(images, batch_size=256, verbose=0).ravel()
+    np.testing.assert_allclose(loaded, logged["probability_covid19"], atol=1e-6)
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+    np.testing.assert_allclose(np.asarray(pyfunc.predict(images)).ravel(), loaded, atol=1e-6)
+    # and the trained model itself, as Keras Tuner checkpointed it
+    from xraycnn.config import load_experiment
+    from xraycnn.data.dataset import prepare_data
+    from xraycnn.model.hypermodel import CxrHyperModel
+    from xraycnn.precision import apply_policy
+    from xraycnn.tuning.tuners import build_tuner
+
+    config = load_experiment(search.tmp / "tiny.toml").config
+    apply_policy(config.training.precision)
+    try:
+        data = prepare_data(discover(search.root), config.data, config.seed)
+        tuner = build_tuner(config, CxrHyperModel(config, data), search.tmp / "tuner", "tiny")
+        trained = tuner.load_model(tuner.oracle.get_trial(parent.data.tags["xraycnn.best_trial_id"]))
+        np.testing.assert_allclose(trained.predict(images, batch_size=256, verbose=0).ravel(), loaded, atol=1e-6)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_rerun_resumes_without_running_trials_again(search: Search) -> None:
+    before = len(search.runs())
+    result = search.run("search", str(search.tmp / "tiny.toml"), "--tuner-dir", str(search.tmp / "tuner"))
+    assert result.returncode == 0, result.stderr
+    assert "3 trial(s) already done, not run again" in result.stdout
+    assert "Search already complete" in result.stdout
+    assert len(search.runs()) == before
+    assert [v.version for v in search.client.search_model_versions(f"name = '{MODEL}'")] == ["1"]
+
+
+def test_predict_prints_probability_and_label(search: Search) -> None:
+    files = [next((search.root / "test" / cls).iterdir()) for cls in ("COVID19", "NORMAL")]
+    result = search.run("predict", "--model", f"models:/{MODEL}@champion", *map(str, files))
+    assert result.returncode == 0, result.stderr
+    assert "P(COVID19)" in result.stdout
+    for f in files:
+        assert f.name[:20] in result.stdout
+    missing = search.run("predict", "--model", f"models:/{MODEL}@staging", str(files[0]))
+    assert missing.returncode == 2
+    assert f"{MODEL} (champion=v1" in missing.stderr
+
+
+def test_train_fixed_network_as_one_run(search: Search) -> None:
+    seed_like = search.tmp / "fixed.toml"
+    seed_like.write_text(f"""
+seed = 3
+[data]
+root = "{search.root}"
+image_size = 32
+[space]
+conv_blocks = 2
+filters = [4, 8]
+kernel_size = 5
+dropout = 0.5
+dense_units = 16
+learning_rate = 1e-3
+batch_size = 16
+epochs = 2
+[tuner]
+algorithm = "random"
+[budget]
+max_trials = 1
+max_epochs = 2
+[registry]
+model_name = "{MODEL}-fixed"
+""")
+    result = search.run("train", str(seed_like))
+    assert result.returncode == 0, result.stderr
+    experiment = search.client.get_experiment_by_name("xraycnn-fixed")
+    (run,) = search.client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED" and "mlflow.parentRunId" not in run.data.tags
+    assert run.data.params["filters_2"] == "8" and run.data.params["epochs"] == "2"
+    assert [m.step for m in search.client.get_metric_history(run.info.run_id, "val_auc")] == [1, 2]
+    assert set(run.data.metrics) >= TEST_METRICS
+    assert search.client.get_model_version_by_alias(f"{MODEL}-fixed", "champion").version == "1"
+
+
+def test_bad_experiment_file_fails_before_logging(search: Search) -> None:
+    bad = search.tmp / "bad.toml"
+    bad.write_text("[tuner]\nalgorithm = 'grid'\n")
+    before = len(search.client.search_experiments())
+    result = search.run("search", str(bad), "--tuner-dir", str(search.tmp / "tuner"))
+    assert result.returncode == 2
+    assert "bad.toml: tuner.algorithm: Input should be 'hyperband', 'random' or 'bayesian'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(search.client.search_experiments()) == before
