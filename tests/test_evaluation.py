@@ -26,3 +26,9 @@ def test_metrics_agree_with_sklearn() -> None:
 def test_covid_is_the_positive_class() -> None:
     m = binary_metrics(np.array([1, 1, 0, 0]), np.array([0.9, 0.2, 0.1, 0.1]))
     assert m["sensitivity"] == 0.5 and m["specificity"] == 1.0 and m["precision"] == 1.0
+
+
+def test_a_model_that_never_predicts_covid_scores_zero_precision_and_f1() -> None:
+    metrics = binary_metrics(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.3, 0.4]))
+    assert metrics["precision"] == 0.0 and metrics["f1"] == 0.0 and metrics["sensitivity"] == 0.0
+    assert metrics["auc"] == 1.0  # ranking is perfect even though no probability crosses 0.5

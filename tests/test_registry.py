@@ -67,8 +67,8 @@ def test_champion_moves_only_to_a_better_version(store_uri: str) -> None:
     better = register(2.0, 0.95)
     assert (better.version, better.alias) == ("3", CHAMPION)
     client = mlflow.MlflowClient()
-    assert client.get_model_version_by_alias("m", CHAMPION).version == "3"
-    assert client.get_model_version_by_alias("m", CHALLENGER).version == "2"
+    assert str(client.get_model_version_by_alias("m", CHAMPION).version) == "3"
+    assert str(client.get_model_version_by_alias("m", CHALLENGER).version) == "2"
     x = np.zeros((1, 8, 8, 1), np.float32)
     assert float(load_keras_model("models:/m@champion").predict(x, verbose=0)[0, 0]) == pytest.approx(
         1 / (1 + np.exp(-2))

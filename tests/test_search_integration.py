@@ -174,7 +174,7 @@ def test_trials_table(search: Search, tmp_path: Path) -> None:
 def test_registered_champion_predicts_like_the_trained_model(search: Search, tmp_path: Path) -> None:
     parent, _ = parent_and_children(search)
     version = search.client.get_model_version_by_alias(MODEL, "champion")
-    assert version.version == "1"
+    assert str(version.version) == "1"
     assert version.tags["xraycnn.trial_id"] == parent.data.tags["xraycnn.best_trial_id"]
     assert version.tags["xraycnn.objective"] == "val_auc"
     assert float(version.tags["xraycnn.objective_value"]) == pytest.approx(parent.data.metrics["best_val_auc"])
@@ -215,7 +215,7 @@ def test_rerun_resumes_without_running_trials_again(search: Search) -> None:
     assert "3 trial(s) already done, not run again" in result.stdout
     assert "Search already complete" in result.stdout
     assert len(search.runs()) == before
-    assert [v.version for v in search.client.search_model_versions(f"name = '{MODEL}'")] == ["1"]
+    assert [str(v.version) for v in search.client.search_model_versions(f"name = '{MODEL}'")] == ["1"]
 
 
 def test_predict_prints_probability_and_label(search: Search) -> None:
@@ -262,7 +262,7 @@ model_name = "{MODEL}-fixed"
     assert run.data.params["filters_2"] == "8" and run.data.params["epochs"] == "2"
     assert [m.step for m in search.client.get_metric_history(run.info.run_id, "val_auc")] == [1, 2]
     assert set(run.data.metrics) >= TEST_METRICS
-    assert search.client.get_model_version_by_alias(f"{MODEL}-fixed", "champion").version == "1"
+    assert str(search.client.get_model_version_by_alias(f"{MODEL}-fixed", "champion").version) == "1"
 
 
 def test_bad_experiment_file_fails_before_logging(search: Search) -> None:

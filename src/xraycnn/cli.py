@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from xraycnn import __version__, paths
+from xraycnn import __version__, native_stderr, paths
 from xraycnn.errors import XrayCnnError
 
 DEFAULT_EXPERIMENT = "experiments/default.toml"
@@ -141,19 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _quiet_tensorflow_import() -> None:
-    """Import TensorFlow with its C++ start-up lines (oneDNN notice, absl preamble) kept off the terminal;
-    they ignore TF_CPP_MIN_LOG_LEVEL. Python errors still surface: they are raised after stderr is back."""
-    if "tensorflow" in sys.modules:
-        return
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+    if "tensorflow" not in sys.modules:
+        with native_stderr.silenced():
+            import tensorflow  # noqa: F401
 
 
 def _quiet_libraries() -> None:

@@ -33,10 +33,12 @@ def binary_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: flo
     p = np.asarray(probabilities, dtype=np.float64)
     (tn, fp), (fn, tp) = confusion_matrix(labels, (p >= threshold).astype(int), labels=[0, 1])
 
-    def ratio(a: float, b: float) -> float:
-        return float(a / b) if b else float("nan")
+    def ratio(a: float, b: float, undefined: float = float("nan")) -> float:
+        return float(a / b) if b else undefined
 
-    precision, sensitivity = ratio(tp, tp + fp), ratio(tp, tp + fn)
+    # No positive predictions: precision (and so F1) count as 0, sklearn's zero_division=0 convention, so a
+    # model that never says COVID19 scores 0 instead of dropping out of the comparison.
+    precision, sensitivity = ratio(tp, tp + fp, 0.0), ratio(tp, tp + fn)
     clipped = np.clip(p, _EPS, 1 - _EPS)
     return {
         "accuracy": ratio(tp + tn, len(labels)),
@@ -44,7 +46,7 @@ def binary_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: flo
         "sensitivity": sensitivity,
         "specificity": ratio(tn, tn + fp),
         "precision": precision,
-        "f1": ratio(2 * precision * sensitivity, precision + sensitivity),
+        "f1": ratio(2 * precision * sensitivity, precision + sensitivity, 0.0),
         "loss": float(-np.mean(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped))),
         "tp": float(tp),
         "fp": float(fp),

@@ -28,7 +28,10 @@ def gpu_supports_bf16() -> bool | None:
     """True/False for the first visible GPU; None when there is no GPU."""
     import tensorflow as tf
 
-    gpus = tf.config.list_physical_devices("GPU")
+    from xraycnn import native_stderr
+
+    with native_stderr.silenced():  # "failed call to cuInit" on every machine without a GPU
+        gpus = tf.config.list_physical_devices("GPU")
     if not gpus:
         return None
     capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))

@@ -1,0 +1,158 @@
+"""The dataset in memory: decoded once per process, split into train / validation / test, with a digest.
+
+Every trial of a search trains on the same uint8 arrays; nothing is decoded per epoch or per trial. The
+validation set is a stratified, seeded share of train; test is only ever used for reporting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from xraycnn.config import DataConfig
+from xraycnn.data.discovery import CLASS_NAMES, DatasetFiles, LabeledFile
+from xraycnn.data.images import SkippedFile, decode_files, default_workers
+from xraycnn.errors import DataUnusableError
+
+MIN_PER_CLASS = 2  # per class and split: fewer makes AUC undefined or a stratified split impossible
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    images: np.ndarray  # uint8 (n, size, size, channels)
+    labels: np.ndarray  # int32 (n,), 1 = COVID19
+    files: tuple[str, ...]  # relative to the dataset root
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def class_counts(self) -> dict[str, int]:
+        counts = Counter(self.labels.tolist())
+        return {name: counts.get(label, 0) for label, name in reversed(list(enumerate(CLASS_NAMES)))}
+
+    def subset(self, indices: np.ndarray) -> Split:
+        return Split(self.images[indices], self.labels[indices], tuple(self.files[i] for i in indices))
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedData:
+    root: str
+    digest: str
+    image_size: int
+    channels: int
+    train: Split
+    val: Split
+    test: Split
+    skipped: tuple[SkippedFile, ...] = field(default=())
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.image_size, self.image_size, self.channels)
+
+    def summary(self) -> dict[str, Any]:
+        """What runs log as params next to the experiment's own settings."""
+        return {
+            "data.digest": self.digest,
+            "data.resolved_root": self.root,
+            "data.channels": self.channels,
+            "data.train_images": len(self.train),
+            "data.val_images": len(self.val),
+            "data.test_images": len(self.test),
+            "data.skipped_files": len(self.skipped),
+        }
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def dataset_digest(files: DatasetFiles) -> str:
+    """32 hex digits over every file's split, class, relative path and bytes: changes when any image does.
+
+    (MLflow's default digest of a numpy dataset hashes only its first rows: less than one image here.)
+    """
+    entries = [("train", f) for f in files.train] + [("test", f) for f in files.test]
+    with ThreadPoolExecutor(default_workers()) as pool:  # hashlib releases the GIL on large buffers
+        hashes = list(pool.map(lambda e: _file_sha256(e[1].path), entries))
+    digest = hashlib.sha256()
+    for (split, file), file_hash in zip(entries, hashes, strict=True):
+        digest.update(f"{split}/{file.label}/{files.relative(file)}/{file_hash}\n".encode())
+    return digest.hexdigest()[:32]
+
+
+@dataclass(frozen=True, eq=False)
+class _Decoded:
+    train: Split
+    test: Split
+    skipped: tuple[SkippedFile, ...]
+
+
+# One decode per dataset content, image size and colour mode for the life of the process.
+_DECODED: dict[tuple[str, int, int], _Decoded] = {}
+
+
+def _decode_split(files: DatasetFiles, listed: tuple[LabeledFile, ...], size: int, channels: int):
+    images, kept, skipped = decode_files([f.path for f in listed], size, channels)
+    labels = np.array([listed[i].label for i in kept], dtype=np.int32)
+    return Split(images, labels, tuple(files.relative(listed[i]) for i in kept)), skipped
+
+
+def _decoded(files: DatasetFiles, digest: str, size: int, channels: int) -> _Decoded:
+    key = (digest, size, channels)
+    if key not in _DECODED:
+        train, skipped_train = _decode_split(files, files.train, size, channels)
+        test, skipped_test = _decode_split(files, files.test, size, channels)
+        _DECODED[key] = _Decoded(train, test, tuple(skipped_train + skipped_test))
+    return _DECODED[key]
+
+
+def _check_usable(splits: dict[str, Split], root: Path, skipped: tuple[SkippedFile, ...]) -> None:
+    problems = [
+        f"{name} has {count} {class_name} image(s)"
+        for name, split in splits.items()
+        for class_name, count in split.class_counts().items()
+        if count < MIN_PER_CLASS
+    ]
+    if problems:
+        raise DataUnusableError(
+            f"{root}: too few readable images to train and evaluate ({'; '.join(problems)}; at least "
+            f"{MIN_PER_CLASS} per class and split are needed, {len(skipped)} file(s) were unreadable). "
+            "Add images or fix the unreadable ones."
+        )
+
+
+def prepare_data(files: DatasetFiles, config: DataConfig, seed: int) -> PreparedData:
+    """Decode (once per process), drop unreadable files, and split train into train and validation."""
+    digest = dataset_digest(files)
+    decoded = _decoded(files, digest, config.image_size, config.channels)
+    train = decoded.train
+    _check_usable({"train": train, "test": decoded.test}, files.root, decoded.skipped)
+    val_count = max(2 * MIN_PER_CLASS, round(config.validation_split * len(train)))
+    try:
+        fit_idx, val_idx = train_test_split(
+            np.arange(len(train)), test_size=val_count, stratify=train.labels, random_state=seed, shuffle=True
+        )
+    except ValueError as exc:
+        raise DataUnusableError(
+            f"{files.root}: cannot hold out a stratified {config.validation_split:.0%} of train for validation "
+            f"({exc}); add training images or change data.validation_split"
+        ) from exc
+    splits = {"train": train.subset(np.sort(fit_idx)), "validation": train.subset(np.sort(val_idx))}
+    _check_usable(splits, files.root, decoded.skipped)
+    return PreparedData(
+        root=str(files.root),
+        digest=digest,
+        image_size=config.image_size,
+        channels=config.channels,
+        train=splits["train"],
+        val=splits["validation"],
+        test=decoded.test,
+        skipped=decoded.skipped,
+    )
