@@ -8,7 +8,7 @@ EXPERIMENT ?= experiments/default.toml
 MODEL ?= models:/xraycnn@champion
 
 .DEFAULT_GOAL := help
-.PHONY: help install search train-seed predict ui test lint format clean-state
+.PHONY: help install search train-seed predict ui test bench lint format clean-state
 
 help: ## list the targets
 	@echo "usage: make TARGET [EXPERIMENT=experiments/x.toml] [FRESH=1]"
@@ -34,11 +34,11 @@ predict: install ## predict IMAGES="a.jpg b.jpg" with MODEL (default models:/xra
 ui: install ## open the MLflow UI on the project's store at http://127.0.0.1:5000
 	$(BIN)/xraycnn ui
 
-test: install ## run the test suite (CPU only, about 5 minutes)
+test: install ## run the test suite (CPU only, about 3 minutes)
 	$(BIN)/pytest
 
 lint: install ## ruff check
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests benchmarks
 
 format: install ## ruff format and fix imports
 	$(BIN)/ruff check --fix --select I src tests
@@ -47,3 +47,6 @@ format: install ## ruff format and fix imports
 clean-state: ## delete all tuner state and the MLflow store (runs and registered models!)
 	@read -p "Delete tuner/* and mlruns/* (all runs and registered models)? [y/N] " ok && [ "$$ok" = y ]
 	find tuner mlruns -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
+
+bench: install ## measure training/inference speed, decode cost, tracking overhead and memory (~10 min)
+	$(BIN)/python benchmarks/bench.py

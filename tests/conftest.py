@@ -9,10 +9,13 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The suite never reads or fills the user's cache of decoded datasets (subprocesses inherit this too).
+os.environ["XRAYCNN_CACHE"] = tempfile.mkdtemp(prefix="xraycnn-test-cache-")
 
 import numpy as np
 import pytest

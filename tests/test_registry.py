@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import keras
@@ -73,6 +74,8 @@ def test_champion_moves_only_to_a_better_version(store_uri: str) -> None:
     assert float(load_keras_model("models:/m@champion").predict(x, verbose=0)[0, 0]) == pytest.approx(
         1 / (1 + np.exp(-2))
     )
+    requirements = Path(mlflow.artifacts.download_artifacts(f"{better.model_uri}/requirements.txt")).read_text()
+    assert f"keras=={keras.__version__}" in requirements.split() and "tensorflow==" in requirements
     pyfunc = mlflow.pyfunc.load_model("models:/m@challenger")
     assert float(np.asarray(pyfunc.predict(x)).ravel()[0]) == pytest.approx(1 / (1 + np.exp(-1)))
 

@@ -87,7 +87,7 @@ def search(small_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Sea
     env = {"MLFLOW_TRACKING_URI": uri, "PYTHONUNBUFFERED": "1"}
     result = xraycnn("search", str(tmp / "tiny.toml"), "--tuner-dir", str(tmp / "tuner"), env=env)
     assert result.returncode == 0, result.stderr
-    client = MlflowClient(uri)
+    client = MlflowClient(uri, registry_uri=uri)  # not the process-wide registry an earlier test set
     experiment = client.get_experiment_by_name("xraycnn-tiny")
     assert experiment is not None
     return Search(small_dataset, tmp, env, client, experiment.experiment_id, result.stdout)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from xraycnn import __version__, native_stderr, paths
+from xraycnn import __version__, native_stderr, paths, threads
 from xraycnn.errors import XrayCnnError
 
 DEFAULT_EXPERIMENT = "experiments/default.toml"
@@ -164,6 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command != "ui":
         _quiet_tensorflow_import()
         _quiet_libraries()
+        threads.configure()
     # In a log (CI, `| tee`) rich would wrap at 80 columns; a wide console keeps one line per trial.
     console = Console() if sys.stdout.isatty() else Console(width=160)
     try:

@@ -43,3 +43,13 @@ def default_data_candidates() -> list[Path]:
     """Where to look for the dataset when neither the CLI, `$XRAYCNN_DATA` nor the experiment names one."""
     root = project_root()
     return [root / "data", root.parent / "shared" / "data" / "cxr-covid"]
+
+
+CACHE_ENV = "XRAYCNN_CACHE"
+
+
+def cache_dir() -> Path:
+    """Decoded datasets, shared by every checkout on this machine: `$XRAYCNN_CACHE`, else the XDG cache."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "xraycnn"

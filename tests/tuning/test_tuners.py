@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import keras_tuner as kt
 import pytest
@@ -10,7 +11,9 @@ from xraycnn.config import ExperimentConfig
 from xraycnn.tuning.tuners import hyperband_schedule, planned_budget
 
 
-def run_oracle(max_epochs: int, factor: int, iterations: int = 1, max_trials: int | None = None) -> tuple[int, int]:
+def run_oracle(
+    directory: Path, max_epochs: int, factor: int, iterations: int = 1, max_trials: int | None = None
+) -> tuple[int, int]:
     """Drive Keras Tuner's own HyperbandOracle with random scores: (trials, epochs trained)."""
     hp = kt.HyperParameters()
     hp.Float("x", 0, 1)
@@ -22,6 +25,7 @@ def run_oracle(max_epochs: int, factor: int, iterations: int = 1, max_trials: in
         hyperparameters=hp,
         seed=1,
     )
+    oracle._set_project_dir(str(directory), "oracle")  # where it saves trials, as a tuner would set it
     oracle.max_trials = max_trials
     rng = random.Random(0)
     trials = epochs = 0
@@ -40,14 +44,14 @@ def run_oracle(max_epochs: int, factor: int, iterations: int = 1, max_trials: in
 @pytest.mark.parametrize(
     ("max_epochs", "factor", "iterations"), [(9, 3, 1), (2, 2, 1), (27, 3, 1), (10, 3, 2), (3, 3, 1)]
 )
-def test_hyperband_schedule_matches_keras_tuner(tmp_path, max_epochs: int, factor: int, iterations: int) -> None:
-    assert hyperband_schedule(max_epochs, factor, iterations) == run_oracle(max_epochs, factor, iterations)
+def test_hyperband_schedule_matches_keras_tuner(tmp_path: Path, max_epochs: int, factor: int, iterations: int) -> None:
+    assert hyperband_schedule(max_epochs, factor, iterations) == run_oracle(tmp_path, max_epochs, factor, iterations)
 
 
 @pytest.mark.parametrize(("max_epochs", "factor", "max_trials"), [(2, 2, 3), (10, 3, 26), (9, 3, 10)])
-def test_max_trials_caps_hyperband(max_epochs: int, factor: int, max_trials: int) -> None:
+def test_max_trials_caps_hyperband(tmp_path: Path, max_epochs: int, factor: int, max_trials: int) -> None:
     assert hyperband_schedule(max_epochs, factor, max_trials=max_trials) == run_oracle(
-        max_epochs, factor, max_trials=max_trials
+        tmp_path, max_epochs, factor, max_trials=max_trials
     )
 
 

@@ -1,6 +1,7 @@
-"""The dataset in memory: decoded once per process, split into train / validation / test, with a digest.
+"""The dataset in memory: decoded once, split into train / validation / test, with a digest.
 
-Every trial of a search trains on the same uint8 arrays; nothing is decoded per epoch or per trial. The
+Every trial of a search trains on the same uint8 arrays; nothing is decoded per epoch or per trial, and a
+later search of the same files at the same size reads the arrays from the disk cache (data.cache). The
 validation set is a stratified, seeded share of train; test is only ever used for reporting.
 """
 
@@ -17,7 +18,8 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from xraycnn.config import DataConfig
-from xraycnn.data.discovery import CLASS_NAMES, DatasetFiles, LabeledFile
+from xraycnn.data import cache
+from xraycnn.data.discovery import CLASS_NAMES, DatasetFiles
 from xraycnn.data.images import SkippedFile, decode_files, default_workers
 from xraycnn.errors import DataUnusableError
 
@@ -94,22 +96,34 @@ class _Decoded:
     skipped: tuple[SkippedFile, ...]
 
 
-# One decode per dataset content, image size and colour mode for the life of the process.
+# One decode per dataset content, image size and colour mode for the life of the process (and, through
+# data.cache, across processes).
 _DECODED: dict[tuple[str, int, int], _Decoded] = {}
 
 
-def _decode_split(files: DatasetFiles, listed: tuple[LabeledFile, ...], size: int, channels: int):
-    images, kept, skipped = decode_files([f.path for f in listed], size, channels)
-    labels = np.array([listed[i].label for i in kept], dtype=np.int32)
-    return Split(images, labels, tuple(files.relative(listed[i]) for i in kept)), skipped
+def _decode(files: DatasetFiles, size: int, channels: int) -> cache.CachedArrays:
+    arrays = cache.CachedArrays({}, {}, {}, [])
+    for name, listed in (("train", files.train), ("test", files.test)):
+        images, kept, skipped = decode_files([f.path for f in listed], size, channels)
+        arrays.images[name] = images
+        arrays.labels[name] = np.array([listed[i].label for i in kept], dtype=np.int32)
+        arrays.files[name] = [files.relative(listed[i]) for i in kept]
+        arrays.skipped.extend((Path(s.path).relative_to(files.root).as_posix(), s.reason) for s in skipped)
+    return arrays
 
 
 def _decoded(files: DatasetFiles, digest: str, size: int, channels: int) -> _Decoded:
+    """The decoded dataset: from this process's memory, else the disk cache, else decoded (and cached)."""
     key = (digest, size, channels)
     if key not in _DECODED:
-        train, skipped_train = _decode_split(files, files.train, size, channels)
-        test, skipped_test = _decode_split(files, files.test, size, channels)
-        _DECODED[key] = _Decoded(train, test, tuple(skipped_train + skipped_test))
+        entry = cache.entry_path(digest, size, channels)
+        arrays = cache.load(entry)
+        if arrays is None:
+            arrays = _decode(files, size, channels)
+            cache.save(entry, arrays)
+        split = {s: Split(arrays.images[s], arrays.labels[s], tuple(arrays.files[s])) for s in ("train", "test")}
+        skipped = tuple(SkippedFile(str(files.root / rel), reason) for rel, reason in arrays.skipped)
+        _DECODED[key] = _Decoded(split["train"], split["test"], skipped)
     return _DECODED[key]
 
 

@@ -17,7 +17,7 @@ import keras
 import pandas as pd
 from rich.console import Console
 
-from xraycnn import paths, plots
+from xraycnn import paths, plots, threads
 from xraycnn.config import Experiment, load_experiment
 from xraycnn.data.dataset import PreparedData, prepare_data
 from xraycnn.data.discovery import CLASS_NAMES, DatasetFiles, discover, resolve_data_root
@@ -127,6 +127,7 @@ def run_tags(session: Session, kind: str) -> dict[str, Any]:
         f"{TAG_PREFIX}seed": experiment.config.seed,
         f"{TAG_PREFIX}precision": session.precision,
         f"{TAG_PREFIX}precision_reason": session.precision_reason,
+        f"{TAG_PREFIX}threads": threads.describe(),
         "mlflow.source.git.commit": commit,
         f"{TAG_PREFIX}git_dirty": dirty if commit else None,
         "mlflow.source.name": "xraycnn",

@@ -1,0 +1,626 @@
+"""`make bench`: how fast and how heavy the search is, measured side by side in one run on the real data.
+
+Every measurement runs in its own Python process (a fresh TensorFlow runtime: thread settings take effect
+and peak memory is its own), one after the other, so the rows of the table are comparable. It prints one
+table, writes the figures as JSON under benchmarks/results/ and logs them to the MLflow run
+`bench-<time>` of the experiment `xraycnn-bench` in the project's store.
+
+    python benchmarks/bench.py            # everything (about 10 min on 2 CPU cores)
+    python benchmarks/bench.py --only training
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+RESULTS = HERE / "results"
+SIZE = 150  # the notebook's network at the notebook's image size
+TRAIN_IMAGES = 1000
+EPOCHS = 2
+BATCH = 32
+
+# The training ladder: each step adds one choice of the project's pipeline to the one above it.
+LADDER: list[tuple[str, str, dict[str, Any]]] = [
+    (
+        "notebook",
+        "notebook-style: image_dataset_from_directory (decodes every epoch), RGB, augmentation layers in "
+        "the model, float32, TF's default threads",
+        {"source": "directory", "channels": 3, "augment_in": "model", "precision": "float32", "threads": False},
+    ),
+    (
+        "decode_once",
+        "+ decoded once into a uint8 array (the project's decoder and cache)",
+        {"source": "arrays", "channels": 3, "augment_in": "model", "precision": "float32", "threads": False},
+    ),
+    (
+        "one_channel",
+        "+ 1 channel (the films are grayscale)",
+        {"source": "arrays", "channels": 1, "augment_in": "model", "precision": "float32", "threads": False},
+    ),
+    (
+        "pipeline_augmentation",
+        "+ augmentation in the tf.data pipeline (parallel map, prefetch)",
+        {"source": "arrays", "channels": 1, "augment_in": "pipeline", "precision": "float32", "threads": False},
+    ),
+    (
+        "threads",
+        "+ the project's thread settings",
+        {"source": "arrays", "channels": 1, "augment_in": "pipeline", "precision": "float32", "threads": True},
+    ),
+    (
+        "precision",
+        "+ the project's precision policy (mixed_bfloat16 where the CPU has native bfloat16)",
+        {"source": "arrays", "channels": 1, "augment_in": "pipeline", "precision": "auto", "threads": True},
+    ),
+]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Child processes: one measurement each, printed as one JSON line on stdout.
+# --------------------------------------------------------------------------------------------------------
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _training_subset(data_root: Path, workdir: Path) -> list[tuple[Path, int]]:
+    """TRAIN_IMAGES real training films, half per class, linked into workdir/train/<class>/ for the
+    notebook-style loader; the same files, in the same order, for every row."""
+    from xraycnn.data.discovery import discover
+
+    files = discover(data_root)
+    chosen = []
+    for label in (1, 0):
+        of_class = [f for f in files.train if f.label == label]
+        step = len(of_class) / (TRAIN_IMAGES // 2)
+        chosen += [of_class[int(i * step)] for i in range(TRAIN_IMAGES // 2)]
+    for f in chosen:
+        link = workdir / "train" / f.class_name / f.path.name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.exists():
+            link.symlink_to(f.path)
+    return [(f.path, f.label) for f in chosen]
+
+
+def _notebook_network(channels: int, augment_in_model: bool) -> Any:
+    """The notebook's CNN, built by the project's hypermodel from experiments/seed.toml."""
+    import keras
+    import keras_tuner as kt
+
+    from xraycnn.config import load_experiment
+    from xraycnn.data.dataset import PreparedData
+    from xraycnn.model.hypermodel import CxrHyperModel
+
+    config = load_experiment(REPO / "experiments" / "seed.toml").config
+    shape_only = PreparedData("", "", SIZE, channels, None, None, None)  # type: ignore[arg-type]
+    hypermodel = CxrHyperModel(config, shape_only)
+    hp = kt.HyperParameters()
+    hypermodel.declare_hyperparameters(hp)
+    network = hypermodel.build(hp)
+    if not augment_in_model:
+        return network, config
+    augmentation = config.data.augmentation
+    layers = [keras.Input((SIZE, SIZE, channels))]
+    if augmentation.horizontal_flip:
+        layers.append(keras.layers.RandomFlip("horizontal"))
+    layers.append(keras.layers.RandomZoom((-augmentation.zoom, augmentation.zoom), fill_mode="nearest"))
+    model = keras.Sequential([*layers, *network.layers])
+    model.compile(optimizer=network.optimizer, loss=network.loss, metrics=network.metrics[-4:] or None)
+    return model, config
+
+
+class _EpochClock:
+    """Images per second of each epoch's training steps (no validation in these runs)."""
+
+    def __init__(self, images: int) -> None:
+        import keras
+
+        outer = self
+
+        class Callback(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+                outer.started = time.perf_counter()
+
+            def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+                outer.rates.append(images / (time.perf_counter() - outer.started))
+
+        self.rates: list[float] = []
+        self.started = 0.0
+        self.callback = Callback()
+
+
+def child_training(row: str, data_root: Path, workdir: Path) -> dict[str, Any]:
+    options = dict(next(opts for name, _, opts in LADDER if name == row))
+    from xraycnn import threads
+
+    if options["threads"]:
+        threads.configure()
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from xraycnn.data.images import decode_files
+    from xraycnn.precision import apply_policy
+
+    policy, reason = apply_policy(options["precision"]) if options["precision"] == "auto" else ("float32", "")
+    if policy == "float32":
+        keras.mixed_precision.set_global_policy("float32")
+    keras.utils.set_random_seed(1)
+    subset = _training_subset(data_root, workdir)
+    model, config = _notebook_network(options["channels"], options["augment_in"] == "model")
+    result: dict[str, Any] = {"precision": policy, "precision_reason": reason, "threads": threads.describe()}
+    if options["source"] == "directory":
+        dataset = keras.utils.image_dataset_from_directory(
+            workdir / "train",
+            labels="inferred",
+            label_mode="binary",
+            class_names=["NORMAL", "COVID19"],
+            color_mode="rgb",
+            image_size=(SIZE, SIZE),
+            batch_size=BATCH,
+            shuffle=True,
+            seed=1,
+            verbose=False,
+        ).prefetch(1)
+    else:
+        started = time.perf_counter()
+        images, kept, _ = decode_files([p for p, _ in subset], SIZE, options["channels"])
+        result["decode_seconds"] = time.perf_counter() - started
+        labels = np.array([subset[i][1] for i in kept], np.int32)
+        from xraycnn.data.dataset import Split
+        from xraycnn.data.pipeline import training_batches
+
+        split = Split(images, labels, tuple(str(i) for i in kept))
+        if options["augment_in"] == "pipeline":
+            dataset = training_batches(split, BATCH, config.data.augmentation, seed=1)
+        else:
+            dataset = (
+                tf.data.Dataset.from_tensor_slices((images, labels))
+                .shuffle(len(labels), seed=1)
+                .batch(BATCH)
+                .map(lambda x, y: (tf.cast(x, tf.float32), y))
+            )
+    clock = _EpochClock(TRAIN_IMAGES)
+    model.fit(dataset, epochs=EPOCHS, verbose=0, callbacks=[clock.callback])
+    result |= {"epoch_images_per_s": clock.rates, "peak_rss_mib": _peak_rss_mib()}
+    return result
+
+
+def child_decode(data_root: Path, workdir: Path) -> dict[str, Any]:
+    """First-epoch cost of the project's pipeline: digest, decode and cache write of the whole dataset at the
+    default search's and the notebook's size, then the cache read a later search pays instead."""
+    os.environ["XRAYCNN_CACHE"] = str(workdir / "cache")
+    from xraycnn.config import DataConfig
+    from xraycnn.data import dataset
+    from xraycnn.data.discovery import discover
+
+    files = discover(data_root)
+    result: dict[str, Any] = {"images": len(files.train) + len(files.test)}
+    started = time.perf_counter()
+    dataset.dataset_digest(files)
+    result["digest_seconds"] = time.perf_counter() - started
+    for size in (64, SIZE):
+        config = DataConfig(image_size=size)
+        started = time.perf_counter()
+        dataset.prepare_data(files, config, seed=1)
+        cold = time.perf_counter() - started
+        dataset._DECODED.clear()
+        started = time.perf_counter()
+        dataset.prepare_data(files, config, seed=1)
+        warm = time.perf_counter() - started
+        result[f"cold_{size}px_seconds"], result[f"cached_{size}px_seconds"] = cold, warm
+    result["peak_rss_mib"] = _peak_rss_mib()
+    return result
+
+
+def child_inference(data_root: Path, workdir: Path) -> dict[str, Any]:
+    """Images/s of a model loaded by name from the registry: the notebook's network registered in a
+    temporary store, and the project's own champion when there is one."""
+    from xraycnn import threads
+
+    threads.configure()
+    import mlflow
+    import numpy as np
+
+    from xraycnn import paths
+    from xraycnn.data.discovery import discover
+    from xraycnn.data.images import decode_files
+    from xraycnn.precision import apply_policy
+    from xraycnn.registry import log_and_register
+    from xraycnn.tracking.store import resolve_store
+
+    apply_policy("auto")
+    files = discover(data_root)
+    test_paths = [f.path for f in files.test]
+    result: dict[str, Any] = {"images": len(test_paths)}
+
+    def rate(model: Any, size: int, channels: int) -> float:
+        images = decode_files(test_paths, size, channels)[0].astype(np.float32)
+        model.predict(images[:256], batch_size=256, verbose=0)  # warm up: tracing, allocation
+        started = time.perf_counter()
+        model.predict(images, batch_size=256, verbose=0)
+        return len(images) / (time.perf_counter() - started)
+
+    resolve_store(f"sqlite:///{workdir / 'store' / 'mlflow.db'}")
+    model, _ = _notebook_network(1, augment_in_model=False)
+    with mlflow.start_run():
+        log_and_register(
+            model,
+            model_name="bench-notebook",
+            objective="val_auc",
+            objective_value=0.5,
+            direction="max",
+            tags={},
+            description="bench",
+        )
+    loaded = mlflow.keras.load_model("models:/bench-notebook@champion")
+    result["notebook_150px_images_per_s"] = rate(loaded, SIZE, 1)
+
+    project_store = f"sqlite:///{paths.mlruns_dir() / 'mlflow.db'}"
+    if (paths.mlruns_dir() / "mlflow.db").is_file():
+        resolve_store(project_store)
+        try:
+            champion = mlflow.keras.load_model("models:/xraycnn@champion")
+        except Exception:  # no champion yet: the row says so
+            champion = None
+        if champion is not None:
+            from xraycnn.data.images import input_shape_of
+
+            size, _, channels = input_shape_of(champion)
+            result["champion_size"] = size
+            result["champion_images_per_s"] = rate(champion, size, channels)
+    result["peak_rss_mib"] = _peak_rss_mib()
+    return result
+
+
+def child_tracking(data_root: Path, workdir: Path, repeats: int) -> dict[str, Any]:
+    """Wall time of the same trial (the default search's data, one fixed network, 3 epochs) with the
+    MLflow trial tracking on and off, alternated so drift in the machine's speed hits both alike."""
+    from xraycnn import threads
+
+    threads.configure()
+    os.environ["XRAYCNN_CACHE"] = str(workdir / "cache")
+    from xraycnn.config import ExperimentConfig, load_experiment
+    from xraycnn.data.dataset import prepare_data
+    from xraycnn.data.discovery import discover
+    from xraycnn.jobs.common import Session, fixed_params
+    from xraycnn.model.hypermodel import CxrHyperModel
+    from xraycnn.precision import apply_policy
+    from xraycnn.tracking.store import ensure_experiment, resolve_store
+    from xraycnn.tracking.trial_tracker import TrialTracker
+    from xraycnn.tuning.tuners import build_tuner
+
+    default = load_experiment(REPO / "experiments" / "default.toml")
+    raw = default.config.model_dump()
+    raw["space"] = {
+        "conv_blocks": 3,
+        "filters": [16, 32, 64],
+        "kernel_size": 3,
+        "dropout": 0.2,
+        "dense_units": 128,
+        "learning_rate": 1e-3,
+        "batch_size": 32,
+        "epochs": 3,
+    }
+    raw["tuner"]["algorithm"] = "random"
+    raw["budget"] |= {"max_trials": 1, "max_epochs": 3}
+    config = ExperimentConfig.model_validate(raw)
+    precision, reason = apply_policy("auto")
+    data = prepare_data(discover(data_root), config.data, config.seed)
+    store = resolve_store(f"sqlite:///{workdir / 'store' / 'mlflow.db'}")
+    experiment_id = ensure_experiment(store, "bench-tracking", {})
+    session = Session(default, data, store, experiment_id, precision, reason)
+    parent = session.runs.client.create_run(experiment_id, run_name="bench-parent").info.run_id
+
+    def one_trial(tracked: bool, index: int) -> float:
+        listeners = []
+        if tracked:
+            listeners = [
+                TrialTracker(session.runs, experiment_id, parent, fixed_params(session), data, "val_auc", "max")
+            ]
+        tuner = build_tuner(config, CxrHyperModel(config, data), workdir / "tuner", f"t{index}", listeners)
+        started = time.perf_counter()
+        tuner.search(verbose=0)
+        return time.perf_counter() - started
+
+    one_trial(False, -1)  # warm-up: first-use costs (tracing, thread pools) land on neither side
+    on, off = [], []
+    for i in range(repeats):
+        off.append(one_trial(False, 2 * i))
+        on.append(one_trial(True, 2 * i + 1))
+    return {
+        "trial_seconds_tracking_off": off,
+        "trial_seconds_tracking_on": on,
+        "peak_rss_mib": _peak_rss_mib(),
+    }
+
+
+def child_search_memory(data_root: Path, workdir: Path, trials: int) -> dict[str, Any]:
+    """Peak memory of `xraycnn search experiments/default.toml` (its first `trials` trials, the real CLI)."""
+    text = (REPO / "experiments" / "default.toml").read_text()
+    import re
+
+    capped = re.sub(r"(?m)^max_trials = \d+", f"max_trials = {trials}", text)
+    experiment = workdir / "default.toml"
+    experiment.write_text(capped)
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'store' / 'mlflow.db'}",
+        "XRAYCNN_CACHE": str(workdir / "cache"),
+    }
+    started = time.perf_counter()
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("xraycnn")),
+            "search",
+            str(experiment),
+            "--data",
+            str(data_root),
+            "--tuner-dir",
+            str(workdir / "tuner"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"search failed: {done.stderr[-2000:]}")
+    return {
+        "trials": trials,
+        "wall_seconds": time.perf_counter() - started,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    }
+
+
+# --------------------------------------------------------------------------------------------------------
+# The parent: runs the children, prints the table, writes JSON, logs to MLflow.
+# --------------------------------------------------------------------------------------------------------
+
+
+def _run_child(args: list[str], timeout: int = 1800) -> dict[str, Any]:
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--child", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"},
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"bench child {args} failed:\n{done.stderr[-3000:]}")
+    return {**json.loads(lines[-1]), "process_seconds": time.perf_counter() - started}
+
+
+def _machine() -> dict[str, Any]:
+    from xraycnn.precision import cpu_bf16_flags
+
+    model = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor(),
+        )
+        if Path("/proc/cpuinfo").is_file()
+        else platform.processor()
+    )
+    return {
+        "cpu": model,
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "bf16_flags": "+".join(cpu_bf16_flags()) or "none",
+        "python": platform.python_version(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", help="dataset folder (default: as the CLI resolves it)")
+    parser.add_argument(
+        "--only",
+        choices=["training", "decode", "inference", "tracking", "memory"],
+        action="append",
+        help="run only these parts (repeatable)",
+    )
+    parser.add_argument("--tracking-repeats", type=int, default=3, help="trials per side of the tracking figure")
+    parser.add_argument("--memory-trials", type=int, default=4, help="trials of the default search to measure")
+    parser.add_argument("--no-mlflow", action="store_true", help="do not log the figures to MLflow")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    from xraycnn.data.discovery import resolve_data_root
+
+    data_root = resolve_data_root(args.data)
+    if args.child:
+        kind, workdir = args.child[0], Path(args.child[1])
+        if kind == "training":
+            out = child_training(args.child[2], data_root, workdir)
+        elif kind == "decode":
+            out = child_decode(data_root, workdir)
+        elif kind == "inference":
+            out = child_inference(data_root, workdir)
+        elif kind == "tracking":
+            out = child_tracking(data_root, workdir, int(args.child[2]))
+        else:
+            out = child_search_memory(data_root, workdir, int(args.child[2]))
+        print(json.dumps(out))
+        return 0
+
+    from rich.console import Console
+
+    from xraycnn import threads
+
+    console = Console()
+    parts = args.only or ["training", "decode", "inference", "tracking", "memory"]
+    results: dict[str, Any] = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": _machine() | {"threads": threads.describe()},
+        "data": str(data_root),
+    }
+    with tempfile.TemporaryDirectory(prefix="xraycnn-bench-") as tmp:
+        work = Path(tmp)
+        if "training" in parts:
+            results["training"] = {}
+            for name, label, _ in LADDER:
+                with console.status(f"training: {label}"):
+                    results["training"][name] = _run_child(["training", str(work / "train"), name])
+                console.print(f"  {name}: {results['training'][name]['epoch_images_per_s']}")
+        for part, extra in (
+            ("decode", []),
+            ("inference", []),
+            ("tracking", [str(args.tracking_repeats)]),
+            ("memory", [str(args.memory_trials)]),
+        ):
+            if part in parts:
+                with console.status(f"{part} ..."):
+                    results[part] = _run_child([part, str(work / part), *extra])
+    figures = summarise(results)
+    results["figures"] = figures
+    print_table(console, results, figures)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = results["when"].replace(":", "").replace("+0000", "Z")
+    out = RESULTS / f"bench-{stamp}.json"
+    out.write_text(json.dumps(results, indent=2))
+    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2))
+    console.print(f"Figures written to {out.relative_to(REPO)}")
+    if not args.no_mlflow:
+        run_id = log_to_mlflow(results, figures, out)
+        console.print(f"Logged to MLflow run {run_id} (experiment xraycnn-bench)")
+    return 0
+
+
+def summarise(results: dict[str, Any]) -> dict[str, float]:
+    """The flat figures: what the table shows and MLflow logs."""
+    figures: dict[str, float] = {}
+    training = results.get("training", {})
+    for name, row in training.items():
+        figures[f"train_{name}_images_per_s"] = row["epoch_images_per_s"][-1]
+        figures[f"train_{name}_first_epoch_images_per_s"] = row["epoch_images_per_s"][0]
+        figures[f"train_{name}_peak_rss_mib"] = row["peak_rss_mib"]
+    if "notebook" in training and LADDER[-1][0] in training:
+        figures["project_over_notebook"] = (
+            figures[f"train_{LADDER[-1][0]}_images_per_s"] / figures["train_notebook_images_per_s"]
+        )
+    if "decode" in results:
+        d = results["decode"]
+        figures |= {f"decode_{k}": v for k, v in d.items() if k.endswith("seconds")}
+    if "inference" in results:
+        figures |= {f"inference_{k}": v for k, v in results["inference"].items() if k.endswith("per_s")}
+    if "tracking" in results:
+        t = results["tracking"]
+        off = sorted(t["trial_seconds_tracking_off"])[len(t["trial_seconds_tracking_off"]) // 2]
+        on = sorted(t["trial_seconds_tracking_on"])[len(t["trial_seconds_tracking_on"]) // 2]
+        figures |= {
+            "tracking_trial_seconds_off": off,
+            "tracking_trial_seconds_on": on,
+            "tracking_overhead_percent": 100 * (on - off) / off,
+        }
+    if "memory" in results:
+        figures["search_peak_rss_mib"] = results["memory"]["peak_rss_mib"]
+    return figures
+
+
+def print_table(console: Any, results: dict[str, Any], figures: dict[str, float]) -> None:
+    from rich.table import Table
+
+    m = results["machine"]
+    table = Table(
+        title=f"xraycnn bench: {m['cpu']}, {m['cores']} cores, bf16: {m['bf16_flags']}; {results['when']}",
+        header_style="bold",
+    )
+    table.add_column("measurement")
+    table.add_column("figure", justify="right")
+    table.add_column("note")
+    training = results.get("training", {})
+    if training:
+        base = training["notebook"]["epoch_images_per_s"][-1] if "notebook" in training else None
+        for name, label, _ in LADDER:
+            if name not in training:
+                continue
+            row = training[name]
+            rate = row["epoch_images_per_s"][-1]
+            vs = f"{rate / base:.2f}x notebook" if base else ""
+            note = f"{vs}; epoch 1 {row['epoch_images_per_s'][0]:.0f}/s; peak {row['peak_rss_mib']:.0f} MiB"
+            if name == "precision":
+                note += f"; {row['precision']} ({row['precision_reason']})"
+            if name == "threads":
+                note += f"; {row['threads']}"
+            table.add_row(f"train img/s: {label}", f"{rate:.1f}", note)
+        if "project_over_notebook" in figures:
+            table.add_row(
+                "[bold]project pipeline / notebook-style[/] (target >= 3.0)",
+                f"[bold]{figures['project_over_notebook']:.2f}x[/]",
+                f"notebook's network, {SIZE}x{SIZE}, {TRAIN_IMAGES} real films, batch {BATCH}, epoch {EPOCHS}",
+            )
+    if "decode" in results:
+        d = results["decode"]
+        table.add_row("first-epoch cost: digest of all files", f"{d['digest_seconds']:.1f} s", f"{d['images']} images")
+        for size in (64, SIZE):
+            table.add_row(
+                f"first-epoch cost: decode + cache, {size}px",
+                f"{d[f'cold_{size}px_seconds']:.1f} s",
+                f"a later search reads the cache in {d[f'cached_{size}px_seconds']:.1f} s (digest included)",
+            )
+    if "inference" in results:
+        i = results["inference"]
+        table.add_row(
+            "inference img/s: registered notebook net, loaded by name",
+            f"{i['notebook_150px_images_per_s']:.0f}",
+            f"{i['images']} test films, {SIZE}px, batch 256",
+        )
+        if "champion_images_per_s" in i:
+            table.add_row(
+                "inference img/s: models:/xraycnn@champion",
+                f"{i['champion_images_per_s']:.0f}",
+                f"{i['champion_size']}px",
+            )
+    if "tracking" in results:
+        table.add_row(
+            "tracking overhead per trial (target <= 3 %)",
+            f"{figures['tracking_overhead_percent']:+.1f} %",
+            f"median trial {figures['tracking_trial_seconds_on']:.1f} s on vs "
+            f"{figures['tracking_trial_seconds_off']:.1f} s off",
+        )
+    if "memory" in results:
+        mem = results["memory"]
+        table.add_row(
+            "peak memory of the default search (target < 4 GiB)",
+            f"{mem['peak_rss_mib'] / 1024:.2f} GiB",
+            f"`xraycnn search experiments/default.toml`, first {mem['trials']} trials, {mem['wall_seconds']:.0f} s",
+        )
+    console.print(table)
+
+
+def log_to_mlflow(results: dict[str, Any], figures: dict[str, float], json_path: Path) -> str:
+    from xraycnn.tracking.runs import RunLogger
+    from xraycnn.tracking.store import ensure_experiment, resolve_store
+
+    store = resolve_store(None)
+    experiment_id = ensure_experiment(store, "xraycnn-bench", {})
+    runs = RunLogger(store.client())
+    run_id = runs.client.create_run(experiment_id, run_name=f"bench-{results['when']}").info.run_id
+    runs.log_params(run_id, {f"machine.{k}": v for k, v in results["machine"].items()})
+    runs.log_metrics(run_id, figures)
+    runs.client.log_artifact(run_id, str(json_path))
+    runs.end(run_id, "FINISHED")
+    return run_id
+
+
+if __name__ == "__main__":
+    sys.exit(main())
