@@ -190,6 +190,9 @@ def test_registered_champion_predicts_like_the_trained_model(search: Search, tmp
     np.testing.assert_allclose(loaded, logged["probability_covid19"], atol=1e-6)
     pyfunc = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
     np.testing.assert_allclose(np.asarray(pyfunc.predict(images)).ravel(), loaded, atol=1e-6)
+    # the README's way: the project's helper reads the geometry from the pyfunc model's signature
+    readme = prepare_images([search.root / logged["file"][0]], pyfunc)
+    np.testing.assert_allclose(np.asarray(pyfunc.predict(readme)).ravel(), loaded[:1], atol=1e-6)
     # and the trained model itself, as Keras Tuner checkpointed it
     from xraycnn.config import load_experiment
     from xraycnn.data.dataset import prepare_data

@@ -118,8 +118,16 @@ def decode_files(
 
 
 def input_shape_of(model: Any) -> tuple[int, int, int]:
-    """(height, width, channels) a Keras model takes."""
-    shape = tuple(model.inputs[0].shape[1:]) if getattr(model, "inputs", None) else tuple(model.input_shape[1:])
+    """(height, width, channels) a Keras model, or an MLflow pyfunc model through its signature, takes."""
+    if getattr(model, "inputs", None):
+        shape = tuple(model.inputs[0].shape[1:])
+    elif hasattr(model, "metadata"):  # mlflow.pyfunc.PyFuncModel
+        schema = model.metadata.get_input_schema()
+        if schema is None or not schema.is_tensor_spec():
+            raise ValueError("the MLflow model has no tensor signature to read the input shape from")
+        shape = tuple(schema.inputs[0].shape[1:])
+    else:
+        shape = tuple(model.input_shape[1:])
     if len(shape) != 3 or any(d is None for d in shape):
         raise ValueError(f"expected a model over fixed-size images, its input shape is {shape}")
     return int(shape[0]), int(shape[1]), int(shape[2])
