@@ -103,7 +103,7 @@ def _notebook_network(channels: int, augment_in_model: bool) -> Any:
 
     from xraycnn.config import load_experiment
     from xraycnn.data.dataset import PreparedData
-    from xraycnn.model.hypermodel import CxrHyperModel
+    from xraycnn.model.hypermodel import CxrHyperModel, metrics
 
     config = load_experiment(REPO / "experiments" / "seed.toml").config
     shape_only = PreparedData("", "", SIZE, channels, None, None, None)  # type: ignore[arg-type]
@@ -119,7 +119,11 @@ def _notebook_network(channels: int, augment_in_model: bool) -> Any:
         layers.append(keras.layers.RandomFlip("horizontal"))
     layers.append(keras.layers.RandomZoom((-augmentation.zoom, augmentation.zoom), fill_mode="nearest"))
     model = keras.Sequential([*layers, *network.layers])
-    model.compile(optimizer=network.optimizer, loss=network.loss, metrics=network.metrics[-4:] or None)
+    model.compile(
+        optimizer=keras.optimizers.Adam(hp.values["learning_rate"]),
+        loss=keras.losses.BinaryCrossentropy(),
+        metrics=metrics(),
+    )
     return model, config
 
 
@@ -175,7 +179,7 @@ def child_training(row: str, data_root: Path, workdir: Path) -> dict[str, Any]:
             shuffle=True,
             seed=1,
             verbose=False,
-        ).prefetch(1)
+        )
     else:
         started = time.perf_counter()
         images, kept, _ = decode_files([p for p, _ in subset], SIZE, options["channels"])
@@ -392,6 +396,7 @@ def child_search_memory(data_root: Path, workdir: Path, trials: int) -> dict[str
 
 
 def _run_child(args: list[str], timeout: int = 1800) -> dict[str, Any]:
+    Path(args[1]).mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--child", *args],
@@ -407,6 +412,8 @@ def _run_child(args: list[str], timeout: int = 1800) -> dict[str, Any]:
 
 
 def _machine() -> dict[str, Any]:
+    import tensorflow as tf
+
     from xraycnn.precision import cpu_bf16_flags
 
     model = (
@@ -426,6 +433,7 @@ def _machine() -> dict[str, Any]:
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "bf16_flags": "+".join(cpu_bf16_flags()) or "none",
         "python": platform.python_version(),
+        "tensorflow": tf.__version__,
     }
 
 
@@ -444,6 +452,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
+    from xraycnn import native_stderr
+
+    with native_stderr.silenced():  # TensorFlow's C++ start-up lines
+        import tensorflow  # noqa: F401
     from xraycnn.data.discovery import resolve_data_root
 
     data_root = resolve_data_root(args.data)
@@ -466,11 +478,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from xraycnn import threads
 
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=160)
     parts = args.only or ["training", "decode", "inference", "tracking", "memory"]
     results: dict[str, Any] = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": _machine() | {"threads": threads.describe()},
+        "machine": _machine() | {"threads_default": threads.describe()},
         "data": str(data_root),
     }
     with tempfile.TemporaryDirectory(prefix="xraycnn-bench-") as tmp:
@@ -489,7 +501,10 @@ def main(argv: list[str] | None = None) -> int:
         ):
             if part in parts:
                 with console.status(f"{part} ..."):
-                    results[part] = _run_child([part, str(work / part), *extra])
+                    try:
+                        results[part] = _run_child([part, str(work / part), *extra])
+                    except (RuntimeError, subprocess.TimeoutExpired) as exc:  # keep the other parts' figures
+                        console.print(f"[red]{part} failed[/]: {exc}")
     figures = summarise(results)
     results["figures"] = figures
     print_table(console, results, figures)

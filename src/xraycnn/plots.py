@@ -1,14 +1,13 @@
-"""Matplotlib figures logged with runs: learning curves, confusion matrix, ROC curve."""
+"""Matplotlib figures logged with runs: learning curves, confusion matrix, ROC curve.
+
+Figures are built with the object API (`Figure`), never pyplot: no global figure registry to leak into or
+to race on, so they can be rendered off the training thread.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: runs on CI and servers without a display
-
-import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score, roc_curve
@@ -21,7 +20,8 @@ CURVE_METRICS = ("loss", "accuracy", "auc", "precision", "recall")
 def learning_curves(epochs: Sequence[int], history: Mapping[str, Sequence[float]], title: str) -> Figure:
     """Training vs validation of every tracked metric, one panel each, on the true epoch numbers."""
     names = [m for m in CURVE_METRICS if m in history or f"val_{m}" in history]
-    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.0), squeeze=False)
+    fig = Figure(figsize=(3.2 * len(names), 3.0))
+    axes = fig.subplots(1, len(names), squeeze=False)
     for ax, name in zip(axes[0], names, strict=True):
         for key, style in ((name, "-o"), (f"val_{name}", "--s")):
             if key in history:
@@ -42,7 +42,8 @@ def learning_curves(epochs: Sequence[int], history: Mapping[str, Sequence[float]
 
 
 def confusion_matrix_figure(matrix: np.ndarray, title: str) -> Figure:
-    fig, ax = plt.subplots(figsize=(3.6, 3.2))
+    fig = Figure(figsize=(3.6, 3.2))
+    ax = fig.subplots()
     ax.imshow(matrix, cmap="Blues")
     for (i, j), count in np.ndenumerate(matrix):
         ax.text(
@@ -65,7 +66,8 @@ def confusion_matrix_figure(matrix: np.ndarray, title: str) -> Figure:
 def roc_figure(labels: np.ndarray, probabilities: np.ndarray, title: str) -> Figure:
     fpr, tpr, _ = roc_curve(labels, probabilities)
     auc = roc_auc_score(labels, probabilities)
-    fig, ax = plt.subplots(figsize=(3.6, 3.4))
+    fig = Figure(figsize=(3.6, 3.4))
+    ax = fig.subplots()
     ax.plot(fpr, tpr, label=f"AUC = {auc:.4f}")
     ax.plot([0, 1], [0, 1], ":", color="grey")
     ax.set_xlabel("1 - specificity (false-positive rate)")
@@ -78,4 +80,4 @@ def roc_figure(labels: np.ndarray, probabilities: np.ndarray, title: str) -> Fig
 
 
 def close(fig: Figure) -> None:
-    plt.close(fig)
+    fig.clear()  # drop the artists now rather than at the next garbage collection

@@ -113,6 +113,17 @@ def run_search(
                 mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
 
 
+def _report_tracking_failures(console: Console, failures: list[str]) -> None:
+    """MLflow writes that failed in the background: said once, with the first error, never swallowed."""
+    if failures:
+        first = failures[0].strip().splitlines()
+        console.print(
+            f"[yellow]warning:[/] {len(failures)} MLflow write(s) failed; some trial runs may be incomplete. "
+            f"First: {first[0]} ... {first[-1]}",
+            highlight=False,
+        )
+
+
 def _search_and_register(
     session: Session, state: SearchState, project_dir: Path, console: Console, started: float
 ) -> SearchResult:
@@ -150,7 +161,10 @@ def _search_and_register(
         tuner.search(verbose=0)
     except KeyboardInterrupt:
         progress.stop()
-        tracker.close_open_runs(RunStatus.to_string(RunStatus.KILLED), "interrupted by the user (Ctrl-C)")
+        _report_tracking_failures(
+            console,
+            tracker.close_open_runs(RunStatus.to_string(RunStatus.KILLED), "interrupted by the user (Ctrl-C)"),
+        )
         mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
         raise SearchInterruptedError(
             f"Search interrupted; its runs are closed. Run the same command again to resume "
@@ -158,7 +172,9 @@ def _search_and_register(
         ) from None
     except BaseException as exc:
         progress.stop()
-        tracker.close_open_runs(RunStatus.to_string(RunStatus.FAILED), traceback.format_exc())
+        _report_tracking_failures(
+            console, tracker.close_open_runs(RunStatus.to_string(RunStatus.FAILED), traceback.format_exc())
+        )
         mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
         if isinstance(exc, RuntimeError) and "consecutive failures" in str(exc):
             raise XrayCnnError(
@@ -167,6 +183,7 @@ def _search_and_register(
             ) from None
         raise
     progress.stop()
+    _report_tracking_failures(console, tracker.flush())  # the trial runs are complete from here on
 
     trials = trials_table(session, tuner, parent_run_id)
     best_trials = tuner.oracle.get_best_trials(1)

@@ -19,6 +19,7 @@ from mlflow.entities import RunStatus
 
 from xraycnn.data.dataset import PreparedData
 from xraycnn.evaluation import Evaluation, evaluate
+from xraycnn.tracking.background import BackgroundWriter
 from xraycnn.tracking.runs import TAG_PREFIX, RunLogger
 from xraycnn.tuning.tuners import SearchListener
 
@@ -58,6 +59,10 @@ def trial_run_name(trial: Trial) -> str:
 
 
 class TrialTracker(SearchListener):
+    """Every MLflow write goes through one background writer, in order, so training never waits on it.
+    The tracker's own state (open runs, histories) is touched only by that writer; the hooks, called on the
+    training thread, only copy what they need and submit."""
+
     def __init__(
         self,
         runs: RunLogger,
@@ -67,6 +72,7 @@ class TrialTracker(SearchListener):
         data: PreparedData,
         objective: str,
         direction: str,
+        writer: BackgroundWriter | None = None,
     ) -> None:
         self.runs = runs
         self.experiment_id = experiment_id
@@ -75,12 +81,12 @@ class TrialTracker(SearchListener):
         self.data = data
         self.objective = objective
         self.direction = direction
+        self.writer = writer or BackgroundWriter()
         self.open_runs: dict[str, str] = {}  # trial_id -> run_id of the attempt in progress
         self.histories: dict[str, EpochHistory] = {}
-        self.evaluations: dict[str, Evaluation] = {}
-        self.run_ids: dict[str, str] = {}  # trial_id -> run_id of its last attempt
+        self.run_ids: dict[str, str] = {}  # trial_id -> run_id of its last finished attempt
 
-    # -- lookups ----------------------------------------------------------------------------------------
+    # -- lookups (writer thread) --------------------------------------------------------------------------
     def _previous_attempts(self, trial_id: str) -> list[Any]:
         return self.runs.client.search_runs(
             [self.experiment_id],
@@ -90,63 +96,84 @@ class TrialTracker(SearchListener):
             order_by=["attributes.start_time DESC"],
         )
 
-    def finished_run_of(self, trial_id: str) -> str | None:
+    def _finished_run_of(self, trial_id: str) -> str | None:
         if trial_id in self.run_ids:
             return self.run_ids[trial_id]
         finished = [r for r in self._previous_attempts(trial_id) if r.info.status == "FINISHED"]
         return finished[0].info.run_id if finished else None
 
-    # -- hooks ------------------------------------------------------------------------------------------
+    # -- hooks (training thread): copy, submit ----------------------------------------------------------
     def trial_begin(self, trial: Trial) -> None:
-        values = trial.hyperparameters.values
-        attempt = len(self._previous_attempts(trial.trial_id)) + 1
-        tags: dict[str, Any] = {TRIAL_ID_TAG: trial.trial_id, f"{TAG_PREFIX}attempt": attempt}
+        self.writer.submit(self._open, trial.trial_id, trial_run_name(trial), hyperparameter_params(trial))
+
+    def epoch_end(self, trial: Trial, epoch: int, logs: dict[str, float]) -> None:
+        self.writer.submit(self._log_epoch, trial.trial_id, epoch + 1, dict(logs))
+
+    def trial_completed(self, trial: Trial, model: keras.Model) -> None:
+        # Predicting needs the model, which the next trial may replace: done here, the rest is submitted.
+        evaluation = evaluate(model, self.data.test)
+        self.writer.submit(self._log_completed, trial.trial_id, trial_run_name(trial), evaluation)
+
+    def trial_end(self, trial: Trial) -> None:
+        self.writer.submit(self._close, trial.trial_id, trial.status, trial.score, trial.message)
+
+    # -- writes (writer thread) ---------------------------------------------------------------------------
+    def _open(self, trial_id: str, name: str, values: dict[str, Any]) -> None:
+        attempt = len(self._previous_attempts(trial_id)) + 1
+        tags: dict[str, Any] = {TRIAL_ID_TAG: trial_id, f"{TAG_PREFIX}attempt": attempt}
         continues = values.get("tuner/trial_id")
         if continues is not None:  # a Hyperband continuation: trains on from that trial's best checkpoint
             tags[f"{TAG_PREFIX}continues_trial"] = continues
-            continued_run = self.finished_run_of(str(continues))
+            continued_run = self._finished_run_of(str(continues))
             if continued_run:
                 tags[f"{TAG_PREFIX}continues_run_id"] = continued_run
-        run_id = self.runs.create_child(self.experiment_id, self.parent_run_id, trial_run_name(trial), tags)
-        self.open_runs[trial.trial_id] = run_id
-        self.histories[trial.trial_id] = EpochHistory()
-        self.runs.log_params(run_id, {**self.fixed_params, **hyperparameter_params(trial)})
+        run_id = self.runs.create_child(self.experiment_id, self.parent_run_id, name, tags)
+        self.open_runs[trial_id] = run_id
+        self.histories[trial_id] = EpochHistory()
+        self.runs.log_params(run_id, {**self.fixed_params, **values})
         self.runs.log_dataset(run_id, self.data)
 
-    def epoch_end(self, trial: Trial, epoch: int, logs: dict[str, float]) -> None:
-        run_id = self.open_runs.get(trial.trial_id)
+    def _log_epoch(self, trial_id: str, epoch_number: int, logs: dict[str, float]) -> None:
+        run_id = self.open_runs.get(trial_id)
         if run_id is None:
             return
-        values = self.histories[trial.trial_id].add(epoch + 1, logs)
-        self.runs.log_metrics(run_id, values, step=epoch + 1)
+        values = self.histories[trial_id].add(epoch_number, logs)
+        self.runs.log_metrics(run_id, values, step=epoch_number)
 
-    def trial_completed(self, trial: Trial, model: keras.Model) -> None:
-        run_id = self.open_runs[trial.trial_id]
-        evaluation = evaluate(model, self.data.test)
-        self.evaluations[trial.trial_id] = evaluation
-        title = trial_run_name(trial)
+    def _log_completed(self, trial_id: str, title: str, evaluation: Evaluation) -> None:
+        run_id = self.open_runs[trial_id]
         self.runs.log_evaluation(run_id, evaluation, title)
-        history = self.histories[trial.trial_id]
+        history = self.histories[trial_id]
         self.runs.log_learning_curves(run_id, history.epochs, history.metrics, title)
 
-    def trial_end(self, trial: Trial) -> None:
-        run_id = self.open_runs.pop(trial.trial_id, None)
+    def _close(self, trial_id: str, status: str, score: float | None, message: str | None) -> None:
+        run_id = self.open_runs.pop(trial_id, None)
         if run_id is None:
             return
-        completed = trial.status == TrialStatus.COMPLETED
-        tags: dict[str, Any] = {f"{TAG_PREFIX}trial_status": trial.status}
+        completed = status == TrialStatus.COMPLETED
+        tags: dict[str, Any] = {f"{TAG_PREFIX}trial_status": status}
         if completed:
-            self.run_ids[trial.trial_id] = run_id
-            self.runs.log_metrics(run_id, {f"best_{self.objective}": trial.score})
-            best_epoch = self.histories[trial.trial_id].best_epoch(self.objective, self.direction)
+            self.run_ids[trial_id] = run_id
+            self.runs.log_metrics(run_id, {f"best_{self.objective}": score})
+            best_epoch = self.histories[trial_id].best_epoch(self.objective, self.direction)
             if best_epoch is not None:
                 tags[f"{TAG_PREFIX}best_epoch"] = best_epoch
         self.runs.set_tags(run_id, tags)
-        error = None if completed else (trial.message or f"trial ended with status {trial.status}")
+        error = None if completed else (message or f"trial ended with status {status}")
         self.runs.end(run_id, "FINISHED" if completed else "FAILED", error)
 
-    def close_open_runs(self, status: str = RunStatus.to_string(RunStatus.FAILED), reason: str | None = None) -> None:
-        """Close attempts left open by an interrupted search (KILLED on Ctrl-C, FAILED on a crash)."""
+    # -- the search's end ---------------------------------------------------------------------------------
+    def flush(self) -> list[str]:
+        """Wait until every write so far is done; the ones that failed."""
+        return self.writer.flush()
+
+    def close_open_runs(
+        self, status: str = RunStatus.to_string(RunStatus.FAILED), reason: str | None = None
+    ) -> list[str]:
+        """Finish the pending writes, then close attempts left open by an interrupted search (KILLED on
+        Ctrl-C, FAILED on a crash). Returns the writes that failed."""
+        failures = self.writer.flush()
         for run_id in list(self.open_runs.values()):
             self.runs.end(run_id, status, reason)
         self.open_runs.clear()
+        return failures

@@ -44,6 +44,7 @@ class _Tracked:
 
     def __init__(self, *args: Any, listeners: Sequence[SearchListener] = (), **kwargs: Any) -> None:
         self.listeners = tuple(listeners)
+        self._trained: dict[str, keras.Model] = {}  # trial_id -> the model being trained
         super().__init__(*args, **kwargs)
 
     def on_search_begin(self) -> None:
@@ -58,12 +59,16 @@ class _Tracked:
 
     def on_epoch_end(self, trial: Trial, model: keras.Model, epoch: int, logs: dict | None = None) -> None:
         super().on_epoch_end(trial, model, epoch, logs)  # type: ignore[misc]
+        self._trained[trial.trial_id] = model
         for listener in self.listeners:
             listener.epoch_end(trial, epoch, dict(logs or {}))
 
     def on_trial_end(self, trial: Trial) -> None:
+        trained = self._trained.pop(trial.trial_id, None)
         if trial.status == TrialStatus.COMPLETED:
-            model = self.load_model(trial)  # type: ignore[attr-defined]  # the best epoch's checkpoint
+            # The hypermodel's EarlyStopping(restore_best_weights) leaves the best epoch's weights in memory:
+            # the same weights as Keras Tuner's best-epoch checkpoint, without rebuilding and reading it.
+            model = trained if trained is not None else self.load_model(trial)  # type: ignore[attr-defined]
             for listener in self.listeners:
                 listener.trial_completed(trial, model)
         super().on_trial_end(trial)  # type: ignore[misc]  # the oracle records the outcome and saves
