@@ -48,5 +48,5 @@ clean-state: ## delete all tuner state and the MLflow store (runs and registered
 	@read -p "Delete tuner/* and mlruns/* (all runs and registered models)? [y/N] " ok && [ "$$ok" = y ]
 	find tuner mlruns -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
 
-bench: install ## measure training/inference speed, decode cost, tracking overhead and memory (~10 min)
+bench: install ## measure training/inference speed, decode cost, tracking overhead and memory (~25 min)
 	$(BIN)/python benchmarks/bench.py

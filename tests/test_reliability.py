@@ -1,0 +1,117 @@
+"""A search killed with SIGKILL in the middle of a trial, a second search of the same experiment started
+meanwhile, then the same command again: the real CLI, a small real subset, a temporary SQLite store."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.test_search_integration import XRAYCNN, xraycnn
+
+# Random search, 2 trials of 30 epochs each: long enough (~15 s a trial) to be killed in the middle of one.
+EXPERIMENT = """
+seed = 11
+[data]
+root = "{root}"
+image_size = 64
+[space]
+conv_blocks = 2
+filters = [8, 16]
+kernel_size = 3
+dropout = {{ values = [0.1, 0.2] }}
+dense_units = 16
+learning_rate = {{ min = 1e-3, max = 2e-3 }}
+batch_size = 8
+epochs = 30
+[tuner]
+algorithm = "random"
+[budget]
+max_trials = 2
+max_epochs = 30
+[training]
+early_stopping_patience = 30
+[registry]
+model_name = "xraycnn-kill"
+"""
+
+
+def trial_runs(client: MlflowClient, experiment_id: str) -> list:
+    runs = client.search_runs([experiment_id], order_by=["attributes.start_time ASC"])
+    return [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+
+
+def wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.5)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def test_sigkill_mid_trial_then_resume(small_dataset: Path, tmp_path: Path) -> None:
+    experiment = tmp_path / "kill.toml"
+    experiment.write_text(EXPERIMENT.format(root=small_dataset))
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    env = {"MLFLOW_TRACKING_URI": uri, "PYTHONUNBUFFERED": "1"}
+    args = ["search", str(experiment), "--tuner-dir", str(tmp_path / "tuner")]
+    first = subprocess.Popen(
+        [XRAYCNN, *args], env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    client = MlflowClient(uri, registry_uri=uri)
+    try:
+
+        def trial_is_training(index: int) -> bool:
+            found = client.get_experiment_by_name("xraycnn-kill")
+            if found is None:
+                return False
+            runs = trial_runs(client, found.experiment_id)
+            return (
+                len(runs) == index + 1
+                and runs[index].info.status == "RUNNING"
+                and len(client.get_metric_history(runs[index].info.run_id, "val_auc")) >= 2
+            )
+
+        wait_for(lambda: trial_is_training(0), 240, "the first trial to train")
+        # Meanwhile a second search of the same experiment refuses, without touching the runs.
+        locked = xraycnn(*args, env=env)
+        assert locked.returncode == 2
+        assert "another search of experiment 'kill' is running" in locked.stderr
+        assert "Traceback" not in locked.stderr
+
+        wait_for(lambda: trial_is_training(1), 240, "the second trial to train")
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    experiment_id = client.get_experiment_by_name("xraycnn-kill").experiment_id
+    before = trial_runs(client, experiment_id)
+    assert [r.info.status for r in before] == ["FINISHED", "RUNNING"]  # what SIGKILL leaves behind
+    killed_run, killed_trial = before[1].info.run_id, before[1].data.tags["xraycnn.trial_id"]
+
+    resumed = xraycnn(*args, env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "1 trial(s) already done, not run again" in resumed.stdout
+
+    after = trial_runs(client, experiment_id)
+    by_id = {r.info.run_id: r for r in after}
+    assert by_id[killed_run].info.status == "KILLED"
+    assert all(r.info.status != "RUNNING" for r in after)
+    parents = {r.data.tags["mlflow.parentRunId"] for r in after}
+    assert parents == {before[0].data.tags["mlflow.parentRunId"]}  # the new attempt joins the same parent
+    finished = [r for r in after if r.info.status == "FINISHED"]
+    assert sorted(r.data.tags["xraycnn.trial_id"] for r in finished) == sorted(
+        {r.data.tags["xraycnn.trial_id"] for r in after}
+    )  # every trial finished exactly once: no duplicates
+    assert len(finished) == 2
+    again = [r for r in finished if r.data.tags["xraycnn.trial_id"] == killed_trial]
+    assert again and again[0].data.tags["xraycnn.attempt"] == "2"
+    assert [m.step for m in client.get_metric_history(again[0].info.run_id, "val_auc")] == list(range(1, 31))
+    assert str(client.get_model_version_by_alias("xraycnn-kill", "champion").version) == "1"
