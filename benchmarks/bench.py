@@ -355,19 +355,53 @@ def child_tracking(data_root: Path, workdir: Path, repeats: int) -> dict[str, An
         def trial_completed(self, trial: Any, model: Any) -> None:
             evaluate(model, data.test)
 
+    class TimedTracker(TrialTracker):
+        """The tracker, with the time its hooks hold the training thread counted."""
+
+        hook_seconds = 0.0
+
+        def _timed(self, hook: Any, *args: Any) -> None:
+            started = time.perf_counter()
+            hook(*args)
+            TimedTracker.hook_seconds += time.perf_counter() - started
+
+        def trial_begin(self, trial: Any) -> None:
+            self._timed(super().trial_begin, trial)
+
+        def epoch_end(self, trial: Any, epoch: int, logs: dict[str, float]) -> None:
+            self._timed(super().epoch_end, trial, epoch, logs)
+
+        def trial_completed(self, trial: Any, model: Any) -> None:
+            self._timed(super().trial_completed, trial, model)
+
+        def trial_end(self, trial: Any) -> None:
+            self._timed(super().trial_end, trial)
+
+    accounted: list[dict[str, float]] = []
+
     def one_trial(mode: str, index: int) -> float:
         listeners: list[Any] = []
         if mode == "evaluate":
             listeners = [EvaluateOnly()]
         elif mode == "on":
-            tracker = TrialTracker(session.runs, experiment_id, parent, fixed_params(session), data, "val_auc", "max")
+            TimedTracker.hook_seconds = 0.0
+            tracker = TimedTracker(session.runs, experiment_id, parent, fixed_params(session), data, "val_auc", "max")
             listeners = [tracker]
         tuner = build_tuner(config, CxrHyperModel(config, data), workdir / "tuner", f"t{index}", listeners)
         started = time.perf_counter()
         tuner.search(verbose=0)
         if mode == "on":
             tracker.flush()  # the run is complete (written) before the clock stops
-        return time.perf_counter() - started
+        wall = time.perf_counter() - started
+        if mode == "on":
+            accounted.append(
+                {
+                    "trial_seconds": wall,
+                    "training_thread_seconds": TimedTracker.hook_seconds,
+                    "writer_cpu_seconds": tracker.writer.cpu_seconds,
+                }
+            )
+        return wall
 
     one_trial("off", -1)  # warm-up: first-use costs (tracing, thread pools) land on no side
     seconds: dict[str, list[float]] = {"off": [], "evaluate": [], "on": []}
@@ -378,6 +412,7 @@ def child_tracking(data_root: Path, workdir: Path, repeats: int) -> dict[str, An
         "trial_seconds_tracking_off": seconds["off"],
         "trial_seconds_test_evaluation_only": seconds["evaluate"],
         "trial_seconds_tracking_on": seconds["on"],
+        "accounted": accounted,
         "peak_rss_mib": _peak_rss_mib(),
     }
 
@@ -583,6 +618,18 @@ def summarise(results: dict[str, Any]) -> dict[str, float]:
             "tracking_overhead_percent": 100 * (on - off) / off,
             "tracking_mlflow_writes_overhead_percent": 100 * (on - evaluated) / off,
         }
+        # Noise-proof: the tracking work itself, as a share of the tracked trial's wall time. The hooks'
+        # time on the training thread (mostly predicting the test set) delays the trial; the writer's CPU time
+        # runs beside training and costs at most itself.
+        a = t["accounted"]
+        hooks = sum(x["training_thread_seconds"] for x in a) / len(a)
+        writer = sum(x["writer_cpu_seconds"] for x in a) / len(a)
+        trial = sum(x["trial_seconds"] for x in a) / len(a)
+        figures |= {
+            "tracking_hooks_seconds": hooks,
+            "tracking_writer_cpu_seconds": writer,
+            "tracking_accounted_percent": 100 * (hooks + writer) / (trial - hooks - writer),
+        }
     if "memory" in results:
         figures["search_peak_rss_mib"] = results["memory"]["peak_rss_mib"]
     return figures
@@ -654,6 +701,12 @@ def print_table(console: Any, results: dict[str, Any], figures: dict[str, float]
             f"{figures['tracking_overhead_percent']:+.1f} %",
             f"mean trial {figures['tracking_trial_seconds_on']:.1f} s on vs "
             f"{figures['tracking_trial_seconds_off']:.1f} s off (3 epochs, 64px, full data)",
+        )
+        table.add_row(
+            "tracking work per trial, accounted (target <= 3 %)",
+            f"{figures['tracking_accounted_percent']:.1f} %",
+            f"{figures['tracking_hooks_seconds']:.2f} s on the training thread (test-set prediction) + "
+            f"{figures['tracking_writer_cpu_seconds']:.2f} s CPU in the background writer; robust to machine noise",
         )
         table.add_row(
             "  of which MLflow writes (runs, params, metrics, PNGs)",

@@ -215,7 +215,11 @@ def _search_and_register(
     wall = time.monotonic() - started
     session.runs.log_metrics(
         parent_run_id,
-        {"search_wall_seconds": wall, "trials_completed": float((trials["status"] == "COMPLETED").sum())},
+        {
+            "search_wall_seconds": wall,
+            "trials_completed": float((trials["status"] == "COMPLETED").sum()),
+            "tracking_writer_cpu_seconds": tracker.writer.cpu_seconds,
+        },
     )
     mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
     console.print(f"Done in {wall / 60:.1f} min. Compare the runs with `make ui`.")

@@ -8,6 +8,8 @@ trial's wall time. Submitted here it overlaps with training. One worker keeps ev
 
 from __future__ import annotations
 
+import threading
+import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,14 +21,20 @@ class BackgroundWriter:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self._pending: list[Future[Any]] = []
         self._failures: list[str] = []
+        self._lock = threading.Lock()
+        self.cpu_seconds = 0.0  # CPU time the writer thread has spent: what tracking costs the machine
 
     def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
         def guarded() -> Any:
+            started = time.thread_time()
             try:
                 return fn(*args, **kwargs)
             except Exception:
                 self._failures.append(f"{getattr(fn, '__name__', fn)}: {traceback.format_exc(limit=3)}")
                 raise
+            finally:
+                with self._lock:
+                    self.cpu_seconds += time.thread_time() - started
 
         future = self._pool.submit(guarded)
         self._pending.append(future)
