@@ -41,8 +41,8 @@ lint: install ## ruff check
 	$(BIN)/ruff check src tests benchmarks
 
 format: install ## ruff format and fix imports
-	$(BIN)/ruff check --fix --select I src tests
-	$(BIN)/ruff format src tests
+	$(BIN)/ruff check --fix --select I src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks
 
 clean-state: ## delete all tuner state and the MLflow store (runs and registered models!)
 	@read -p "Delete tuner/* and mlruns/* (all runs and registered models)? [y/N] " ok && [ "$$ok" = y ]
