@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import resource
 import subprocess
 import sys
@@ -33,46 +34,52 @@ EPOCHS = 2
 BATCH = 32
 
 # The training ladder: each step adds one choice of the project's pipeline to the one above it.
-LADDER: list[tuple[str, str, dict[str, Any]]] = [
+_NOTEBOOK_OPTIONS: dict[str, Any] = {
+    "source": "directory",
+    "channels": 3,
+    "augment_in": "model",
+    "precision": "float32",
+    "threads": False,
+}
+_STEPS: list[tuple[str, str, dict[str, Any]]] = [
     (
         "notebook",
         "notebook-style: image_dataset_from_directory (decodes every epoch), RGB, augmentation layers in "
         "the model, float32, TF's default threads",
-        {"source": "directory", "channels": 3, "augment_in": "model", "precision": "float32", "threads": False},
+        {},
     ),
-    (
-        "decode_once",
-        "+ decoded once into a uint8 array (the project's decoder and cache)",
-        {"source": "arrays", "channels": 3, "augment_in": "model", "precision": "float32", "threads": False},
-    ),
-    (
-        "one_channel",
-        "+ 1 channel (the films are grayscale)",
-        {"source": "arrays", "channels": 1, "augment_in": "model", "precision": "float32", "threads": False},
-    ),
+    ("decode_once", "+ decoded once into a uint8 array (the project's decoder and cache)", {"source": "arrays"}),
+    ("one_channel", "+ 1 channel (the films are grayscale)", {"channels": 1}),
     (
         "pipeline_augmentation",
         "+ augmentation in the tf.data pipeline (parallel map, prefetch)",
-        {"source": "arrays", "channels": 1, "augment_in": "pipeline", "precision": "float32", "threads": False},
+        {"augment_in": "pipeline"},
     ),
-    (
-        "threads",
-        "+ the project's thread settings",
-        {"source": "arrays", "channels": 1, "augment_in": "pipeline", "precision": "float32", "threads": True},
-    ),
+    ("threads", "+ the project's thread settings", {"threads": True}),
     (
         "precision",
         "+ the project's precision policy (mixed_bfloat16 where the CPU has native bfloat16)",
-        {"source": "arrays", "channels": 1, "augment_in": "pipeline", "precision": "auto", "threads": True},
+        {"precision": "auto"},
     ),
 ]
+
+
+def _cumulative(steps: list[tuple[str, str, dict[str, Any]]]) -> list[tuple[str, str, dict[str, Any]]]:
+    rows, options = [], dict(_NOTEBOOK_OPTIONS)
+    for name, label, change in steps:
+        options = {**options, **change}
+        rows.append((name, label, options))
+    return rows
+
+
+LADDER = _cumulative(_STEPS)
 PROJECT_ROW = LADDER[-1][0]
 # Not a pipeline: the network alone on pre-decoded tensors, no augmentation. No input pipeline can beat it,
 # so project / notebook can reach at most this row / notebook on the machine at hand.
 CEILING = (
     "ceiling",
     "reference: the network alone (pre-decoded, no augmentation, project's threads and precision)",
-    {"source": "arrays", "channels": 1, "augment_in": "none", "precision": "auto", "threads": True},
+    {**LADDER[-1][2], "augment_in": "none"},
 )
 
 
@@ -420,8 +427,6 @@ def child_tracking(data_root: Path, workdir: Path, repeats: int) -> dict[str, An
 def child_search_memory(data_root: Path, workdir: Path, trials: int) -> dict[str, Any]:
     """Peak memory of `xraycnn search experiments/default.toml` (its first `trials` trials, the real CLI)."""
     text = (REPO / "experiments" / "default.toml").read_text()
-    import re
-
     capped = re.sub(r"(?m)^max_trials = \d+", f"max_trials = {trials}", text)
     experiment = workdir / "default.toml"
     experiment.write_text(capped)
@@ -479,22 +484,14 @@ def _machine() -> dict[str, Any]:
     import tensorflow as tf
 
     from xraycnn.precision import cpu_bf16_flags
+    from xraycnn.threads import usable_cores
 
-    model = (
-        next(
-            (
-                line.split(":", 1)[1].strip()
-                for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")
-            ),
-            platform.processor(),
-        )
-        if Path("/proc/cpuinfo").is_file()
-        else platform.processor()
-    )
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    model = next((x.split(":", 1)[1].strip() for x in lines if x.startswith("model name")), platform.processor())
     return {
         "cpu": model,
-        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cores": usable_cores(),
         "bf16_flags": "+".join(cpu_bf16_flags()) or "none",
         "python": platform.python_version(),
         "tensorflow": tf.__version__,
@@ -518,8 +515,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from xraycnn import native_stderr
 
-    with native_stderr.silenced():  # TensorFlow's C++ start-up lines
-        import tensorflow  # noqa: F401
+    native_stderr.import_tensorflow()
     from xraycnn.data.discovery import resolve_data_root
 
     data_root = resolve_data_root(args.data)

@@ -140,12 +140,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _quiet_tensorflow_import() -> None:
-    if "tensorflow" not in sys.modules:
-        with native_stderr.silenced():
-            import tensorflow  # noqa: F401
-
-
 def _quiet_libraries() -> None:
     """Keep the terminal for our own progress: no per-call notices from TensorFlow, Keras or MLflow that
     say nothing the user can act on."""
@@ -162,7 +156,7 @@ def _quiet_libraries() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command != "ui":
-        _quiet_tensorflow_import()
+        native_stderr.import_tensorflow()
         _quiet_libraries()
         threads.configure()
     # In a log (CI, `| tee`) rich would wrap at 80 columns; a wide console keeps one line per trial.

@@ -21,3 +21,10 @@ def silenced() -> Iterator[None]:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+def import_tensorflow() -> None:
+    """Import TensorFlow (once) with its start-up lines kept off the terminal."""
+    if "tensorflow" not in sys.modules:
+        with silenced():
+            import tensorflow  # noqa: F401

@@ -8,7 +8,6 @@ instead of failing, so one bad file never stops a search.
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +17,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from xraycnn.threads import usable_cores
 
 MIN_SIDE = 16  # smaller than this is not an X-ray (icons, 1x1 tracking pixels)
 MAX_PIXELS = 8192 * 8192  # decompression-bomb guard: 64 Mpx is far beyond any radiograph export
@@ -93,8 +94,8 @@ def decode_image(path: str | Path, size: int, channels: int) -> np.ndarray:
 
 
 def default_workers() -> int:
-    # PIL releases the GIL while decoding and resizing: threads scale with the cores.
-    return max(1, min(8, os.cpu_count() or 1))
+    # PIL releases the GIL while decoding and resizing: threads scale with the cores this process may use.
+    return min(8, usable_cores())
 
 
 def decode_files(
