@@ -266,8 +266,9 @@ def child_inference(data_root: Path, workdir: Path) -> dict[str, Any]:
     from xraycnn import paths
     from xraycnn.data.discovery import discover
     from xraycnn.data.images import decode_files
+    from xraycnn.errors import ModelNotFoundError
     from xraycnn.precision import apply_policy
-    from xraycnn.registry import log_and_register
+    from xraycnn.registry import load_keras_model, log_and_register
     from xraycnn.tracking.store import resolve_store
 
     apply_policy("auto")
@@ -294,15 +295,15 @@ def child_inference(data_root: Path, workdir: Path) -> dict[str, Any]:
             tags={},
             description="bench",
         )
-    loaded = mlflow.keras.load_model("models:/bench-notebook@champion")
+    loaded = load_keras_model("models:/bench-notebook@champion")
     result["notebook_150px_images_per_s"] = rate(loaded, SIZE, 1)
 
     project_store = f"sqlite:///{paths.mlruns_dir() / 'mlflow.db'}"
     if (paths.mlruns_dir() / "mlflow.db").is_file():
         resolve_store(project_store)
         try:
-            champion = mlflow.keras.load_model("models:/xraycnn@champion")
-        except Exception:  # no champion yet: the row says so
+            champion = load_keras_model("models:/xraycnn@champion")
+        except ModelNotFoundError:  # no champion yet: the row says so
             champion = None
         if champion is not None:
             from xraycnn.data.images import input_shape_of

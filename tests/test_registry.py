@@ -7,8 +7,9 @@ import keras
 import mlflow
 import numpy as np
 import pytest
+from mlflow.exceptions import MlflowException
 
-from xraycnn.errors import ModelNotFoundError
+from xraycnn.errors import ModelNotFoundError, RegistryError, UnsafeModelError
 from xraycnn.registry import (
     CHALLENGER,
     CHAMPION,
@@ -87,3 +88,74 @@ def test_missing_model_lists_what_is_registered(store_uri: str) -> None:
     register(0.0, 0.9)
     with pytest.raises(ModelNotFoundError, match=r"registered: m \(champion=v1; versions 1-1\)"):
         load_keras_model("models:/m@staging")
+
+
+def champion_output(x: np.ndarray) -> float:
+    return float(load_keras_model("models:/m@champion").predict(x, verbose=0)[0, 0])
+
+
+@pytest.mark.parametrize(
+    ("target", "step"),
+    [
+        ("mlflow.keras.log_model", "logging the model of m"),
+        ("mlflow.register_model", "registering m"),
+        ("mlflow.tracking.MlflowClient.update_model_version", "finishing m v2"),
+        ("mlflow.tracking.MlflowClient.set_registered_model_alias", "finishing m v2"),
+    ],
+)
+def test_a_failed_registration_leaves_the_champion_untouched(
+    store_uri: str, monkeypatch: pytest.MonkeyPatch, target: str, step: str
+) -> None:
+    resolve_store(store_uri)
+    register(0.0, 0.90)
+    x = np.zeros((1, 8, 8, 1), np.float32)
+    before = champion_output(x)
+
+    def unreachable(*args, **kwargs):
+        raise MlflowException("connection refused by the tracking store")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(target, unreachable)
+        with pytest.raises(RegistryError) as error:
+            register(5.0, 0.99)  # better: it would have become champion
+    message = str(error.value)
+    assert message.startswith(f"{step} failed (MlflowException: connection refused by the tracking store)")
+    assert "the champion, m v1, is untouched" in message and "run the same command again" in message
+    client = mlflow.MlflowClient()
+    assert str(client.get_model_version_by_alias("m", CHAMPION).version) == "1"
+    assert champion_output(x) == before
+    # a version whose registration did not finish is withdrawn, not left without an alias or description
+    assert [str(v.version) for v in client.search_model_versions("name = 'm'")] == ["1"]
+    # and once the store is back, the same call promotes as usual
+    assert register(5.0, 0.99).alias == CHAMPION
+
+
+def test_models_are_saved_as_keras_files(store_uri: str) -> None:
+    resolve_store(store_uri)
+    first = register(0.0, 0.9)
+    files = {
+        Path(f.path).name
+        for f in mlflow.MlflowClient().list_artifacts(mlflow.MlflowClient().get_model_version("m", "1").run_id, "model")
+    }
+    assert first.version == "1" and files >= {"MLmodel", "data"}
+    local = Path(mlflow.artifacts.download_artifacts("models:/m@champion"))
+    assert [p.name for p in (local / "data").glob("*.keras")] == ["model.keras"]
+
+
+def test_a_model_that_would_run_code_is_refused(store_uri: str) -> None:
+    resolve_store(store_uri)
+    # A Lambda layer carries Python bytecode in the model file: loading it unsafely would run it.
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Lambda(lambda t: t * 2.0),
+            keras.layers.Flatten(),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
+    with mlflow.start_run():
+        info = mlflow.keras.log_model(model, name="model")
+    mlflow.register_model(info.model_uri, "lambda")
+    for uri in ("models:/lambda/1", info.model_uri):
+        with pytest.raises(UnsafeModelError, match="asks to run code of its own"):
+            load_keras_model(uri)

@@ -115,3 +115,100 @@ def test_sigkill_mid_trial_then_resume(small_dataset: Path, tmp_path: Path) -> N
     assert again and again[0].data.tags["xraycnn.attempt"] == "2"
     assert [m.step for m in client.get_metric_history(again[0].info.run_id, "val_auc")] == list(range(1, 31))
     assert str(client.get_model_version_by_alias("xraycnn-kill", "champion").version) == "1"
+
+
+def test_ctrl_c_closes_the_runs_and_says_how_to_resume(small_dataset: Path, tmp_path: Path) -> None:
+    experiment = tmp_path / "sigint.toml"
+    experiment.write_text(
+        EXPERIMENT.format(root=small_dataset)
+        .replace("max_trials = 2", "max_trials = 1")
+        .replace("xraycnn-kill", "xraycnn-sigint")
+    )
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    env = {"MLFLOW_TRACKING_URI": uri, "PYTHONUNBUFFERED": "1"}
+    args = ["search", str(experiment), "--tuner-dir", str(tmp_path / "tuner")]
+    # Ctrl-C in a terminal: SIGINT, with Python's default handler (a background job of a shell ignores it).
+    first = subprocess.Popen(
+        [XRAYCNN, *args], env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    client = MlflowClient(uri, registry_uri=uri)
+    try:
+
+        def training() -> bool:
+            found = client.get_experiment_by_name("xraycnn-sigint")
+            runs = trial_runs(client, found.experiment_id) if found else []
+            return bool(runs) and len(client.get_metric_history(runs[0].info.run_id, "val_auc")) >= 2
+
+        wait_for(training, 240, "the trial to train")
+        first.send_signal(signal.SIGINT)
+        _, stderr = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 130, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    assert lines[0].startswith("interrupted: the search of sigint stopped; its open runs are closed as KILLED.")
+    assert "Run the same command again to resume" in lines[0]
+
+    experiment_id = client.get_experiment_by_name("xraycnn-sigint").experiment_id
+    (parent,) = [r for r in client.search_runs([experiment_id]) if "mlflow.parentRunId" not in r.data.tags]
+    (trial,) = trial_runs(client, experiment_id)
+    assert (parent.info.status, trial.info.status) == ("KILLED", "KILLED")
+    assert not client.search_registered_models()  # nothing half-registered
+
+    resumed = xraycnn(*args, env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    runs = trial_runs(client, experiment_id)
+    assert [r.info.status for r in runs] == ["KILLED", "FINISHED"]
+    assert runs[1].data.tags["xraycnn.attempt"] == "2"
+    assert runs[1].data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert client.get_run(parent.info.run_id).info.status == "FINISHED"
+
+
+SHARED_MODEL = "xraycnn-shared"
+
+
+def test_two_experiments_at_once_on_one_store(small_dataset: Path, tmp_path: Path) -> None:
+    """Different experiments may run side by side on one store and even one registered model: each gets its
+    own runs, and the champion is the better of the two whichever finishes first."""
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONUNBUFFERED": "1"}
+    processes = {}
+    for name, dropout in (("alpha", "0.1"), ("beta", "0.3")):
+        text = (
+            EXPERIMENT.format(root=small_dataset)
+            .replace("dropout = { values = [0.1, 0.2] }", f"dropout = {dropout}")
+            .replace("epochs = 30", "epochs = 3")
+            .replace("max_epochs = 30", "max_epochs = 3")
+            .replace("xraycnn-kill", SHARED_MODEL)
+        )
+        (tmp_path / f"{name}.toml").write_text(text)
+        processes[name] = subprocess.Popen(
+            [XRAYCNN, "search", str(tmp_path / f"{name}.toml"), "--tuner-dir", str(tmp_path / "tuner")],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    outputs = {name: p.communicate(timeout=600) for name, p in processes.items()}
+    for name, p in processes.items():
+        assert p.returncode == 0, outputs[name][1]
+
+    client = MlflowClient(uri, registry_uri=uri)
+    for name in processes:
+        experiment = client.get_experiment_by_name(f"xraycnn-{name}")
+        runs = client.search_runs([experiment.experiment_id])
+        (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+        children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+        assert parent.info.status == "FINISHED" and parent.data.tags["xraycnn.experiment_file"].endswith(f"{name}.toml")
+        assert len(children) == 2 and {c.info.status for c in children} == {"FINISHED"}
+        assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+        assert {c.data.params["dropout"] for c in children} == {"0.1" if name == "alpha" else "0.3"}
+    versions = client.search_model_versions(f"name = '{SHARED_MODEL}'")
+    assert sorted(int(v.version) for v in versions) == [1, 2]
+    champion = client.get_model_version_by_alias(SHARED_MODEL, "champion")
+    challenger = client.get_model_version_by_alias(SHARED_MODEL, "challenger")
+    assert {str(champion.version), str(challenger.version)} == {"1", "2"}
+    assert float(champion.tags["xraycnn.objective_value"]) >= float(challenger.tags["xraycnn.objective_value"])
+    assert {champion.tags["xraycnn.experiment"], challenger.tags["xraycnn.experiment"]} == {"alpha", "beta"}

@@ -13,7 +13,7 @@ from pathlib import Path
 from rich.console import Console
 
 from xraycnn import __version__, native_stderr, paths, threads
-from xraycnn.errors import XrayCnnError
+from xraycnn.errors import InterruptedByUserError, XrayCnnError
 
 DEFAULT_EXPERIMENT = "experiments/default.toml"
 
@@ -153,8 +153,26 @@ def _quiet_libraries() -> None:
     logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
 
 
+def _report(exc: XrayCnnError) -> int:
+    label = "interrupted" if isinstance(exc, InterruptedByUserError) else "error"
+    Console(stderr=True).print(f"[bold red]{label}:[/] {exc}", highlight=False, soft_wrap=True)
+    return exc.exit_code
+
+
+def _check_inputs_early(args: argparse.Namespace) -> None:
+    """A bad experiment file or data folder is reported before TensorFlow is even imported."""
+    if args.command in ("search", "train"):
+        from xraycnn.inputs import check_inputs
+
+        check_inputs(_experiment_path(args.experiment), args.data)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        _check_inputs_early(args)
+    except XrayCnnError as exc:
+        return _report(exc)
     if args.command != "ui":
         native_stderr.import_tensorflow()
         _quiet_libraries()
@@ -164,8 +182,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args, console)
     except XrayCnnError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        return 2
+        return _report(exc)
+    except KeyboardInterrupt:  # outside a search's trials (decoding, registering): nothing half-written to fix
+        Console(stderr=True).print("[bold red]interrupted[/] (Ctrl-C); run the same command again to go on")
+        return 130
 
 
 if __name__ == "__main__":

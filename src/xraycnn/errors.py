@@ -8,6 +8,8 @@ that message alone (no traceback) and exits with status 2. Anything else is a bu
 class XrayCnnError(Exception):
     """An error caused by the user's input or environment, with a message that says how to fix it."""
 
+    exit_code = 2
+
 
 class ConfigError(XrayCnnError):
     """An experiment file that cannot be used."""
@@ -27,3 +29,17 @@ class ModelNotFoundError(XrayCnnError):
 
 class SearchLockedError(XrayCnnError):
     """Another process is already running a search of the same experiment."""
+
+
+class RegistryError(XrayCnnError):
+    """Logging or registering a model failed; the previous champion is untouched."""
+
+
+class UnsafeModelError(XrayCnnError):
+    """A model file that would run code of its own when loaded, or is not in the .keras format."""
+
+
+class InterruptedByUserError(XrayCnnError):
+    """Ctrl-C: what was running is closed cleanly; the message says how to go on."""
+
+    exit_code = 130  # the shell's convention for SIGINT

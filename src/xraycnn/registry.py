@@ -7,18 +7,23 @@ failure while logging or registering leaves the previous champion where it was.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import keras
 import mlflow
 import numpy as np
+from filelock import FileLock, Timeout
 from mlflow.exceptions import MlflowException
-from mlflow.models import ModelSignature
+from mlflow.models import Model, ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types import Schema, TensorSpec
 
-from xraycnn.errors import ModelNotFoundError
+from xraycnn.errors import ModelNotFoundError, RegistryError, UnsafeModelError
 from xraycnn.tracking.runs import TAG_PREFIX
 
 CHAMPION = "champion"
@@ -100,23 +105,36 @@ def log_and_register(
 ) -> Registration:
     """Log `model` to the active run, register it under `model_name` and set its alias (last)."""
     client = MlflowClient()
+    before = current_champion(client, model_name)  # named in the error if anything below fails
     input_shape = tuple(int(d) for d in model.input_shape[1:])
-    info = mlflow.keras.log_model(
-        model,  # type: ignore[arg-type]
-        name=MODEL_ARTIFACT,
-        signature=signature_for(input_shape),
-        pip_requirements=serving_requirements(),
-    )
+    try:
+        info = mlflow.keras.log_model(
+            model,  # type: ignore[arg-type]
+            name=MODEL_ARTIFACT,
+            signature=signature_for(input_shape),
+            pip_requirements=serving_requirements(),
+        )
+    except (MlflowException, OSError) as exc:
+        raise RegistryError(failure_message(f"logging the model of {model_name}", exc, before)) from exc
     version_tags = {
         **{k: str(v) for k, v in tags.items()},
         OBJECTIVE_TAG: objective,
         OBJECTIVE_VALUE_TAG: repr(float(objective_value)),
     }
-    version = mlflow.register_model(info.model_uri, model_name, tags=version_tags)
-    client.update_model_version(model_name, version.version, description=description)
-    champion = current_champion(client, model_name)
-    alias, reason = decide_alias(champion, objective, objective_value, direction)
-    client.set_registered_model_alias(model_name, alias, version.version)
+    try:
+        version = mlflow.register_model(info.model_uri, model_name, tags=version_tags)
+    except (MlflowException, OSError) as exc:
+        raise RegistryError(failure_message(f"registering {model_name}", exc, before)) from exc
+    try:
+        client.update_model_version(model_name, version.version, description=description)
+        with _promotion_lock():
+            # Decided here, not from the lookup above: another search may have promoted a version meanwhile.
+            champion = current_champion(client, model_name)
+            alias, reason = decide_alias(champion, objective, objective_value, direction)
+            client.set_registered_model_alias(model_name, alias, version.version)  # the one step that promotes
+    except (MlflowException, OSError) as exc:
+        _withdraw(client, model_name, version.version)
+        raise RegistryError(failure_message(f"finishing {model_name} v{version.version}", exc, before)) from exc
     return Registration(
         name=model_name,
         version=str(version.version),
@@ -125,6 +143,44 @@ def log_and_register(
         previous_champion=None if champion is None else str(champion.version),
         previous_value=None if champion is None else float(champion.tags.get(OBJECTIVE_VALUE_TAG, "nan")),
         reason=reason,
+    )
+
+
+@contextmanager
+def _promotion_lock() -> Iterator[None]:
+    """Two searches finishing at once must not both read "no better champion" and both promote. A SQLite
+    store is a local file, so a lock file next to it serialises read-decide-set; a tracking server has no
+    compare-and-set for aliases, so there the step is unguarded (a distributed search registers from its
+    chief only)."""
+    uri = mlflow.get_registry_uri()
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    try:
+        with FileLock(f"{uri.removeprefix('sqlite:///')}.promotion.lock", timeout=300):
+            yield
+    except Timeout:
+        raise MlflowException("another process has held the registry's promotion lock for 5 minutes") from None
+
+
+def _withdraw(client: MlflowClient, name: str, version: str) -> None:
+    """Delete a version whose registration did not finish, so no half-described version stays behind
+    (best effort: the store that just failed may refuse this too)."""
+    with contextlib.suppress(MlflowException, OSError):
+        client.delete_model_version(name, version)
+
+
+def failure_message(step: str, exc: BaseException, champion: Any | None) -> str:
+    first = (getattr(exc, "message", None) or str(exc)).strip().splitlines()
+    kept = (
+        f"the champion, {champion.name} v{champion.version}, is untouched and still loads"
+        if champion is not None
+        else "no champion was set"
+    )
+    return (
+        f"{step} failed ({type(exc).__name__}: {first[0] if first else 'no message'}); {kept}. Fix the tracking "
+        "store (is it reachable and writable?) and run the same command again (a search keeps its finished "
+        "trials and retries only this step)"
     )
 
 
@@ -143,12 +199,30 @@ def registered_summary(client: MlflowClient) -> str:
 
 
 def load_keras_model(model_uri: str) -> keras.Model:
-    """Load a logged or registered Keras model, or raise `ModelNotFoundError` listing what is registered."""
+    """Load a logged or registered Keras model with Keras safe mode on: a model file that would run code of
+    its own (a Lambda layer, a pickled function) is refused, and so is a TensorFlow SavedModel export.
+    Raises `ModelNotFoundError` listing what is registered when the URI resolves to nothing."""
     try:
-        return mlflow.keras.load_model(model_uri)
-    except MlflowException as exc:
-        client = MlflowClient()
+        local = Path(mlflow.artifacts.download_artifacts(model_uri))
+        flavor = Model.load(local / "MLmodel").flavors.get("keras")
+    except (MlflowException, OSError) as exc:
+        message = getattr(exc, "message", None) or str(exc)
         raise ModelNotFoundError(
-            f"cannot load {model_uri!r}: {exc.message.splitlines()[0]}. {registered_summary(client)}; "
+            f"cannot load {model_uri!r}: {message.splitlines()[0]}. {registered_summary(MlflowClient())}; "
             "use models:/NAME@ALIAS or models:/NAME/VERSION"
+        ) from None
+    if flavor is None or flavor.get("save_exported_model"):
+        raise UnsafeModelError(
+            f"{model_uri!r} is not a Keras model saved in the .keras format (MLmodel flavors: "
+            f"{', '.join(Model.load(local / 'MLmodel').flavors)}); xraycnn loads only .keras models, in safe mode"
+        )
+    try:
+        return mlflow.keras.load_model(str(local), load_model_kwargs={"safe_mode": True})
+    except ValueError as exc:
+        if "safe_mode" not in str(exc) and "unsafe" not in str(exc).lower():
+            raise
+        raise UnsafeModelError(
+            f"refused to load {model_uri!r}: the model file asks to run code of its own (Keras safe mode: "
+            f"{str(exc).splitlines()[0][:200]}). Only load such a model if you trust its author, with "
+            "keras.saving.load_model(path, safe_mode=False) yourself"
         ) from None

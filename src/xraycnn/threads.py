@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from xraycnn import native_stderr
+
 SMALL_MACHINE_CORES = 4
 
 
@@ -37,11 +39,12 @@ def configure() -> str:
     import tensorflow as tf
 
     intra, inter = plan()
-    if not os.environ.get("TF_NUM_INTRAOP_THREADS"):
-        tf.config.threading.set_intra_op_parallelism_threads(intra)
-    if not os.environ.get("TF_NUM_INTEROP_THREADS"):
-        tf.config.threading.set_inter_op_parallelism_threads(inter)
-    return describe()
+    with native_stderr.silenced():  # TensorFlow's runtime starts here: `cuInit` fails loudly without a GPU
+        if not os.environ.get("TF_NUM_INTRAOP_THREADS"):
+            tf.config.threading.set_intra_op_parallelism_threads(intra)
+        if not os.environ.get("TF_NUM_INTEROP_THREADS"):
+            tf.config.threading.set_inter_op_parallelism_threads(inter)
+        return describe()
 
 
 def describe() -> str:

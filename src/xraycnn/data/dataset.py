@@ -8,6 +8,7 @@ validation set is a stratified, seeded share of train; test is only ever used fo
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -135,10 +136,11 @@ def _check_usable(splits: dict[str, Split], root: Path, skipped: tuple[SkippedFi
         if count < MIN_PER_CLASS
     ]
     if problems:
+        examples = "; ".join(f"{os.path.relpath(s.path, root)}: {s.reason}" for s in skipped[:3])
         raise DataUnusableError(
             f"{root}: too few readable images to train and evaluate ({'; '.join(problems)}; at least "
-            f"{MIN_PER_CLASS} per class and split are needed, {len(skipped)} file(s) were unreadable). "
-            "Add images or fix the unreadable ones."
+            f"{MIN_PER_CLASS} per class and split are needed, {len(skipped)} file(s) were unreadable"
+            f"{f', e.g. {examples}' if examples else ''}). Add images or fix the unreadable ones."
         )
 
 

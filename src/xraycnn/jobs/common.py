@@ -15,25 +15,20 @@ from typing import Any
 
 import keras
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from rich.console import Console
 
 from xraycnn import paths, plots, threads
-from xraycnn.config import Experiment, load_experiment
+from xraycnn.config import Experiment
 from xraycnn.data.dataset import PreparedData, prepare_data
-from xraycnn.data.discovery import CLASS_NAMES, DatasetFiles, discover, resolve_data_root
+from xraycnn.data.discovery import CLASS_NAMES
+from xraycnn.errors import RegistryError
 from xraycnn.evaluation import THRESHOLD, Evaluation
+from xraycnn.inputs import Inputs
 from xraycnn.precision import apply_policy
-from xraycnn.registry import Registration, log_and_register
+from xraycnn.registry import Registration, current_champion, failure_message, log_and_register
 from xraycnn.tracking.runs import TAG_PREFIX, RunLogger
 from xraycnn.tracking.store import TrackingStore, ensure_experiment, resolve_store
-
-
-@dataclass(frozen=True)
-class Inputs:
-    """The checked input of a job: the experiment and the dataset's file list."""
-
-    experiment: Experiment
-    files: DatasetFiles
 
 
 @dataclass(frozen=True)
@@ -52,14 +47,6 @@ class Session:
 
 def mlflow_experiment_name(experiment: Experiment) -> str:
     return f"xraycnn-{experiment.name}"
-
-
-def check_inputs(experiment_path: str | Path, data_dir: str | Path | None = None) -> Inputs:
-    """Load the experiment file and list the dataset: fails on bad input before anything is logged."""
-    experiment = load_experiment(experiment_path)
-    root_in_file = experiment.resolve(experiment.config.data.root) if experiment.config.data.root else None
-    files = discover(resolve_data_root(data_dir, root_in_file))
-    return Inputs(experiment, files)
 
 
 def open_session(inputs: Inputs, tracking_uri: str | None, console: Console) -> Session:
@@ -165,26 +152,11 @@ def publish_model(
     """Log the final model's test evaluation (metrics, ROC, confusion matrix, predictions) to `run_id`, which
     must be the active run, then register it; the alias moves last."""
     runs, config = session.runs, session.experiment.config
-    runs.log_metrics(run_id, evaluation.prefixed("test_"))
-    runs.log_figure(
-        run_id,
-        plots.roc_figure(evaluation.labels, evaluation.probabilities, f"{title}: test ROC"),
-        "plots/roc_curve.png",
-    )
-    runs.log_figure(
-        run_id,
-        plots.confusion_matrix_figure(evaluation.confusion(), f"{title}: test confusion matrix"),
-        "plots/confusion_matrix.png",
-    )
-    predictions = pd.DataFrame(
-        {
-            "file": evaluation.files,
-            "label": [CLASS_NAMES[int(v)] for v in evaluation.labels],
-            "probability_covid19": evaluation.probabilities,
-            "predicted": [CLASS_NAMES[int(p >= THRESHOLD)] for p in evaluation.probabilities],
-        }
-    )
-    runs.log_dataframe_csv(run_id, predictions, "evaluation/test_predictions.csv")
+    try:
+        _log_evaluation(runs, run_id, evaluation, title)
+    except (MlflowException, OSError) as exc:
+        champion = current_champion(runs.client, config.registry.model_name)
+        raise RegistryError(failure_message(f"logging the test evaluation of {title}", exc, champion)) from exc
     tags = {
         **version_tags,
         f"{TAG_PREFIX}dataset_digest": session.data.digest,
@@ -215,6 +187,29 @@ def publish_model(
         },
     )
     return registration
+
+
+def _log_evaluation(runs: RunLogger, run_id: str, evaluation: Evaluation, title: str) -> None:
+    runs.log_metrics(run_id, evaluation.prefixed("test_"))
+    runs.log_figure(
+        run_id,
+        plots.roc_figure(evaluation.labels, evaluation.probabilities, f"{title}: test ROC"),
+        "plots/roc_curve.png",
+    )
+    runs.log_figure(
+        run_id,
+        plots.confusion_matrix_figure(evaluation.confusion(), f"{title}: test confusion matrix"),
+        "plots/confusion_matrix.png",
+    )
+    predictions = pd.DataFrame(
+        {
+            "file": evaluation.files,
+            "label": [CLASS_NAMES[int(v)] for v in evaluation.labels],
+            "probability_covid19": evaluation.probabilities,
+            "predicted": [CLASS_NAMES[int(p >= THRESHOLD)] for p in evaluation.probabilities],
+        }
+    )
+    runs.log_dataframe_csv(run_id, predictions, "evaluation/test_predictions.csv")
 
 
 def report_registration(console: Console, registration: Registration, evaluation: Evaluation) -> None:

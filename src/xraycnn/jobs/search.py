@@ -20,11 +20,11 @@ from mlflow.entities import RunStatus
 from rich.console import Console
 
 from xraycnn import paths
-from xraycnn.errors import XrayCnnError
+from xraycnn.errors import InterruptedByUserError, XrayCnnError
 from xraycnn.evaluation import Evaluation, evaluate
+from xraycnn.inputs import check_inputs
 from xraycnn.jobs.common import (
     Session,
-    check_inputs,
     fixed_params,
     log_skipped_files,
     mlflow_experiment_name,
@@ -44,7 +44,7 @@ from xraycnn.tuning.tuners import build_tuner, planned_budget
 DONE = (TrialStatus.COMPLETED, TrialStatus.FAILED, TrialStatus.INVALID)
 
 
-class SearchInterruptedError(XrayCnnError):
+class SearchInterruptedError(InterruptedByUserError):
     """Ctrl-C: the runs are closed and the search can be resumed."""
 
 
@@ -108,9 +108,11 @@ def run_search(
             else:
                 _close_orphans(session, state.parent_run_id)
             return _search_and_register(session, state, project_dir, console, started)
-        finally:
-            if mlflow.active_run() is not None:  # an exception escaped before a status was set
-                mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
+        except BaseException as exc:
+            if mlflow.active_run() is not None:  # escaped before a status was set
+                killed = isinstance(exc, KeyboardInterrupt | InterruptedByUserError)
+                mlflow.end_run(RunStatus.to_string(RunStatus.KILLED if killed else RunStatus.FAILED))
+            raise
 
 
 def _report_tracking_failures(console: Console, failures: list[str]) -> None:
@@ -167,8 +169,8 @@ def _search_and_register(
         )
         mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
         raise SearchInterruptedError(
-            f"Search interrupted; its runs are closed. Run the same command again to resume "
-            f"(finished trials are kept in {project_dir})."
+            f"the search of {experiment.name} stopped; its open runs are closed as KILLED. Run the same command "
+            f"again to resume (finished trials are kept in {project_dir})."
         ) from None
     except BaseException as exc:
         progress.stop()

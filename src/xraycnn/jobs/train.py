@@ -18,10 +18,10 @@ from mlflow.entities import RunStatus
 from rich.console import Console
 
 from xraycnn.config import Fixed
-from xraycnn.errors import ConfigError
+from xraycnn.errors import ConfigError, InterruptedByUserError
 from xraycnn.evaluation import Evaluation, evaluate
+from xraycnn.inputs import check_inputs
 from xraycnn.jobs.common import (
-    check_inputs,
     fixed_params,
     log_skipped_files,
     open_session,
@@ -137,7 +137,10 @@ def run_train(
     except KeyboardInterrupt:
         runs.end(run_id, RunStatus.to_string(RunStatus.KILLED), "interrupted by the user (Ctrl-C)")
         mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
-        raise
+        raise InterruptedByUserError(
+            f"training {inputs.experiment.name} stopped; its run {run_id} is closed as KILLED. Run the same "
+            "command again to train from the start"
+        ) from None
     except BaseException:
         runs.end(run_id, RunStatus.to_string(RunStatus.FAILED), traceback.format_exc())
         mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))

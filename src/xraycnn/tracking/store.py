@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
+from filelock import FileLock
 from mlflow.entities import ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
@@ -42,6 +43,7 @@ def resolve_store(uri: str | None = None) -> TrackingStore:
             uri = f"sqlite:///{db}"
         db.parent.mkdir(parents=True, exist_ok=True)
         artifact_root = db.parent / "artifacts"
+        _open_sqlite_once(uri, db)
     elif "://" not in uri or uri.startswith("file:"):
         raise XrayCnnError(
             f"tracking URI {uri!r} is a file store, which MLflow no longer opens; use a database, e.g. "
@@ -50,6 +52,15 @@ def resolve_store(uri: str | None = None) -> TrackingStore:
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return TrackingStore(uri, artifact_root)
+
+
+def _open_sqlite_once(uri: str, db: Path) -> None:
+    """Open (and on first use create and migrate) a SQLite store under a lock: two searches started at once
+    on a new store would otherwise both run MLflow's schema migrations, and one fails half-way."""
+    with FileLock(f"{db}.init.lock", timeout=300):
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        client.search_experiments(max_results=1)  # the tracking store, cached per process from here on
+        client.search_registered_models(max_results=1)  # and the registry's, on the same file
 
 
 def _safe_folder(name: str) -> str:
