@@ -8,11 +8,11 @@ EXPERIMENT ?= experiments/default.toml
 MODEL ?= models:/xraycnn@champion
 
 .DEFAULT_GOAL := help
-.PHONY: help install search train-seed predict ui test bench lint format clean-state
+.PHONY: help install search search-distributed train-seed predict ui test bench lint format clean-state
 
 help: ## list the targets
 	@echo "usage: make TARGET [EXPERIMENT=experiments/x.toml] [FRESH=1]"
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-19s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ install: $(STAMP) ## create .venv and install xraycnn (editable) with pytest and
 search: install ## run or resume the search of EXPERIMENT (default experiments/default.toml); FRESH=1 starts over
 	$(BIN)/xraycnn search $(EXPERIMENT) $(if $(FRESH),--fresh)
 
+WORKERS ?= 2
+search-distributed: install ## the same search on WORKERS workers (default 2) behind an MLflow tracking server
+	$(BIN)/xraycnn search $(EXPERIMENT) --workers $(WORKERS) $(if $(FRESH),--fresh)
+
 train-seed: install ## train the published notebook's network (experiments/seed.toml) as one tracked run
 	$(BIN)/xraycnn train experiments/seed.toml
 
@@ -34,7 +38,7 @@ predict: install ## predict IMAGES="a.jpg b.jpg" with MODEL (default models:/xra
 ui: install ## open the MLflow UI on the project's store at http://127.0.0.1:5000
 	$(BIN)/xraycnn ui
 
-test: install ## run the test suite (CPU only, about 3 minutes)
+test: install ## run the test suite (CPU only, about 6 minutes)
 	$(BIN)/pytest
 
 lint: install ## ruff check

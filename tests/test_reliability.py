@@ -207,8 +207,8 @@ def test_two_experiments_at_once_on_one_store(small_dataset: Path, tmp_path: Pat
         assert {c.data.params["dropout"] for c in children} == {"0.1" if name == "alpha" else "0.3"}
     versions = client.search_model_versions(f"name = '{SHARED_MODEL}'")
     assert sorted(int(v.version) for v in versions) == [1, 2]
+    # whichever finished first, the champion is the better of the two (a tie keeps the first)
+    values = {str(v.version): float(v.tags["xraycnn.objective_value"]) for v in versions}
     champion = client.get_model_version_by_alias(SHARED_MODEL, "champion")
-    challenger = client.get_model_version_by_alias(SHARED_MODEL, "challenger")
-    assert {str(champion.version), str(challenger.version)} == {"1", "2"}
-    assert float(champion.tags["xraycnn.objective_value"]) >= float(challenger.tags["xraycnn.objective_value"])
-    assert {champion.tags["xraycnn.experiment"], challenger.tags["xraycnn.experiment"]} == {"alpha", "beta"}
+    assert values[str(champion.version)] == max(values.values())
+    assert {v.tags["xraycnn.experiment"] for v in versions} == {"alpha", "beta"}

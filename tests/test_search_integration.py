@@ -277,3 +277,19 @@ def test_bad_experiment_file_fails_before_logging(search: Search) -> None:
     assert "bad.toml: tuner.algorithm: Input should be 'hyperband', 'random' or 'bayesian'" in result.stderr
     assert "Traceback" not in result.stderr
     assert len(search.client.search_experiments()) == before
+
+
+def test_a_changed_experiment_file_is_not_resumed_silently(search: Search) -> None:
+    path = search.tmp / "tiny.toml"
+    original = path.read_text()
+    before = len(search.runs())
+    try:
+        path.write_text(original.replace("seed = 7", "seed = 8"))
+        result = search.run("search", str(path), "--tuner-dir", str(search.tmp / "tuner"))
+    finally:
+        path.write_text(original)
+    assert result.returncode == 2
+    assert "the experiment file " in result.stderr and "tiny.toml changed since the search in" in result.stderr
+    assert "run with --fresh to start over, or restore what changed" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(search.runs()) == before

@@ -34,8 +34,27 @@ def _experiment_path(value: str) -> Path:
 
 
 def _search(args: argparse.Namespace, console: Console) -> int:
-    from xraycnn.jobs.search import run_search
+    if args.workers is not None:
+        from xraycnn.jobs.distributed import run_distributed
 
+        return run_distributed(
+            _experiment_path(args.experiment),
+            args.workers,
+            fresh=args.fresh,
+            data_dir=args.data,
+            backend_store_uri=args.backend_store_uri,
+            artifacts_destination=args.artifacts_destination,
+            tuner_dir=args.tuner_dir,
+            console=console,
+        )
+    from xraycnn.jobs.search import run_search
+    from xraycnn.tuning.cluster import cluster_role
+
+    cluster = None
+    if args.role is not None:
+        if not args.oracle:
+            raise XrayCnnError(f"--role {args.role} needs --oracle HOST:PORT (where the chief serves the oracle)")
+        cluster = cluster_role(args.role, args.oracle, args.worker_id)
     run_search(
         _experiment_path(args.experiment),
         fresh=args.fresh,
@@ -43,6 +62,7 @@ def _search(args: argparse.Namespace, console: Console) -> int:
         tracking_uri=args.tracking_uri,
         tuner_dir=args.tuner_dir,
         console=console,
+        cluster=cluster,
     )
     return 0
 
@@ -113,6 +133,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--fresh", action="store_true", help="discard the tuner state of this experiment and start over")
     p.add_argument("--tuner-dir", help="where Keras Tuner keeps its state (default <repo>/tuner)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="distributed on this machine: an MLflow tracking server, a chief and this many workers",
+    )
+    p.add_argument(
+        "--backend-store-uri",
+        help="with --workers: the tracking server's database (default: $XRAYCNN_BACKEND_STORE_URI, e.g. "
+        "postgresql://user@host/db, else the project's SQLite file)",
+    )
+    p.add_argument(
+        "--artifacts-destination",
+        help="with --workers: where the tracking server stores artifacts (default: next to a SQLite file, "
+        "else <repo>/mlruns/artifacts)",
+    )
+    p.add_argument(
+        "--role",
+        choices=["chief", "worker"],
+        help="one process of a distributed search (for several hosts; --workers starts them for you)",
+    )
+    p.add_argument("--oracle", help="with --role: HOST:PORT where the chief serves Keras Tuner's oracle")
+    p.add_argument("--worker-id", help="with --role worker: this worker's own id, e.g. worker-1")
     data(p)
     tracking(p)
     p.set_defaults(func=_search)

@@ -22,7 +22,7 @@ from rich.console import Console
 from xraycnn import paths
 from xraycnn.errors import InterruptedByUserError, XrayCnnError
 from xraycnn.evaluation import Evaluation, evaluate
-from xraycnn.inputs import check_inputs
+from xraycnn.inputs import Inputs, check_inputs
 from xraycnn.jobs.common import (
     Session,
     fixed_params,
@@ -37,11 +37,15 @@ from xraycnn.model.hypermodel import CxrHyperModel
 from xraycnn.registry import Registration
 from xraycnn.tracking.runs import TAG_PREFIX
 from xraycnn.tracking.trial_tracker import TRIAL_ID_TAG, TrialTracker
+from xraycnn.tuning.cluster import ClusterRole, patient_oracle_client
 from xraycnn.tuning.progress import SearchProgress, top_trials_table
 from xraycnn.tuning.state import SearchState, search_lock
 from xraycnn.tuning.tuners import build_tuner, planned_budget
 
 DONE = (TrialStatus.COMPLETED, TrialStatus.FAILED, TrialStatus.INVALID)
+ORACLE_TAG = f"{TAG_PREFIX}oracle"  # on a distributed search's parent run: where its chief serves the oracle
+WORKER_TAG = f"{TAG_PREFIX}worker"  # on a trial run: the worker that trained it
+PARENT_WAIT_S = 300
 
 
 class SearchInterruptedError(InterruptedByUserError):
@@ -68,12 +72,18 @@ def run_search(
     tracking_uri: str | None = None,
     tuner_dir: str | Path | None = None,
     console: Console | None = None,
-) -> SearchResult:
+    cluster: ClusterRole | None = None,
+) -> SearchResult | None:
+    """Run or resume the search. With `cluster`, this process is the chief of a distributed search (serves
+    the oracle, owns the parent run, registers the champion) or one of its workers (returns None)."""
     console = console or Console()
     started = time.monotonic()
     inputs = check_inputs(experiment_path, data_dir)
     experiment = inputs.experiment
     project_dir = Path(tuner_dir or paths.tuner_root()).resolve() / experiment.name
+    if cluster is not None and cluster.role == "worker":
+        _run_worker(inputs, project_dir, tracking_uri, console, cluster)
+        return None
 
     with search_lock(project_dir, experiment.name):
         session = open_session(inputs, tracking_uri, console)
@@ -107,7 +117,10 @@ def run_search(
                 state.save(project_dir)
             else:
                 _close_orphans(session, state.parent_run_id)
-            return _search_and_register(session, state, project_dir, console, started)
+            if cluster is not None:  # workers find the parent run by the oracle they were given
+                session.runs.set_tags(state.parent_run_id, {ORACLE_TAG: cluster.oracle})
+                cluster.apply()
+            return _search_and_register(session, state, project_dir, console, started, cluster)
         except BaseException as exc:
             if mlflow.active_run() is not None:  # escaped before a status was set
                 killed = isinstance(exc, KeyboardInterrupt | InterruptedByUserError)
@@ -127,7 +140,12 @@ def _report_tracking_failures(console: Console, failures: list[str]) -> None:
 
 
 def _search_and_register(
-    session: Session, state: SearchState, project_dir: Path, console: Console, started: float
+    session: Session,
+    state: SearchState,
+    project_dir: Path,
+    console: Console,
+    started: float,
+    cluster: ClusterRole | None = None,
 ) -> SearchResult:
     experiment, config = session.experiment, session.experiment.config
     parent_run_id = state.parent_run_id
@@ -143,9 +161,8 @@ def _search_and_register(
     )
     planned_trials, planned_epochs = planned_budget(config)
     progress = SearchProgress(console, objective, direction, planned_trials, planned_epochs)
-    tuner = build_tuner(
-        config, CxrHyperModel(config, session.data), project_dir.parent, project_dir.name, [tracker, progress]
-    )
+    listeners = [] if cluster is not None else [tracker, progress]  # a chief trains nothing: its workers do
+    tuner = build_tuner(config, CxrHyperModel(config, session.data), project_dir.parent, project_dir.name, listeners)
 
     done = [t for t in tuner.oracle.trials.values() if t.status in DONE]
     completed = [t for t in done if t.status == TrialStatus.COMPLETED]
@@ -158,7 +175,10 @@ def _search_and_register(
         f"Searching {experiment.name} with {config.tuner.algorithm} on {objective} ({direction}); budget "
         f"{planned_trials} trials / {planned_epochs} epochs at most; MLflow run {parent_run_id} in {session.store.uri}"
     )
-    progress.start(already_done=len(done), best=best_so_far)
+    if cluster is not None:
+        console.print(f"Chief: serving the oracle on {cluster.oracle}; the workers train the trials.")
+    else:
+        progress.start(already_done=len(done), best=best_so_far)
     try:
         tuner.search(verbose=0)
     except KeyboardInterrupt:
@@ -354,18 +374,81 @@ def _run_exists(session: Session, run_id: str) -> bool:
     return run.info.lifecycle_stage == "active" and run.info.experiment_id == session.experiment_id
 
 
-def _close_orphans(session: Session, parent_run_id: str) -> None:
-    """Trial runs left RUNNING by a process that died: KILLED (the trial itself runs again)."""
+def _close_orphans(session: Session, parent_run_id: str, worker_id: str | None = None) -> None:
+    """Trial runs left RUNNING by a process that died: KILLED for a search, FAILED for a worker (the trial
+    itself runs again either way)."""
     client = session.runs.client
-    for run in client.search_runs(
-        [session.experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'RUNNING'",
-    ):
-        session.runs.end(
-            run.info.run_id,
-            RunStatus.to_string(RunStatus.KILLED),
-            "the search process stopped during this trial; the trial runs again on resume",
+    query = f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'RUNNING'"
+    if worker_id is not None:
+        query += f" and tags.`{WORKER_TAG}` = '{worker_id}'"
+    for run in client.search_runs([session.experiment_id], filter_string=query):
+        if worker_id is None:
+            status, why = RunStatus.KILLED, "the search process stopped during this trial; the trial runs again"
+        else:
+            status, why = RunStatus.FAILED, f"worker {worker_id} stopped during this trial; the trial runs again"
+        session.runs.end(run.info.run_id, RunStatus.to_string(status), why)
+
+
+def _find_parent(session: Session, cluster: ClusterRole, timeout: float = PARENT_WAIT_S) -> str:
+    """The chief's parent run, found by the oracle address it carries (no shared files between hosts)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = session.runs.client.search_runs(
+            [session.experiment_id],
+            filter_string=f"tags.`{ORACLE_TAG}` = '{cluster.oracle}' and attributes.status = 'RUNNING'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
         )
+        if runs:
+            return runs[0].info.run_id
+        if time.monotonic() > deadline:
+            raise XrayCnnError(
+                f"no running search with oracle {cluster.oracle} in MLflow experiment "
+                f"{mlflow_experiment_name(session.experiment)!r} at {session.store.uri} after {timeout:.0f} s: start "
+                "the chief first (`xraycnn search EXPERIMENT --role chief --oracle HOST:PORT`), with the same "
+                "experiment file and tracking URI"
+            )
+        time.sleep(1.0)
+
+
+def _run_worker(
+    inputs: Inputs, project_dir: Path, tracking_uri: str | None, console: Console, cluster: ClusterRole
+) -> None:
+    """Train the trials the chief's oracle hands out, each one a child run of the chief's parent run."""
+    session = open_session(inputs, tracking_uri, console)
+    config = session.experiment.config
+    parent_run_id = _find_parent(session, cluster)
+    _close_orphans(session, parent_run_id, cluster.worker_id)
+    cluster.apply()
+    tracker = TrialTracker(
+        session.runs,
+        session.experiment_id,
+        parent_run_id,
+        fixed_params(session),
+        session.data,
+        config.tuner.objective,
+        config.tuner.direction,
+        run_tags={WORKER_TAG: cluster.worker_id},
+    )
+    planned_trials, planned_epochs = planned_budget(config)
+    progress = SearchProgress(console, config.tuner.objective, config.tuner.direction, planned_trials, planned_epochs)
+    tuner = build_tuner(
+        config, CxrHyperModel(config, session.data), project_dir.parent, project_dir.name, [tracker, progress]
+    )
+    patient_oracle_client(tuner)
+    console.print(f"Worker {cluster.worker_id}: trials from the oracle on {cluster.oracle}, parent run {parent_run_id}")
+    try:
+        tuner.search(verbose=0)
+    except KeyboardInterrupt:
+        tracker.close_open_runs(RunStatus.to_string(RunStatus.KILLED), "interrupted by the user (Ctrl-C)")
+        raise InterruptedByUserError(f"worker {cluster.worker_id} stopped; its open run is closed as KILLED") from None
+    except BaseException:
+        _report_tracking_failures(
+            console, tracker.close_open_runs(RunStatus.to_string(RunStatus.FAILED), traceback.format_exc())
+        )
+        raise
+    _report_tracking_failures(console, tracker.flush())
+    console.print(f"Worker {cluster.worker_id}: the oracle has no more trials; done.")
 
 
 def _last_failure(tuner: Any) -> str:

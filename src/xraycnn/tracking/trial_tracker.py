@@ -73,6 +73,7 @@ class TrialTracker(SearchListener):
         objective: str,
         direction: str,
         writer: BackgroundWriter | None = None,
+        run_tags: Mapping[str, Any] | None = None,
     ) -> None:
         self.runs = runs
         self.experiment_id = experiment_id
@@ -82,6 +83,7 @@ class TrialTracker(SearchListener):
         self.objective = objective
         self.direction = direction
         self.writer = writer or BackgroundWriter()
+        self.run_tags = dict(run_tags or {})  # on every trial run, e.g. the worker that trained it
         self.open_runs: dict[str, str] = {}  # trial_id -> run_id of the attempt in progress
         self.histories: dict[str, EpochHistory] = {}
         self.run_ids: dict[str, str] = {}  # trial_id -> run_id of its last finished attempt
@@ -120,7 +122,7 @@ class TrialTracker(SearchListener):
     # -- writes (writer thread) ---------------------------------------------------------------------------
     def _open(self, trial_id: str, name: str, values: dict[str, Any]) -> None:
         attempt = len(self._previous_attempts(trial_id)) + 1
-        tags: dict[str, Any] = {TRIAL_ID_TAG: trial_id, f"{TAG_PREFIX}attempt": attempt}
+        tags: dict[str, Any] = {**self.run_tags, TRIAL_ID_TAG: trial_id, f"{TAG_PREFIX}attempt": attempt}
         continues = values.get("tuner/trial_id")
         if continues is not None:  # a Hyperband continuation: trains on from that trial's best checkpoint
             tags[f"{TAG_PREFIX}continues_trial"] = continues
@@ -154,10 +156,13 @@ class TrialTracker(SearchListener):
         tags: dict[str, Any] = {f"{TAG_PREFIX}trial_status": status}
         if completed:
             self.run_ids[trial_id] = run_id
-            self.runs.log_metrics(run_id, {f"best_{self.objective}": score})
-            best_epoch = self.histories[trial_id].best_epoch(self.objective, self.direction)
+            history = self.histories[trial_id]
+            best_epoch = history.best_epoch(self.objective, self.direction)
             if best_epoch is not None:
                 tags[f"{TAG_PREFIX}best_epoch"] = best_epoch
+                if score is None:  # a worker's copy of the trial: the chief's oracle holds the score
+                    score = history.metrics[self.objective][history.epochs.index(best_epoch)]
+            self.runs.log_metrics(run_id, {f"best_{self.objective}": score})
         self.runs.set_tags(run_id, tags)
         error = None if completed else (message or f"trial ended with status {status}")
         self.runs.end(run_id, "FINISHED" if completed else "FAILED", error)
