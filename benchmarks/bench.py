@@ -440,6 +440,16 @@ def child_search_memory(data_root: Path, workdir: Path, trials: int) -> dict[str
         "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'store' / 'mlflow.db'}",
         "XRAYCNN_CACHE": str(workdir / "cache"),
     }
+    wall = _timed_search(experiment, data_root, workdir / "tuner", env)
+    return {
+        "trials": trials,
+        "wall_seconds": wall,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    }
+
+
+def _timed_search(experiment: Path, data_root: Path, tuner_dir: Path, env: dict[str, str], *extra: str) -> float:
+    """Wall seconds of the real `xraycnn search` CLI on `experiment`."""
     started = time.perf_counter()
     done = subprocess.run(
         [
@@ -449,19 +459,98 @@ def child_search_memory(data_root: Path, workdir: Path, trials: int) -> dict[str
             "--data",
             str(data_root),
             "--tuner-dir",
-            str(workdir / "tuner"),
+            str(tuner_dir),
+            *extra,
         ],
         env=env,
         capture_output=True,
         text=True,
     )
     if done.returncode != 0:
-        raise RuntimeError(f"search failed: {done.stderr[-2000:]}")
-    return {
-        "trials": trials,
-        "wall_seconds": time.perf_counter() - started,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
-    }
+        raise RuntimeError(f"xraycnn search {' '.join(extra)} failed: {(done.stdout + done.stderr)[-2000:]}")
+    return time.perf_counter() - started
+
+
+DISTRIBUTED_EXPERIMENT = """
+seed = 21
+[data]
+image_size = 64
+[space]
+conv_blocks = 2
+filters = [16, 32]
+kernel_size = 3
+dropout = { values = [0.1, 0.2, 0.3] }
+dense_units = 64
+learning_rate = { min = 1e-3, max = 3e-3 }
+batch_size = 32
+epochs = 2
+[tuner]
+algorithm = "random"
+[budget]
+max_trials = 4
+max_epochs = 2
+[registry]
+model_name = "bench-distributed"
+"""
+
+
+def child_distributed(data_root: Path, workdir: Path) -> dict[str, Any]:
+    """The same 4-trial budget through `xraycnn search --workers 1` and `--workers 2` (tracking server,
+    chief, workers: the real CLI), and what one logged metric costs through a tracking server vs SQLite."""
+    experiment = workdir / "distributed.toml"
+    experiment.write_text(DISTRIBUTED_EXPERIMENT)
+    env = {**os.environ, "XRAYCNN_CACHE": str(workdir / "cache")}
+    # Decode once into the cache first, so neither side pays for it.
+    subprocess.run([sys.executable, "-c", _WARM_CACHE.format(root=str(data_root))], env=env, check=True)
+    result: dict[str, Any] = {"trials": 4, "epochs_per_trial": 2}
+    for workers in (1, 2):
+        store = workdir / f"w{workers}"
+        result[f"wall_seconds_{workers}_workers"] = _timed_search(
+            experiment,
+            data_root,
+            store / "tuner",
+            env,
+            "--workers",
+            str(workers),
+            "--backend-store-uri",
+            f"sqlite:///{store / 'mlflow.db'}",
+        )
+    result |= _metric_cost(workdir)
+    return result
+
+
+_WARM_CACHE = """
+from xraycnn.config import DataConfig
+from xraycnn.data.dataset import prepare_data
+from xraycnn.data.discovery import discover
+prepare_data(discover({root!r}), DataConfig(image_size=64), 21)
+"""
+
+
+def _metric_cost(workdir: Path) -> dict[str, float]:
+    """Milliseconds per metric of per-epoch `log_batch` calls (10 metrics each, as a trial logs them)."""
+    from mlflow.tracking import MlflowClient
+
+    from xraycnn.tracking.runs import RunLogger
+    from xraycnn.tracking.server import tracking_server
+
+    def per_metric_ms(uri: str) -> float:
+        client = MlflowClient(uri)
+        experiment_id = client.create_experiment(f"cost-{time.time_ns()}")
+        runs = RunLogger(client)
+        run_id = client.create_run(experiment_id).info.run_id
+        calls, names = 100, [f"m{i}" for i in range(10)]
+        started = time.perf_counter()
+        for step in range(calls):
+            runs.log_metrics(run_id, dict.fromkeys(names, 0.5), step=step)
+        return 1000 * (time.perf_counter() - started) / (calls * len(names))
+
+    db = workdir / "cost" / "mlflow.db"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    direct = per_metric_ms(f"sqlite:///{db}")
+    with tracking_server(f"sqlite:///{db}", workdir / "cost" / "artifacts", workdir / "cost" / "server.log") as url:
+        served = per_metric_ms(url)
+    return {"metric_ms_sqlite_direct": direct, "metric_ms_tracking_server": served}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -508,7 +597,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", help="dataset folder (default: as the CLI resolves it)")
     parser.add_argument(
         "--only",
-        choices=["training", "decode", "inference", "tracking", "memory"],
+        choices=["training", "decode", "inference", "tracking", "memory", "distributed"],
         action="append",
         help="run only these parts (repeatable)",
     )
@@ -534,6 +623,8 @@ def main(argv: list[str] | None = None) -> int:
             out = child_inference(data_root, workdir)
         elif kind == "tracking":
             out = child_tracking(data_root, workdir, int(args.child[2]))
+        elif kind == "distributed":
+            out = child_distributed(data_root, workdir)
         else:
             out = child_search_memory(data_root, workdir, int(args.child[2]))
         print(json.dumps(out))
@@ -544,7 +635,7 @@ def main(argv: list[str] | None = None) -> int:
     from xraycnn import threads
 
     console = Console() if sys.stdout.isatty() else Console(width=160)
-    parts = args.only or ["training", "decode", "inference", "tracking", "memory"]
+    parts = args.only or ["training", "decode", "inference", "tracking", "memory", "distributed"]
     results: dict[str, Any] = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": _machine() | {"threads_default": threads.describe()},
@@ -563,6 +654,7 @@ def main(argv: list[str] | None = None) -> int:
             ("inference", []),
             ("tracking", [str(args.tracking_repeats)]),
             ("memory", [str(args.memory_trials)]),
+            ("distributed", []),
         ):
             if part in parts:
                 with console.status(f"{part} ..."):
@@ -642,6 +734,15 @@ def summarise(results: dict[str, Any]) -> dict[str, float]:
         }
     if "memory" in results:
         figures["search_peak_rss_mib"] = results["memory"]["peak_rss_mib"]
+    if "distributed" in results:
+        d = results["distributed"]
+        figures |= {
+            "distributed_wall_seconds_1_worker": d["wall_seconds_1_workers"],
+            "distributed_wall_seconds_2_workers": d["wall_seconds_2_workers"],
+            "distributed_speedup_2_over_1": d["wall_seconds_1_workers"] / d["wall_seconds_2_workers"],
+            "metric_ms_sqlite_direct": d["metric_ms_sqlite_direct"],
+            "metric_ms_tracking_server": d["metric_ms_tracking_server"],
+        }
     return figures
 
 
@@ -738,6 +839,19 @@ def print_table(console: Any, results: dict[str, Any], figures: dict[str, float]
             "peak memory of the default search (target < 4 GiB)",
             f"{mem['peak_rss_mib'] / 1024:.2f} GiB",
             f"`xraycnn search experiments/default.toml`, first {mem['trials']} trials, {mem['wall_seconds']:.0f} s",
+        )
+    if "distributed" in results:
+        table.add_row(
+            "distributed: 2 workers over 1, same 4-trial budget",
+            f"{figures['distributed_speedup_2_over_1']:.2f}x",
+            f"{figures['distributed_wall_seconds_1_worker']:.0f} s vs "
+            f"{figures['distributed_wall_seconds_2_workers']:.0f} s wall, `xraycnn search --workers N` "
+            f"(server, chief, workers) on {m['cores']} cores",
+        )
+        table.add_row(
+            "ms per logged metric: tracking server / SQLite direct",
+            f"{figures['metric_ms_tracking_server']:.2f} / {figures['metric_ms_sqlite_direct']:.2f}",
+            "per-epoch log_batch of 10 metrics, 100 calls",
         )
     console.print(table)
 

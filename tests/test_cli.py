@@ -5,22 +5,14 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import psutil
 
 from tests.test_search_integration import XRAYCNN
 from xraycnn.cli import build_parser
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from xraycnn.tracking.server import free_port, wait_until_healthy
 
 
 def listening_addresses(pid: int) -> set[str]:
@@ -38,20 +30,12 @@ def test_ui_listens_on_loopback_only(tmp_path: Path) -> None:
     ui = subprocess.Popen(
         [XRAYCNN, "ui", "--port", str(port), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.PIPE,
+        stdout=(tmp_path / "ui.log").open("wb"),
         stderr=subprocess.STDOUT,
         start_new_session=True,  # the UI's server workers go down with it
     )
     try:
-        deadline, body = time.monotonic() + 120, None
-        while time.monotonic() < deadline and ui.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
-                    body = response.read().decode()
-                    break
-            except OSError:
-                time.sleep(0.5)
-        assert body == "OK", ui.stdout.read() if ui.poll() is not None else "the UI did not answer in 120 s"
+        wait_until_healthy(f"http://127.0.0.1:{port}", ui, 120, tmp_path / "ui.log")
         addresses = listening_addresses(ui.pid)
         assert addresses == {"127.0.0.1"}, addresses
     finally:

@@ -30,6 +30,7 @@ from xraycnn.inputs import check_inputs
 from xraycnn.jobs.common import mlflow_experiment_name
 from xraycnn.tracking.server import default_backend_store_uri, free_port, tracking_server
 from xraycnn.tracking.store import ensure_experiment, resolve_store
+from xraycnn.tuning.state import search_lock
 
 MAX_RESTARTS = 3  # per worker: a worker that keeps dying points at a bug, not at bad luck
 STOP_GRACE_S = 60
@@ -100,7 +101,10 @@ def run_distributed(
     inputs = check_inputs(experiment_path, data_dir)
     experiment = inputs.experiment
     backend = backend_store_uri or default_backend_store_uri()
-    logs = Path(tuner_dir or paths.tuner_root()).resolve() / f"{experiment.name}.logs"
+    project_dir = Path(tuner_dir or paths.tuner_root()).resolve() / experiment.name
+    with search_lock(project_dir, experiment.name):
+        pass  # fail now, not after the server has started; the chief holds the lock for the search
+    logs = project_dir.parent / f"{experiment.name}.logs"
     artifacts = Path(artifacts_destination) if artifacts_destination else _default_artifacts(backend)
     with tracking_server(backend, artifacts, logs / "mlflow-server.log") as url:
         console.print(f"MLflow tracking server {url} on {_redact(backend)} (log {logs / 'mlflow-server.log'})")
@@ -160,10 +164,13 @@ def _supervise(chief: _Process, pool: list[_Process], console: Console) -> int:
             )
             worker.start()
         time.sleep(1.0)
+    code = chief.poll() or 0
     for worker in pool:  # the chief has ended the search: workers stop by themselves, or are stopped
+        if code != 0:  # nothing left to serve them trials
+            worker.signal(signal.SIGTERM)
         worker.wait(STOP_GRACE_S)
     chief.wait(STOP_GRACE_S)
-    return chief.poll() or 0
+    return code
 
 
 def _create_once(url: str, experiment: Experiment, console: Console) -> None:
