@@ -38,7 +38,7 @@ predict: install ## predict IMAGES="a.jpg b.jpg" with MODEL (default models:/xra
 ui: install ## open the MLflow UI on the project's store at http://127.0.0.1:5000
 	$(BIN)/xraycnn ui
 
-test: install ## run the test suite (CPU only, about 6 minutes)
+test: install ## run the test suite (CPU only, about 10 minutes)
 	$(BIN)/pytest
 
 lint: install ## ruff check
