@@ -8,7 +8,7 @@ EXPERIMENT ?= experiments/default.toml
 MODEL ?= models:/xraycnn@champion
 
 .DEFAULT_GOAL := help
-.PHONY: help install search search-distributed train-seed predict ui test bench lint format clean-state
+.PHONY: help install search search-distributed train-seed predict report ui test bench lint format clean-state
 
 help: ## list the targets
 	@echo "usage: make TARGET [EXPERIMENT=experiments/x.toml] [FRESH=1]"
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install xraycnn (editable) with pytest and ruff
+install: $(STAMP) ## create .venv and install xraycnn (editable) with pytest, ruff and playwright
 
 search: install ## run or resume the search of EXPERIMENT (default experiments/default.toml); FRESH=1 starts over
 	$(BIN)/xraycnn search $(EXPERIMENT) $(if $(FRESH),--fresh)
@@ -34,6 +34,9 @@ train-seed: install ## train the published notebook's network (experiments/seed.
 
 predict: install ## predict IMAGES="a.jpg b.jpg" with MODEL (default models:/xraycnn@champion)
 	$(BIN)/xraycnn predict --model $(MODEL) $(IMAGES)
+
+report: install ## write the HTML report of EXPERIMENT's latest search to reports/ (and log it to its run)
+	$(BIN)/xraycnn report $(EXPERIMENT)
 
 ui: install ## open the MLflow UI on the project's store at http://127.0.0.1:5000
 	$(BIN)/xraycnn ui

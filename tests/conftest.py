@@ -79,3 +79,11 @@ def store_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
     while mlflow.active_run() is not None:
         mlflow.end_run()
+
+
+@pytest.fixture(scope="session")
+def search(small_dataset: Path, tmp_path_factory: pytest.TempPathFactory):  # -> tests.tiny_search.Search
+    """A finished tiny search through the real CLI, shared by the tests that only read what it left."""
+    from tests.tiny_search import run_tiny_search
+
+    return run_tiny_search(small_dataset, tmp_path_factory.mktemp("search"))

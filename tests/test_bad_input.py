@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from tests import image_zoo
 from tests.conftest import build_dataset
-from tests.test_search_integration import xraycnn
+from tests.tiny_search import xraycnn
 
 # One trial of one epoch on a tiny network: the data handling is what is under test.
 EXPERIMENT = """

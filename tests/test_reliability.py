@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.test_search_integration import XRAYCNN, xraycnn
+from tests.tiny_search import XRAYCNN, xraycnn
 
 # Random search, 2 trials of 30 epochs each: long enough (~15 s a trial) to be killed in the middle of one.
 EXPERIMENT = """

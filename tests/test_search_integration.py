@@ -1,12 +1,12 @@
-"""The real entry point on a tiny budget: `xraycnn search` (3 Hyperband trials, one a continuation) on a small
-real subset at 64x64 against a temporary SQLite store, then resume, predict, pyfunc and `xraycnn train`."""
+"""The real entry point on a tiny budget (tests/tiny_search.py), then resume, predict, pyfunc, `xraycnn train`
+and `xraycnn report`."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -14,83 +14,11 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from mlflow.tracking import MlflowClient
 
+from tests.tiny_search import EPOCH_METRICS, MODEL, TEST_METRICS, Search
 from xraycnn import prepare_images
 from xraycnn.data.dataset import dataset_digest
 from xraycnn.data.discovery import discover
-
-XRAYCNN = str(Path(sys.executable).with_name("xraycnn"))
-MODEL = "xraycnn-it"
-EXPERIMENT = f"""
-description = "integration test"
-seed = 7
-[data]
-root = "{{root}}"
-image_size = 64
-[space]
-conv_blocks = {{{{ min = 1, max = 2 }}}}
-filters = {{{{ values = [4, 8] }}}}
-kernel_size = 3
-dropout = {{{{ min = 0.1, max = 0.3, step = 0.1 }}}}
-dense_units = 16
-learning_rate = {{{{ min = 1e-3, max = 3e-3, sampling = "log" }}}}
-batch_size = 16
-[budget]
-max_epochs = 2
-hyperband_factor = 2
-max_trials = 3
-[registry]
-model_name = "{MODEL}"
-"""
-EPOCH_METRICS = {"loss", "accuracy", "auc", "precision", "recall"}
-TEST_METRICS = {
-    "test_accuracy",
-    "test_auc",
-    "test_sensitivity",
-    "test_specificity",
-    "test_precision",
-    "test_f1",
-    "test_loss",
-}
-
-
-def xraycnn(*args: str, env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [XRAYCNN, *args], capture_output=True, text=True, env={**os.environ, **env}, timeout=timeout
-    )
-    print(result.stdout[-4000:], result.stderr[-4000:])
-    return result
-
-
-@dataclass
-class Search:
-    root: Path
-    tmp: Path
-    env: dict[str, str]
-    client: MlflowClient
-    experiment_id: str
-    output: str
-
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return xraycnn(*args, env=self.env)
-
-    def runs(self) -> list:
-        return self.client.search_runs([self.experiment_id], order_by=["attributes.start_time ASC"])
-
-
-@pytest.fixture(scope="module")
-def search(small_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Search:
-    tmp = tmp_path_factory.mktemp("search")
-    (tmp / "tiny.toml").write_text(EXPERIMENT.format(root=small_dataset))
-    uri = f"sqlite:///{tmp / 'store' / 'mlflow.db'}"
-    env = {"MLFLOW_TRACKING_URI": uri, "PYTHONUNBUFFERED": "1"}
-    result = xraycnn("search", str(tmp / "tiny.toml"), "--tuner-dir", str(tmp / "tuner"), env=env)
-    assert result.returncode == 0, result.stderr
-    client = MlflowClient(uri, registry_uri=uri)  # not the process-wide registry an earlier test set
-    experiment = client.get_experiment_by_name("xraycnn-tiny")
-    assert experiment is not None
-    return Search(small_dataset, tmp, env, client, experiment.experiment_id, result.stdout)
 
 
 def parent_and_children(search: Search) -> tuple:
@@ -293,3 +221,61 @@ def test_a_changed_experiment_file_is_not_resumed_silently(search: Search) -> No
     assert "run with --fresh to start over, or restore what changed" in result.stderr
     assert "Traceback" not in result.stderr
     assert len(search.runs()) == before
+
+
+def test_trial_runs_are_named_for_the_run_list_and_the_parent_describes_the_search(search: Search) -> None:
+    parent, children = parent_and_children(search)
+    for child in children:
+        params, name = child.data.params, child.info.run_name
+        blocks = int(params["conv_blocks"])
+        filters = "-".join(params[f"filters_{b}"] for b in range(1, blocks + 1))
+        expected = f"trial-{int(child.data.tags['xraycnn.trial_id']):04d} f{filters} d{float(params['dropout']):g} lr"
+        assert name.startswith(expected), name
+        assert re.fullmatch(r"trial-\d{4} f[\d-]+ d[\d.]+ lr\d(\.\d)?e-3( from-\d{4})?", name), name
+        assert ("from-" in name) == ("tuner/trial_id" in params)
+    description = parent.data.tags["mlflow.note.content"]
+    assert "Experiment `tiny`: hyperband search on val_auc" in description
+    assert "budget 3 trials" in description and str(search.root) in description
+
+
+def test_the_search_writes_its_report_and_logs_it(search: Search, tmp_path: Path) -> None:
+    parent, children = parent_and_children(search)
+    folder = search.tmp / "reports" / "tiny"
+    figures = {
+        "parallel_coordinates.png",
+        "objective_over_trials.png",
+        "top_learning_curves.png",
+        "roc_curve.png",
+        "confusion_matrix.png",
+    }
+    assert {p.name for p in folder.iterdir()} == {"report.html", *figures}
+    logged = {a.path for a in search.client.list_artifacts(parent.info.run_id, "report")}
+    assert logged == {f"report/{name}" for name in ("report.html", *figures)}
+    html = Path(search.client.download_artifacts(parent.info.run_id, "report/report.html", str(tmp_path))).read_text()
+    assert html == (folder / "report.html").read_text()
+    assert html.count('src="data:image/png;base64,') == len(figures)
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)  # self-contained: nothing fetched
+    assert html.count("<tr class=") == len(children)
+    for child in children:
+        assert child.info.run_name in html
+    assert f"{MODEL} v1 (champion)" in html
+
+
+def test_report_command_remakes_it_from_the_store_alone(search: Search, tmp_path: Path) -> None:
+    script = (
+        "import sys; from xraycnn.cli import main; code = main(sys.argv[1:]); "
+        "assert 'tensorflow' not in sys.modules, 'report imported TensorFlow'; sys.exit(code)"
+    )
+    args = ["report", str(search.tmp / "tiny.toml"), "--reports-dir", str(tmp_path)]
+    result = subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, env={**os.environ, **search.env}
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Report of search-tiny-" in result.stdout and "(3 trials)" in result.stdout
+    assert (tmp_path / "tiny" / "report.html").is_file() and len(list((tmp_path / "tiny").glob("*.png"))) == 5
+
+    unknown = search.run("report", "nope", "--reports-dir", str(tmp_path))
+    assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
+    assert "no MLflow experiment 'xraycnn-nope'" in unknown.stderr and "xraycnn-tiny" in unknown.stderr
+    bad_run = search.run("report", "tiny", "--run-id", "0" * 32, "--reports-dir", str(tmp_path))
+    assert bad_run.returncode == 2 and f"no run {'0' * 32}" in bad_run.stderr

@@ -1,4 +1,4 @@
-"""The `xraycnn` command: search, train, predict, ui."""
+"""The `xraycnn` command: search, train, predict, report, ui."""
 
 from __future__ import annotations
 
@@ -45,6 +45,7 @@ def _search(args: argparse.Namespace, console: Console) -> int:
             backend_store_uri=args.backend_store_uri,
             artifacts_destination=args.artifacts_destination,
             tuner_dir=args.tuner_dir,
+            reports_dir=args.reports_dir,
             console=console,
         )
     from xraycnn.jobs.search import run_search
@@ -61,6 +62,7 @@ def _search(args: argparse.Namespace, console: Console) -> int:
         data_dir=args.data,
         tracking_uri=args.tracking_uri,
         tuner_dir=args.tuner_dir,
+        reports_dir=args.reports_dir,
         console=console,
         cluster=cluster,
     )
@@ -79,6 +81,19 @@ def _predict(args: argparse.Namespace, console: Console) -> int:
 
     predictions = run_predict(args.model, args.images, tracking_uri=args.tracking_uri, console=console)
     return 0 if all(p.probability is not None for p in predictions) else 1
+
+
+def _report_command(args: argparse.Namespace, console: Console) -> int:
+    from xraycnn.jobs.report import run_report
+
+    run_report(
+        args.experiment,
+        run_id=args.run_id,
+        tracking_uri=args.tracking_uri,
+        reports_dir=args.reports_dir,
+        console=console,
+    )
+    return 0
 
 
 def _ui(args: argparse.Namespace, console: Console) -> int:
@@ -124,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
             "data/, ../shared/data/cxr-covid)",
         )
 
+    def reports(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--reports-dir", help="where search reports are written (default <repo>/reports)")
+
     p = sub.add_parser("search", help="run (or resume) a hyperparameter search and register its best model")
     p.add_argument(
         "experiment",
@@ -155,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--oracle", help="with --role: HOST:PORT where the chief serves Keras Tuner's oracle")
     p.add_argument("--worker-id", help="with --role worker: this worker's own id, e.g. worker-1")
+    reports(p)
     data(p)
     tracking(p)
     p.set_defaults(func=_search)
@@ -173,6 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", help="image files")
     tracking(p)
     p.set_defaults(func=_predict)
+
+    p = sub.add_parser("report", help="write the HTML report of an experiment's latest search (and log it)")
+    p.add_argument("experiment", nargs="?", default="default", help="experiment file or name (default: default)")
+    p.add_argument("--run-id", help="the search's parent run (default: the experiment's latest search)")
+    reports(p)
+    tracking(p)
+    p.set_defaults(func=_report_command)
 
     p = sub.add_parser("ui", help="open the MLflow UI on the project's store")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
@@ -215,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _check_inputs_early(args)
     except XrayCnnError as exc:
         return _report(exc)
-    if args.command != "ui":
+    if args.command not in ("ui", "report"):  # these two never train or load a network
         native_stderr.import_tensorflow()
         _quiet_libraries()
         threads.configure()

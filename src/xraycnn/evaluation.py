@@ -24,14 +24,18 @@ class Evaluation:
         return {f"{prefix}{k}": v for k, v in self.metrics.items()}
 
     def confusion(self, threshold: float = THRESHOLD) -> np.ndarray:
-        """[[TN, FP], [FN, TP]] with NORMAL=0, COVID19=1."""
-        return confusion_matrix(self.labels, (self.probabilities >= threshold).astype(int), labels=[0, 1])
+        return confusion_counts(self.labels, self.probabilities, threshold)
+
+
+def confusion_counts(labels: np.ndarray, probabilities: np.ndarray, threshold: float = THRESHOLD) -> np.ndarray:
+    """[[TN, FP], [FN, TP]] with NORMAL=0, COVID19=1."""
+    return confusion_matrix(np.asarray(labels), (np.asarray(probabilities) >= threshold).astype(int), labels=[0, 1])
 
 
 def binary_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: float = THRESHOLD) -> dict[str, float]:
     labels = np.asarray(labels).astype(int)
     p = np.asarray(probabilities, dtype=np.float64)
-    (tn, fp), (fn, tp) = confusion_matrix(labels, (p >= threshold).astype(int), labels=[0, 1])
+    (tn, fp), (fn, tp) = confusion_counts(labels, p, threshold)
 
     def ratio(a: float, b: float, undefined: float = float("nan")) -> float:
         return float(a / b) if b else undefined

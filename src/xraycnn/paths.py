@@ -1,4 +1,4 @@
-"""Where the project keeps its state: the repo root, the tuner state and the MLflow store.
+"""Where the project keeps its state: the repo root, the tuner state, the MLflow store and the reports.
 
 Everything is absolute and independent of the working directory, so `make search` run from anywhere
 writes to the same store.
@@ -29,6 +29,10 @@ def project_root() -> Path:
 
 def tuner_root() -> Path:
     return project_root() / "tuner"
+
+
+def reports_root() -> Path:
+    return project_root() / "reports"
 
 
 def mlruns_dir() -> Path:

@@ -16,7 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.postgres import postgres_server
-from tests.test_search_integration import XRAYCNN
+from tests.tiny_search import XRAYCNN
 
 EXPERIMENT = """
 seed = 13

@@ -92,6 +92,7 @@ def run_distributed(
     backend_store_uri: str | None = None,
     artifacts_destination: str | Path | None = None,
     tuner_dir: str | Path | None = None,
+    reports_dir: str | Path | None = None,
     oracle_port: int | None = None,
     console: Console | None = None,
 ) -> int:
@@ -119,7 +120,15 @@ def run_distributed(
         executable = str(Path(sys.executable).with_name("xraycnn"))
         chief = _Process(
             "chief",
-            [executable, "search", *common, "--role", "chief", *(["--fresh"] if fresh else [])],
+            [
+                executable,
+                "search",
+                *common,
+                "--role",
+                "chief",
+                *(["--fresh"] if fresh else []),
+                *(["--reports-dir", str(reports_dir)] if reports_dir else []),
+            ],
             env,
             console,
         )

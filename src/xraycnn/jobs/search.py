@@ -35,6 +35,7 @@ from xraycnn.jobs.common import (
 )
 from xraycnn.model.hypermodel import CxrHyperModel
 from xraycnn.registry import Registration
+from xraycnn.report import write_report
 from xraycnn.tracking.runs import TAG_PREFIX
 from xraycnn.tracking.trial_tracker import TRIAL_ID_TAG, TrialTracker
 from xraycnn.tuning.cluster import ClusterRole, patient_oracle_client
@@ -71,6 +72,7 @@ def run_search(
     data_dir: str | Path | None = None,
     tracking_uri: str | None = None,
     tuner_dir: str | Path | None = None,
+    reports_dir: str | Path | None = None,
     console: Console | None = None,
     cluster: ClusterRole | None = None,
 ) -> SearchResult | None:
@@ -120,7 +122,8 @@ def run_search(
             if cluster is not None:  # workers find the parent run by the oracle they were given
                 session.runs.set_tags(state.parent_run_id, {ORACLE_TAG: cluster.oracle})
                 cluster.apply()
-            return _search_and_register(session, state, project_dir, console, started, cluster)
+            reports = Path(reports_dir or paths.reports_root())
+            return _search_and_register(session, state, project_dir, reports, console, started, cluster)
         except BaseException as exc:
             if mlflow.active_run() is not None:  # escaped before a status was set
                 killed = isinstance(exc, KeyboardInterrupt | InterruptedByUserError)
@@ -143,6 +146,7 @@ def _search_and_register(
     session: Session,
     state: SearchState,
     project_dir: Path,
+    reports_dir: Path,
     console: Console,
     started: float,
     cluster: ClusterRole | None = None,
@@ -244,6 +248,8 @@ def _search_and_register(
         },
     )
     mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
+    if evaluation is not None:  # after the end, so the report shows the search's status and duration
+        _write_report(session, parent_run_id, reports_dir, console)
     console.print(f"Done in {wall / 60:.1f} min. Compare the runs with `make ui`.")
     return SearchResult(
         parent_run_id,
@@ -255,6 +261,21 @@ def _search_and_register(
         trials,
         wall,
     )
+
+
+def _write_report(session: Session, parent_run_id: str, reports_dir: Path, console: Console) -> None:
+    """The search report; a failure here costs the report only (the search and its champion stand), and
+    `xraycnn report` makes it again."""
+    try:
+        report = write_report(session.runs.client, parent_run_id, reports_dir)
+    except Exception as exc:  # reported, never fatal: everything it reads is already safe in MLflow
+        console.print(
+            f"[yellow]warning:[/] the search report failed ({type(exc).__name__}: {exc}); make it again with "
+            f"`xraycnn report {session.experiment.name}`",
+            highlight=False,
+        )
+        return
+    console.print(f"Report: {report.page}")
 
 
 def _finalise(

@@ -54,8 +54,34 @@ def hyperparameter_params(trial: Trial) -> dict[str, Any]:
     return dict(trial.hyperparameters.values)
 
 
+def _short_float(value: float) -> str:
+    """0.0012 -> '1.2e-3', 0.001 -> '1e-3', 0.3 -> '0.3': short enough for the UI's run list."""
+    if value == 0 or 1e-2 <= abs(value) < 1e3:
+        return f"{value:.3g}"
+    mantissa, exponent = f"{value:.1e}".split("e")
+    return f"{mantissa.removesuffix('.0')}e{int(exponent)}"
+
+
+def run_name(trial_id: str, values: Mapping[str, Any]) -> str:
+    """What the UI's run list shows for a trial: its number and the hyperparameters that tell trials apart,
+    e.g. `trial-0007 f16-32-64 d0.3 lr1e-3` (`from-0003`: a Hyperband continuation of trial 3)."""
+    parts = [f"trial-{int(trial_id):04d}" if trial_id.isdigit() else f"trial-{trial_id}"]
+    blocks = int(values.get("conv_blocks", 0) or 0)
+    filters = [str(values[f"filters_{b}"]) for b in range(1, blocks + 1) if f"filters_{b}" in values]
+    if filters:
+        parts.append("f" + "-".join(filters))
+    if "dropout" in values:
+        parts.append(f"d{_short_float(float(values['dropout']))}")
+    if "learning_rate" in values:
+        parts.append(f"lr{_short_float(float(values['learning_rate']))}")
+    continues = values.get("tuner/trial_id")
+    if continues is not None:
+        parts.append(f"from-{int(continues):04d}" if str(continues).isdigit() else f"from-{continues}")
+    return " ".join(parts)
+
+
 def trial_run_name(trial: Trial) -> str:
-    return f"trial-{trial.trial_id}"
+    return run_name(trial.trial_id, trial.hyperparameters.values)
 
 
 class TrialTracker(SearchListener):

@@ -1,0 +1,163 @@
+"""The report as one self-contained HTML page: figures inlined as PNG data, a sortable table of all trials,
+styles and the sorting script inline. Nothing is fetched from the network, so the page opens anywhere: from
+disk, as an MLflow artifact, or attached to an e-mail.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from html import escape
+from typing import Any
+
+from xraycnn.report.snapshot import SearchSnapshot
+
+TEST_COLUMNS = ("test_auc", "test_accuracy", "test_sensitivity", "test_specificity")
+
+_STYLE = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:1180px;
+color:#1f2328;padding:0 1rem}
+h1{font-size:1.5rem;margin-bottom:.2rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #d0d7de}
+.muted{color:#656d76}.facts{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem;margin:1rem 0}
+.facts dt{font-weight:600}.facts dd{margin:0}
+.figures{display:flex;flex-wrap:wrap;gap:1rem}figure{margin:0}figure img{max-width:100%;border:1px solid #eee}
+figcaption{font-size:.85rem;color:#656d76;max-width:36rem}
+table{border-collapse:collapse;font-size:.82rem;width:100%}th,td{padding:.25rem .5rem;text-align:right;
+border-bottom:1px solid #eaeef2;white-space:nowrap}th{cursor:pointer;background:#f6f8fa;position:sticky;top:0}
+th:hover{background:#eaeef2}td.text,th.text{text-align:left}tr.best td{background:#fff1f0;font-weight:600}
+tr.failed td{color:#9a6700}th[aria-sort=ascending]::after{content:" \\25B2"}
+th[aria-sort=descending]::after{content:" \\25BC"}.scroll{overflow-x:auto;max-height:42rem}
+"""
+
+# Click a header to sort by it; click again to reverse. Numbers sort by their value (data-v), blanks last.
+_SCRIPT = """
+document.querySelectorAll("table.sortable").forEach(function (table) {
+  var heads = table.tHead.rows[0].cells;
+  Array.prototype.forEach.call(heads, function (th, col) {
+    th.addEventListener("click", function () {
+      var ascending = th.getAttribute("aria-sort") !== "ascending";
+      Array.prototype.forEach.call(heads, function (h) { h.removeAttribute("aria-sort"); });
+      th.setAttribute("aria-sort", ascending ? "ascending" : "descending");
+      var body = table.tBodies[0];
+      var rows = Array.prototype.slice.call(body.rows);
+      rows.sort(function (a, b) {
+        var x = a.cells[col].getAttribute("data-v"), y = b.cells[col].getAttribute("data-v");
+        if (x === "") return 1;
+        if (y === "") return -1;
+        var nx = parseFloat(x), ny = parseFloat(y);
+        var c = (isNaN(nx) || isNaN(ny)) ? x.localeCompare(y) : nx - ny;
+        return ascending ? c : -c;
+      });
+      rows.forEach(function (r) { body.appendChild(r); });
+    });
+  });
+});
+"""
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _cell(value: Any, column: str) -> str:
+    if _blank(value):
+        return '<td data-v=""></td>'
+    if isinstance(value, float):
+        shown = f"{value:.4g}" if column.startswith("hp.") else f"{value:.4f}"
+        if column in ("minutes",):
+            shown = f"{value:.1f}"
+        return f'<td data-v="{value!r}">{shown}</td>'
+    if isinstance(value, int):
+        return f'<td data-v="{value}">{value}</td>'
+    return f'<td class="text" data-v="{escape(str(value))}">{escape(str(value))}</td>'
+
+
+def trials_table_html(snapshot: SearchSnapshot) -> str:
+    frame = snapshot.trials
+    if frame.empty:
+        return "<p>No trial has started yet.</p>"
+    hp = [c for c in frame.columns if c.startswith("hp.")]
+    columns = ["trial_id", "run_name", "status", "score", "epochs", "best_epoch", "attempts", "minutes", *hp]
+    columns += [c for c in TEST_COLUMNS if c in frame.columns]
+    names = {"score": snapshot.objective, "run_name": "run"}
+    text = {"trial_id", "run_name", "status"}
+    head = "".join(
+        f'<th scope="col" class="{"text" if c in text else ""}">{escape(names.get(c, c.removeprefix("hp.")))}</th>'
+        for c in columns
+    )
+    best = snapshot.best_trial_id
+    rows = []
+    for record in frame.to_dict("records"):
+        classes = "best" if str(record["trial_id"]) == best else ("failed" if record["status"] != "FINISHED" else "")
+        cells = "".join(_cell(record.get(c), c) for c in columns)
+        rows.append(f'<tr class="{classes}" title="MLflow run {escape(str(record["run_id"]))}">{cells}</tr>')
+    return (
+        '<div class="scroll"><table class="sortable" id="trials"><thead><tr>'
+        + head
+        + "</tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table></div>"
+    )
+
+
+def _time(ms: int | None) -> str:
+    if not ms:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _facts(snapshot: SearchSnapshot) -> str:
+    parent = snapshot.parent
+    info, metrics = parent.info, parent.data.metrics
+    finished = int((snapshot.trials["status"] == "FINISHED").sum()) if len(snapshot.trials) else 0
+    best = snapshot.best_trial_id
+    best_score = snapshot.trials.dropna(subset=["score"])["score"].iloc[0] if best is not None else None
+    minutes = f"{(info.end_time - info.start_time) / 60_000:.1f} min" if info.end_time else "still running or stopped"
+    facts = {
+        "MLflow experiment": snapshot.experiment,
+        "search run": f"{info.run_name} ({info.run_id}), {info.status}",
+        "started": f"{_time(info.start_time)}; took {minutes}",
+        "tuner": f"{parent.data.params.get('tuner.algorithm', '?')} on {snapshot.objective} ({snapshot.direction})",
+        "data": f"{parent.data.tags.get('xraycnn.dataset_root', '?')} "
+        f"(digest {parent.data.tags.get('xraycnn.dataset_digest', '?')}), "
+        f"{parent.data.params.get('data.image_size', '?')}px {parent.data.params.get('data.color_mode', '')}",
+        "trials": f"{len(snapshot.trials)} ({finished} finished)",
+        "best trial": "-" if best is None else f"{best} with {snapshot.objective} {best_score:.4f}",
+        "registered": snapshot.registered or "not yet",
+        "best model on test": ", ".join(
+            f"{k.removeprefix('test_')} {metrics[k]:.4f}" for k in TEST_COLUMNS if k in metrics
+        )
+        or "not evaluated yet",
+    }
+    items = "".join(f"<dt>{escape(k)}</dt><dd>{escape(str(v))}</dd>" for k, v in facts.items())
+    return f'<dl class="facts">{items}</dl>'
+
+
+def render(snapshot: SearchSnapshot, figures: Mapping[str, tuple[bytes, str]]) -> str:
+    """The page; `figures` maps a PNG's file name to (its bytes, its caption), in the order to show them."""
+    blocks = []
+    for name, (png, caption) in figures.items():
+        data = base64.b64encode(png).decode("ascii")
+        blocks.append(
+            f'<figure id="{escape(name.removesuffix(".png"))}"><img src="data:image/png;base64,{data}" '
+            f'alt="{escape(caption)}"><figcaption>{escape(caption)}</figcaption></figure>'
+        )
+    description = snapshot.parent.data.tags.get("mlflow.note.content", "")
+    title = f"Search report: {snapshot.experiment}"
+    return (
+        "<!doctype html>\n"
+        f'<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_STYLE}</style></head><body>'
+        f"<h1>{escape(title)}</h1>"
+        f'<p class="muted">{escape(description).replace(chr(10), "<br>")}</p>'
+        f"{_facts(snapshot)}"
+        f'<h2>Figures</h2><div class="figures">{"".join(blocks)}</div>'
+        "<h2>All trials</h2>"
+        '<p class="muted">Best first; click a column to sort. Test metrics are reported only, never used to '
+        "select a trial (on cxr-covid the two classes come from different hospitals, so they are optimistic).</p>"
+        f"{trials_table_html(snapshot)}"
+        f'<p class="muted">Made by xraycnn on {datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}.</p>'
+        f"<script>{_SCRIPT}</script></body></html>\n"
+    )

@@ -1,0 +1,90 @@
+"""The real entry point on a tiny budget, shared by the tests that need a finished search: `xraycnn search`
+(3 Hyperband trials, one a continuation) on a small real subset at 64x64 against a temporary SQLite store."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+XRAYCNN = str(Path(sys.executable).with_name("xraycnn"))
+MODEL = "xraycnn-it"
+EXPERIMENT = f"""
+description = "integration test"
+seed = 7
+[data]
+root = "{{root}}"
+image_size = 64
+[space]
+conv_blocks = {{{{ min = 1, max = 2 }}}}
+filters = {{{{ values = [4, 8] }}}}
+kernel_size = 3
+dropout = {{{{ min = 0.1, max = 0.3, step = 0.1 }}}}
+dense_units = 16
+learning_rate = {{{{ min = 1e-3, max = 3e-3, sampling = "log" }}}}
+batch_size = 16
+[budget]
+max_epochs = 2
+hyperband_factor = 2
+max_trials = 3
+[registry]
+model_name = "{MODEL}"
+"""
+EPOCH_METRICS = {"loss", "accuracy", "auc", "precision", "recall"}
+TEST_METRICS = {
+    "test_accuracy",
+    "test_auc",
+    "test_sensitivity",
+    "test_specificity",
+    "test_precision",
+    "test_f1",
+    "test_loss",
+}
+
+
+def xraycnn(*args: str, env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [XRAYCNN, *args], capture_output=True, text=True, env={**os.environ, **env}, timeout=timeout
+    )
+    print(result.stdout[-4000:], result.stderr[-4000:])
+    return result
+
+
+@dataclass
+class Search:
+    root: Path
+    tmp: Path
+    env: dict[str, str]
+    client: MlflowClient
+    experiment_id: str
+    output: str
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return xraycnn(*args, env=self.env)
+
+    def runs(self) -> list:
+        return self.client.search_runs([self.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+def run_tiny_search(dataset: Path, tmp: Path) -> Search:
+    (tmp / "tiny.toml").write_text(EXPERIMENT.format(root=dataset))
+    uri = f"sqlite:///{tmp / 'store' / 'mlflow.db'}"
+    env = {"MLFLOW_TRACKING_URI": uri, "PYTHONUNBUFFERED": "1"}
+    result = xraycnn(
+        "search",
+        str(tmp / "tiny.toml"),
+        "--tuner-dir",
+        str(tmp / "tuner"),
+        "--reports-dir",
+        str(tmp / "reports"),
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    client = MlflowClient(uri, registry_uri=uri)  # not the process-wide registry an earlier test set
+    experiment = client.get_experiment_by_name("xraycnn-tiny")
+    assert experiment is not None
+    return Search(dataset, tmp, env, client, experiment.experiment_id, result.stdout)
