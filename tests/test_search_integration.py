@@ -279,3 +279,94 @@ def test_report_command_remakes_it_from_the_store_alone(search: Search, tmp_path
     assert "no MLflow experiment 'xraycnn-nope'" in unknown.stderr and "xraycnn-tiny" in unknown.stderr
     bad_run = search.run("report", "tiny", "--run-id", "0" * 32, "--reports-dir", str(tmp_path))
     assert bad_run.returncode == 2 and f"no run {'0' * 32}" in bad_run.stderr
+
+
+def test_champion_carries_a_threshold_chosen_on_validation_and_test_figures_with_intervals(search: Search) -> None:
+    parent, _ = parent_and_children(search)
+    version = search.client.get_model_version_by_alias(MODEL, "champion")
+    threshold = float(version.tags["xraycnn.threshold"])
+    assert version.tags["xraycnn.threshold_rule"].startswith("youden on validation")
+    assert parent.data.metrics["test_threshold"] == pytest.approx(threshold)
+    mlflow.set_tracking_uri(search.env["MLFLOW_TRACKING_URI"])
+    mlflow.set_registry_uri(search.env["MLFLOW_TRACKING_URI"])
+    metadata = mlflow.models.get_model_info(f"models:/{MODEL}@champion").metadata
+    assert metadata["threshold"] == pytest.approx(threshold) and metadata["threshold_chosen_on"] == "validation"
+    m = parent.data.metrics
+    # always defined: these have intervals; PPV and NPV are undefined where a threshold calls no one positive
+    # (or negative), as a tiny model may, and have intervals wherever they are defined
+    always = ("accuracy", "sensitivity", "specificity", "auc", "brier", "ece")
+    for key in [f"test_{n}" for n in always] + [f"test_thr_{n}" for n in always[:3]]:
+        assert m[f"{key}_ci_low"] <= m[key] <= m[f"{key}_ci_high"], key
+    for key in [f"test_{n}" for n in ("ppv", "npv", "f1")] + [f"test_thr_{n}" for n in ("ppv", "npv", "f1")]:
+        if key in m:
+            assert m[f"{key}_ci_low"] <= m[key] <= m[f"{key}_ci_high"], key
+    artifacts = {a.path for d in ("plots", "evaluation") for a in search.client.list_artifacts(parent.info.run_id, d)}
+    assert {
+        "plots/precision_recall.png",
+        "plots/reliability.png",
+        "plots/gradcam.png",
+        "plots/confusion_matrix_threshold.png",
+        "evaluation/metrics.csv",
+    } <= artifacts
+    assert 0 <= m["test_gradcam_outside_share"] <= 1
+
+    # the threshold is Youden's J of the champion on the validation split, which the test recomputes
+    from xraycnn.config import load_experiment
+    from xraycnn.data.dataset import prepare_data
+    from xraycnn.evaluation import predict_probabilities
+    from xraycnn.evaluation.threshold import choose_threshold
+
+    config = load_experiment(search.tmp / "tiny.toml").config
+    data = prepare_data(discover(search.root), config.data, config.seed)
+    model = mlflow.keras.load_model(f"models:/{MODEL}@champion")
+    expected = choose_threshold(data.val.labels, predict_probabilities(model, data.val.images))
+    assert threshold == pytest.approx(expected.value, abs=1e-6)
+
+
+def test_predict_uses_the_models_threshold_and_explains(search: Search, tmp_path: Path) -> None:
+    version = search.client.get_model_version_by_alias(MODEL, "champion")
+    threshold = float(version.tags["xraycnn.threshold"])
+    files = sorted((search.root / "test" / "COVID19").iterdir())[:2]
+    result = search.run(
+        "predict", "--model", f"models:/{MODEL}@champion", "--explain", "--explain-dir", str(tmp_path), *map(str, files)
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"threshold {threshold:.4f}" in result.stdout
+    for f in files:
+        assert (tmp_path / f"{f.stem}.gradcam.png").stat().st_size > 5_000
+    assert "heat outside lungs" in result.stdout
+
+
+def test_evaluate_any_model_on_a_folder_with_sources(search: Search, tmp_path: Path) -> None:
+    external = tmp_path / "external"
+    rows = ["file,source"]
+    for i, src in enumerate(sorted((search.root / "test").glob("*/*"))):
+        target = external / src.parent.name / src.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(src.read_bytes())
+        rows.append(f"{src.parent.name}/{src.name},{'site-a' if i % 2 else 'site-b'}")
+    (external / "MANIFEST.csv").write_text("\n".join(rows) + "\n")
+    result = search.run(
+        "evaluate", "--model", f"models:/{MODEL}/1", "--data", str(external), "--resamples", "200", "--seed", "5"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "site-a: 12 images" in result.stdout and "at threshold" in result.stdout
+    experiment = search.client.get_experiment_by_name("xraycnn-evaluations")
+    (run,) = search.client.search_runs([experiment.experiment_id], filter_string="tags.`xraycnn.model_version` = '1'")
+    assert run.info.status == "FINISHED" and run.data.tags["xraycnn.model_name"] == MODEL
+    m = run.data.metrics
+    assert m["threshold"] == pytest.approx(float(search.client.get_model_version(MODEL, "1").tags["xraycnn.threshold"]))
+    assert {"auc", "auc_ci_low", "thr_sensitivity", "source_site-a_auc", "source_site-b_thr_specificity"} <= set(m)
+    assert (
+        search.client.get_model_version(MODEL, "1").tags[
+            f"xraycnn.evaluation.{run.data.tags['xraycnn.dataset_digest'][:12]}"
+        ]
+        == run.info.run_id
+    )
+    predictions = pd.read_csv(
+        search.client.download_artifacts(run.info.run_id, "evaluation/test_predictions.csv", str(tmp_path))
+    )
+    assert set(predictions["source"]) == {"site-a", "site-b"} and len(predictions) == 24
+
+    missing = search.run("evaluate", "--model", f"models:/{MODEL}/1", "--data", str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr

@@ -1,4 +1,4 @@
-"""The `xraycnn` command: search, train, predict, report, ui."""
+"""The `xraycnn` command: search, train, evaluate, predict, report, ui."""
 
 from __future__ import annotations
 
@@ -76,10 +76,31 @@ def _train(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace, console: Console) -> int:
+    from xraycnn.jobs.evaluate import run_evaluate
+
+    run_evaluate(
+        args.model,
+        args.data,
+        tracking_uri=args.tracking_uri,
+        resamples=args.resamples,
+        seed=args.seed,
+        console=console,
+    )
+    return 0
+
+
 def _predict(args: argparse.Namespace, console: Console) -> int:
     from xraycnn.jobs.predict import run_predict
 
-    predictions = run_predict(args.model, args.images, tracking_uri=args.tracking_uri, console=console)
+    predictions = run_predict(
+        args.model,
+        args.images,
+        tracking_uri=args.tracking_uri,
+        explain=args.explain,
+        explain_dir=args.explain_dir,
+        console=console,
+    )
     return 0 if all(p.probability is not None for p in predictions) else 1
 
 
@@ -187,9 +208,23 @@ def build_parser() -> argparse.ArgumentParser:
     tracking(p)
     p.set_defaults(func=_train)
 
+    p = sub.add_parser(
+        "evaluate", help="evaluate a model on a labelled folder: clinical metrics with intervals, plots, Grad-CAM"
+    )
+    p.add_argument("--model", default="models:/xraycnn@champion", help="model URI (default models:/xraycnn@champion)")
+    p.add_argument(
+        "--data", required=True, help="folder of class folders (COVID19/, NORMAL/; optional MANIFEST.csv with source)"
+    )
+    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the 95 %% intervals (1000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and the Grad-CAM sample (0)")
+    tracking(p)
+    p.set_defaults(func=_evaluate)
+
     p = sub.add_parser("predict", help="P(COVID19) and label per image, from a registered or logged model")
     p.add_argument("--model", default="models:/xraycnn@champion", help="model URI (default models:/xraycnn@champion)")
     p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--explain", action="store_true", help="write a Grad-CAM heatmap next to each image")
+    p.add_argument("--explain-dir", help="with --explain: write the heatmaps here instead")
     tracking(p)
     p.set_defaults(func=_predict)
 
@@ -233,6 +268,12 @@ def _check_inputs_early(args: argparse.Namespace) -> None:
         from xraycnn.inputs import check_inputs
 
         check_inputs(_experiment_path(args.experiment), args.data)
+    if args.command == "evaluate":
+        from xraycnn.data.discovery import discover_labeled_folder
+
+        discover_labeled_folder(args.data)
+        if args.resamples < 100:
+            raise XrayCnnError(f"--resamples {args.resamples}: at least 100 for a 95 % interval")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -272,6 +272,14 @@ class TrainingConfig(_Frozen):
     precision: Literal["auto", "float32", "mixed_bfloat16"] = "auto"
 
 
+class EvaluationConfig(_Frozen):
+    """How a final model is judged: the decision threshold chosen on validation, and the confidence intervals."""
+
+    threshold: Literal["youden", "sensitivity"] = "youden"  # Youden's J, or the highest meeting the target below
+    target_sensitivity: float = Field(0.95, gt=0, lt=1)  # with threshold = "sensitivity"
+    bootstrap_resamples: int = Field(1000, ge=100, le=100_000)  # stratified, seeded with the experiment's seed
+
+
 class RegistryConfig(_Frozen):
     model_name: str = Field("xraycnn", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
@@ -286,6 +294,7 @@ class ExperimentConfig(_Frozen):
     tuner: TunerConfig = TunerConfig()
     budget: BudgetConfig = BudgetConfig()
     training: TrainingConfig = TrainingConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
     registry: RegistryConfig = RegistryConfig()
 
     @model_validator(mode="after")
@@ -318,7 +327,7 @@ class ExperimentConfig(_Frozen):
     def flat(self) -> dict[str, Scalar]:
         """Every fixed setting as one flat dict (`data.image_size`, ...), the way runs log them."""
         out: dict[str, Scalar] = {}
-        for section in ("data", "tuner", "budget", "training", "registry"):
+        for section in ("data", "tuner", "budget", "training", "evaluation", "registry"):
             for key, value in _flatten(getattr(self, section).model_dump(), section):
                 out[key] = value
         out["seed"] = self.seed

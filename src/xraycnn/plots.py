@@ -1,4 +1,4 @@
-"""Matplotlib figures logged with runs: learning curves, confusion matrix, ROC curve.
+"""Matplotlib figures logged with runs: learning curves, confusion matrix, ROC, precision-recall, reliability.
 
 Figures are built with the object API (`Figure`), never pyplot: no global figure registry to leak into or
 to race on, so they can be rendered off the training thread.
@@ -11,9 +11,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
 from xraycnn.data.discovery import CLASS_NAMES
+from xraycnn.evaluation.calibration import reliability
 
 # Loss and AUC (the objective): every axis costs ~0.1 s of tick layout, and this plot is rendered once per
 # trial on the CPU the training uses. Accuracy, precision and recall per epoch are in MLflow's own charts.
@@ -80,6 +81,47 @@ def roc_figure(labels: np.ndarray, probabilities: np.ndarray, title: str) -> Fig
     ax.set_ylabel("sensitivity (true-positive rate)")
     ax.set_title(title, fontsize=10)
     ax.legend(loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def precision_recall_figure(
+    labels: np.ndarray, probabilities: np.ndarray, title: str, threshold: float | None = None
+) -> Figure:
+    precision, recall, cuts = precision_recall_curve(labels, probabilities)
+    fig = Figure(figsize=(3.6, 3.4))
+    ax = fig.subplots()
+    ax.plot(recall, precision, label=f"AP = {average_precision_score(labels, probabilities):.4f}")
+    if threshold is not None and len(cuts):
+        at = min(int(np.searchsorted(cuts, threshold)), len(cuts) - 1)
+        ax.plot(recall[at], precision[at], "o", color="#d62728", label=f"threshold {threshold:.3f}")
+    ax.axhline(float(np.mean(labels)), linestyle=":", color="grey")
+    ax.set_xlabel("sensitivity (recall)")
+    ax.set_ylabel("PPV (precision)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="lower left", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def reliability_figure(labels: np.ndarray, probabilities: np.ndarray, title: str, ece: float) -> Figure:
+    """Observed share of COVID19 against the mean predicted probability, per tenth of probability."""
+    r = reliability(labels, probabilities)
+    used = r.counts > 0
+    fig = Figure(figsize=(3.6, 3.4))
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="perfectly calibrated")
+    ax.plot(r.predicted[used], r.observed[used], "-o", markersize=4, label=f"model (ECE {ece:.3f})")
+    for x, y, n in zip(r.predicted[used], r.observed[used], r.counts[used], strict=True):
+        ax.annotate(str(int(n)), (x, y), textcoords="offset points", xytext=(3, -9), fontsize=6, color="grey")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("mean predicted P(COVID19)")
+    ax.set_ylabel("observed share of COVID19")
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="upper left", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig

@@ -102,8 +102,10 @@ def log_and_register(
     direction: str,
     tags: dict[str, Any],
     description: str,
+    metadata: dict[str, Any] | None = None,
 ) -> Registration:
-    """Log `model` to the active run, register it under `model_name` and set its alias (last)."""
+    """Log `model` to the active run, register it under `model_name` and set its alias (last). `metadata`
+    travels inside the model (its MLmodel file), e.g. the decision threshold, wherever the model is copied."""
     client = MlflowClient()
     before = current_champion(client, model_name)  # named in the error if anything below fails
     input_shape = tuple(int(d) for d in model.input_shape[1:])
@@ -113,6 +115,7 @@ def log_and_register(
             name=MODEL_ARTIFACT,
             signature=signature_for(input_shape),
             pip_requirements=serving_requirements(),
+            metadata=metadata,
         )
     except (MlflowException, OSError) as exc:
         raise RegistryError(failure_message(f"logging the model of {model_name}", exc, before)) from exc
@@ -198,26 +201,99 @@ def registered_summary(client: MlflowClient) -> str:
     return "registered: " + ", ".join(parts)
 
 
-def load_keras_model(model_uri: str) -> keras.Model:
-    """Load a logged or registered Keras model with Keras safe mode on: a model file that would run code of
-    its own (a Lambda layer, a pickled function) is refused, and so is a TensorFlow SavedModel export.
-    Raises `ModelNotFoundError` listing what is registered when the URI resolves to nothing."""
+THRESHOLD_TAG = f"{TAG_PREFIX}threshold"
+THRESHOLD_RULE_TAG = f"{TAG_PREFIX}threshold_rule"
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a model URI resolves to: the decision threshold it carries and, for a registered model, which
+    version (so evaluations can be linked to it)."""
+
+    uri: str
+    threshold: float | None  # None: a model logged before thresholds were chosen (0.5 is used)
+    threshold_rule: str | None
+    name: str | None = None
+    version: str | None = None
+    model_id: str | None = None
+    run_id: str | None = None
+
+
+def _download(model_uri: str) -> Path:
     try:
-        local = Path(mlflow.artifacts.download_artifacts(model_uri))
-        flavor = Model.load(local / "MLmodel").flavors.get("keras")
+        return Path(mlflow.artifacts.download_artifacts(model_uri))
     except (MlflowException, OSError) as exc:
         message = getattr(exc, "message", None) or str(exc)
         raise ModelNotFoundError(
             f"cannot load {model_uri!r}: {message.splitlines()[0]}. {registered_summary(MlflowClient())}; "
             "use models:/NAME@ALIAS or models:/NAME/VERSION"
         ) from None
+
+
+def _registered_version(client: MlflowClient, model_uri: str) -> Any | None:
+    """The model version `models:/NAME@ALIAS` or `models:/NAME/VERSION` names; None for other URIs."""
+    if not model_uri.startswith("models:/"):
+        return None
+    path = model_uri.removeprefix("models:/")
+    try:
+        if "@" in path:
+            name, alias = path.split("@", 1)
+            return client.get_model_version_by_alias(name, alias)
+        name, _, version = path.partition("/")
+        return client.get_model_version(name, version) if version.isdigit() else None
+    except MlflowException:
+        return None
+
+
+def _logged_model_id(version: Any) -> str | None:
+    """The MLflow 3 logged model behind a version: its own field where the store fills it, else its source
+    (`models:/m-...`, which a SQLite registry leaves as the only trace)."""
+    if getattr(version, "model_id", None):
+        return version.model_id
+    source = version.source or ""
+    return source.removeprefix("models:/") if source.startswith("models:/m-") else None
+
+
+def describe_model(model_uri: str, local: Path | None = None) -> ModelCard:
+    """The threshold a model carries (its MLmodel metadata, else its version's tags) and its version."""
+    local = local or _download(model_uri)
+    metadata = Model.load(local / "MLmodel").metadata or {}
+    client = MlflowClient()
+    version = _registered_version(client, model_uri)
+    tags = version.tags if version is not None else {}
+    raw = metadata.get("threshold", tags.get(THRESHOLD_TAG))
+    return ModelCard(
+        uri=model_uri,
+        threshold=None if raw is None else float(raw),
+        threshold_rule=metadata.get("threshold_rule", tags.get(THRESHOLD_RULE_TAG)),
+        name=None if version is None else version.name,
+        version=None if version is None else str(version.version),
+        model_id=None if version is None else _logged_model_id(version),
+        run_id=None if version is None else version.run_id,
+    )
+
+
+def load_keras_model(model_uri: str) -> keras.Model:
+    """Load a logged or registered Keras model with Keras safe mode on: a model file that would run code of
+    its own (a Lambda layer, a pickled function) is refused, and so is a TensorFlow SavedModel export.
+    Raises `ModelNotFoundError` listing what is registered when the URI resolves to nothing."""
+    return load_keras_model_with_card(model_uri)[0]
+
+
+def load_keras_model_with_card(model_uri: str) -> tuple[keras.Model, ModelCard]:
+    """`load_keras_model`, and the model's card from the same download."""
+    local = _download(model_uri)
+    try:
+        flavor = Model.load(local / "MLmodel").flavors.get("keras")
+    except (MlflowException, OSError) as exc:
+        raise ModelNotFoundError(f"cannot read the MLmodel file of {model_uri!r}: {exc}") from None
     if flavor is None or flavor.get("save_exported_model"):
         raise UnsafeModelError(
             f"{model_uri!r} is not a Keras model saved in the .keras format (MLmodel flavors: "
             f"{', '.join(Model.load(local / 'MLmodel').flavors)}); xraycnn loads only .keras models, in safe mode"
         )
     try:
-        return mlflow.keras.load_model(str(local), load_model_kwargs={"safe_mode": True})
+        model = mlflow.keras.load_model(str(local), load_model_kwargs={"safe_mode": True})
     except ValueError as exc:
         if "safe_mode" not in str(exc) and "unsafe" not in str(exc).lower():
             raise
@@ -226,3 +302,4 @@ def load_keras_model(model_uri: str) -> keras.Model:
             f"{str(exc).splitlines()[0][:200]}). Only load such a model if you trust its author, with "
             "keras.saving.load_model(path, safe_mode=False) yourself"
         ) from None
+    return model, describe_model(model_uri, local)

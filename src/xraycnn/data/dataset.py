@@ -20,7 +20,7 @@ from sklearn.model_selection import train_test_split
 
 from xraycnn.config import DataConfig
 from xraycnn.data import cache
-from xraycnn.data.discovery import CLASS_NAMES, DatasetFiles
+from xraycnn.data.discovery import CLASS_NAMES, DatasetFiles, LabeledFile
 from xraycnn.data.images import SkippedFile, decode_files, default_workers
 from xraycnn.errors import DataUnusableError
 
@@ -82,11 +82,16 @@ def dataset_digest(files: DatasetFiles) -> str:
     (MLflow's default digest of a numpy dataset hashes only its first rows: less than one image here.)
     """
     entries = [("train", f) for f in files.train] + [("test", f) for f in files.test]
+    return files_digest(entries, files.root)
+
+
+def files_digest(entries: list[tuple[str, LabeledFile]], root: Path) -> str:
+    """The digest of (group, labelled file) entries, paths taken relative to `root`."""
     with ThreadPoolExecutor(default_workers()) as pool:  # hashlib releases the GIL on large buffers
         hashes = list(pool.map(lambda e: _file_sha256(e[1].path), entries))
     digest = hashlib.sha256()
-    for (split, file), file_hash in zip(entries, hashes, strict=True):
-        digest.update(f"{split}/{file.label}/{files.relative(file)}/{file_hash}\n".encode())
+    for (group, file), file_hash in zip(entries, hashes, strict=True):
+        digest.update(f"{group}/{file.label}/{file.path.relative_to(root).as_posix()}/{file_hash}\n".encode())
     return digest.hexdigest()[:32]
 
 

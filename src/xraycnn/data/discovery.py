@@ -128,3 +128,26 @@ def resolve_data_root(cli: str | Path | None = None, in_experiment: str | Path |
         "no dataset found: looked in " + ", ".join(str(c) for c in candidates) + f"; set ${paths.DATA_ENV}, "
         "pass --data DIR or set data.root in the experiment file. " + EXPECTED_LAYOUT
     )
+
+
+FOLDER_LAYOUT = (
+    "expected layout: DIR/COVID19/*.jpg and DIR/NORMAL/*.jpg (names case-insensitive; optional DIR/MANIFEST.csv "
+    "with columns file and source), or a training layout, whose test/ is used"
+)
+
+
+def discover_labeled_folder(root: str | Path) -> tuple[Path, tuple[LabeledFile, ...]]:
+    """An evaluation set: `root`'s class folders, or the test split of a training layout. Returns the folder
+    the class folders are in, and the files in a stable order."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataLayoutError(f"evaluation folder {root} does not exist or is not a folder. {FOLDER_LAYOUT}")
+    root = root.resolve()
+    children = _children_by_lower_name(root)
+    if any(name.lower() in children for name in CLASS_NAMES):
+        return root, _list_split(root)
+    base = _split_root(root)
+    split = _children_by_lower_name(base).get("test")
+    if split is not None:
+        return split, _list_split(split)
+    raise DataLayoutError(f"{root}: no {' or '.join(n + '/' for n in CLASS_NAMES)} class folder. {FOLDER_LAYOUT}")

@@ -18,15 +18,23 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from rich.console import Console
 
-from xraycnn import paths, plots, threads
+from xraycnn import paths, threads
+from xraycnn.assessment import Assessment, assess, log_assessment
 from xraycnn.config import Experiment
 from xraycnn.data.dataset import PreparedData, prepare_data
-from xraycnn.data.discovery import CLASS_NAMES
 from xraycnn.errors import RegistryError
-from xraycnn.evaluation import THRESHOLD, Evaluation
+from xraycnn.evaluation import predict_probabilities
+from xraycnn.evaluation.threshold import choose_threshold
 from xraycnn.inputs import Inputs
 from xraycnn.precision import apply_policy
-from xraycnn.registry import Registration, current_champion, failure_message, log_and_register
+from xraycnn.registry import (
+    THRESHOLD_RULE_TAG,
+    THRESHOLD_TAG,
+    Registration,
+    current_champion,
+    failure_message,
+    log_and_register,
+)
 from xraycnn.tracking.runs import TAG_PREFIX, RunLogger
 from xraycnn.tracking.store import TrackingStore, ensure_experiment, resolve_store
 
@@ -139,34 +147,60 @@ def log_skipped_files(session: Session, run_id: str) -> None:
         session.runs.log_dataframe_csv(run_id, frame, "data/skipped_files.csv")
 
 
+def final_assessment(session: Session, model: keras.Model) -> Assessment:
+    """The final model judged as every champion is: its threshold chosen on validation (never on test),
+    then the test set scored at it and at 0.5, with intervals and Grad-CAM."""
+    config = session.experiment.config
+    chosen = choose_threshold(
+        session.data.val.labels,
+        predict_probabilities(model, session.data.val.images),
+        config.evaluation.threshold,
+        config.evaluation.target_sensitivity,
+    )
+    return assess(
+        model,
+        session.data.test,
+        chosen.value,
+        chosen.describe(),
+        resamples=config.evaluation.bootstrap_resamples,
+        seed=config.seed,
+    )
+
+
 def publish_model(
     session: Session,
     run_id: str,
     model: keras.Model,
-    evaluation: Evaluation,
+    assessment: Assessment,
     objective_value: float,
     title: str,
     version_tags: dict[str, Any],
     description: str,
 ) -> Registration:
-    """Log the final model's test evaluation (metrics, ROC, confusion matrix, predictions) to `run_id`, which
-    must be the active run, then register it; the alias moves last."""
+    """Log the final model's assessment (metrics with intervals, plots, Grad-CAM, predictions) to `run_id`,
+    which must be the active run, then register it carrying its threshold; the alias moves last."""
     runs, config = session.runs, session.experiment.config
     try:
-        _log_evaluation(runs, run_id, evaluation, title)
+        log_assessment(runs, run_id, assessment, f"{title}, test", prefix="test_")
     except (MlflowException, OSError) as exc:
         champion = current_champion(runs.client, config.registry.model_name)
         raise RegistryError(failure_message(f"logging the test evaluation of {title}", exc, champion)) from exc
+    overall = assessment.clinical.overall
     tags = {
         **version_tags,
         f"{TAG_PREFIX}dataset_digest": session.data.digest,
         f"{TAG_PREFIX}image_size": session.data.image_size,
         f"{TAG_PREFIX}color_mode": config.data.color_mode,
         f"{TAG_PREFIX}source_run_id": run_id,
+        THRESHOLD_TAG: repr(assessment.threshold),
+        THRESHOLD_RULE_TAG: assessment.clinical.threshold_rule,
         **{
-            f"{TAG_PREFIX}{k}": f"{v:.4f}"
-            for k, v in evaluation.prefixed("test_").items()
-            if k in ("test_auc", "test_accuracy", "test_sensitivity", "test_specificity")
+            f"{TAG_PREFIX}test_{k}": f"{overall.metrics[k]:.4f}"
+            for k in ("auc", "accuracy", "sensitivity", "specificity")
+        },
+        **{
+            f"{TAG_PREFIX}test_thr_{k}": f"{overall.metrics[f'thr_{k}']:.4f}"
+            for k in ("accuracy", "sensitivity", "specificity")
         },
     }
     registration = log_and_register(
@@ -177,6 +211,11 @@ def publish_model(
         direction=config.tuner.direction,
         tags=tags,
         description=description,
+        metadata={
+            "threshold": assessment.threshold,
+            "threshold_rule": assessment.clinical.threshold_rule,
+            "threshold_chosen_on": "validation",
+        },
     )
     runs.set_tags(
         run_id,
@@ -189,35 +228,26 @@ def publish_model(
     return registration
 
 
-def _log_evaluation(runs: RunLogger, run_id: str, evaluation: Evaluation, title: str) -> None:
-    runs.log_metrics(run_id, evaluation.prefixed("test_"))
-    runs.log_figure(
-        run_id,
-        plots.roc_figure(evaluation.labels, evaluation.probabilities, f"{title}: test ROC"),
-        "plots/roc_curve.png",
+def describe_assessment(assessment: Assessment) -> str:
+    """One sentence of test figures with their 95 % intervals, for descriptions and the console."""
+    overall = assessment.clinical.overall
+
+    def figure(key: str, label: str) -> str:
+        interval = overall.intervals.get(key)
+        return f"{label} {overall.metrics[key]:.4f}" + (f" {interval}" if interval else "")
+
+    return (
+        f"at threshold {assessment.threshold:.3f}: {figure('thr_accuracy', 'accuracy')}, "
+        f"{figure('thr_sensitivity', 'sensitivity')}, {figure('thr_specificity', 'specificity')}; "
+        f"{figure('auc', 'AUC')}; at 0.5: {figure('accuracy', 'accuracy')} (95 % bootstrap intervals)"
     )
-    runs.log_figure(
-        run_id,
-        plots.confusion_matrix_figure(evaluation.confusion(), f"{title}: test confusion matrix"),
-        "plots/confusion_matrix.png",
-    )
-    predictions = pd.DataFrame(
-        {
-            "file": evaluation.files,
-            "label": [CLASS_NAMES[int(v)] for v in evaluation.labels],
-            "probability_covid19": evaluation.probabilities,
-            "predicted": [CLASS_NAMES[int(p >= THRESHOLD)] for p in evaluation.probabilities],
-        }
-    )
-    runs.log_dataframe_csv(run_id, predictions, "evaluation/test_predictions.csv")
 
 
-def report_registration(console: Console, registration: Registration, evaluation: Evaluation) -> None:
-    m = evaluation.metrics
+def report_registration(console: Console, registration: Registration, assessment: Assessment) -> None:
     colour = "green" if registration.alias == "champion" else "yellow"
     console.print(
         f"Registered [bold]{registration.name}[/] v{registration.version} as [{colour}]{registration.alias}[/] "
-        f"({registration.reason}). Test: accuracy {m['accuracy']:.4f}, AUC {m['auc']:.4f}, "
-        f"sensitivity {m['sensitivity']:.4f}, specificity {m['specificity']:.4f}."
+        f"({registration.reason}). Test {describe_assessment(assessment)}.",
+        highlight=False,
     )
     console.print(f"Load it with mlflow.keras.load_model('models:/{registration.name}@{registration.alias}').")

@@ -1,4 +1,6 @@
-"""`xraycnn predict`: P(COVID19) and a label for each image, from a model loaded by name."""
+"""`xraycnn predict`: P(COVID19) and a label for each image, from a model loaded by name, at the threshold
+the model carries (chosen on validation when it was registered; 0.5 for older models); `--explain` writes a
+Grad-CAM heatmap next to each image."""
 
 from __future__ import annotations
 
@@ -7,13 +9,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 from rich.console import Console
 from rich.table import Table
 
+from xraycnn import plots
 from xraycnn.data.discovery import CLASS_NAMES
 from xraycnn.data.images import UnreadableImageError, input_shape_of, prepare_images
 from xraycnn.evaluation import THRESHOLD, predict_probabilities
-from xraycnn.registry import load_keras_model
+from xraycnn.evaluation.gradcam import gradcam, overlay
+from xraycnn.registry import load_keras_model_with_card
 from xraycnn.tracking.store import resolve_store
 
 
@@ -23,6 +28,23 @@ class Prediction:
     probability: float | None  # None: the file could not be read
     label: str | None
     error: str | None = None
+    heatmap: str | None = None  # with --explain: the Grad-CAM PNG written for it
+    outside_share: float | None = None  # with --explain: the share of its heat outside the lung box
+
+
+def heatmap_path(image: Path, explain_dir: Path | None) -> Path:
+    return (explain_dir or image.parent) / f"{image.stem}.gradcam.png"
+
+
+def _write_heatmap(image: np.ndarray, heatmap: np.ndarray, title: str, path: Path) -> None:
+    fig = Figure(figsize=(3.2, 3.4))
+    ax = fig.subplots()
+    overlay(ax, image, heatmap)
+    ax.set_title(title, fontsize=8)
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.9)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plots.close(fig)
 
 
 def run_predict(
@@ -30,11 +52,14 @@ def run_predict(
     images: Sequence[str | Path],
     *,
     tracking_uri: str | None = None,
+    explain: bool = False,
+    explain_dir: str | Path | None = None,
     console: Console | None = None,
 ) -> list[Prediction]:
     console = console or Console()
     resolve_store(tracking_uri)
-    model = load_keras_model(model_uri)
+    model, card = load_keras_model_with_card(model_uri)
+    threshold = card.threshold if card.threshold is not None else THRESHOLD
     shape = input_shape_of(model)
     readable: list[tuple[int, np.ndarray]] = []
     results: list[Prediction | None] = [None] * len(images)
@@ -44,21 +69,35 @@ def run_predict(
         except (UnreadableImageError, OSError) as exc:
             results[i] = Prediction(str(path), None, None, str(exc))
     if readable:
-        probabilities = predict_probabilities(model, np.stack([x for _, x in readable]))
-        for (i, _), p in zip(readable, probabilities, strict=True):
-            results[i] = Prediction(str(images[i]), float(p), CLASS_NAMES[int(p >= THRESHOLD)])
+        batch = np.stack([x for _, x in readable])
+        probabilities = predict_probabilities(model, batch)
+        heatmaps = gradcam(model, batch) if explain else None
+        for k, ((i, x), p) in enumerate(zip(readable, probabilities, strict=True)):
+            label = CLASS_NAMES[int(p >= threshold)]
+            written, share = None, None
+            if heatmaps is not None:
+                share = float(heatmaps.outside_share[k])
+                target = heatmap_path(Path(images[i]), Path(explain_dir) if explain_dir else None)
+                title = f"{Path(images[i]).name}: P(COVID19) {p:.3f} -> {label}; {share:.0%} of the heat outside"
+                _write_heatmap(x, heatmaps.maps[k], title, target)
+                written = str(target)
+            results[i] = Prediction(str(images[i]), float(p), label, None, written, share)
     predictions = [r for r in results if r is not None]
 
-    table = Table(title=f"{model_uri} (threshold {THRESHOLD})", header_style="bold")
+    source = card.threshold_rule or "no threshold stored with the model"
+    table = Table(title=f"{model_uri} (threshold {threshold:.4f}: {source})", header_style="bold")
     table.add_column("image")
     table.add_column("P(COVID19)", justify="right")
     table.add_column("label")
+    if explain:
+        table.add_column("heat outside lungs", justify="right")
+        table.add_column("heatmap")
     for r in predictions:
+        extra = [f"{r.outside_share:.0%}" if r.outside_share is not None else "-", r.heatmap or "-"] if explain else []
         if r.probability is None:
-            table.add_row(r.path, "-", f"[red]unreadable: {r.error}[/]")
+            table.add_row(r.path, "-", f"[red]unreadable: {r.error}[/]", *(["-", "-"] if explain else []))
         else:
-            table.add_row(
-                r.path, f"{r.probability:.4f}", f"[bold red]{r.label}[/]" if r.label == "COVID19" else r.label
-            )
+            label = f"[bold red]{r.label}[/]" if r.label == "COVID19" else str(r.label)
+            table.add_row(r.path, f"{r.probability:.4f}", label, *extra)
     console.print(table)
     return predictions

@@ -20,11 +20,13 @@ from mlflow.entities import RunStatus
 from rich.console import Console
 
 from xraycnn import paths
+from xraycnn.assessment import Assessment
 from xraycnn.errors import InterruptedByUserError, XrayCnnError
-from xraycnn.evaluation import Evaluation, evaluate
 from xraycnn.inputs import Inputs, check_inputs
 from xraycnn.jobs.common import (
     Session,
+    describe_assessment,
+    final_assessment,
     fixed_params,
     log_skipped_files,
     mlflow_experiment_name,
@@ -59,7 +61,7 @@ class SearchResult:
     experiment_id: str
     best_trial_id: str
     best_score: float
-    evaluation: Evaluation | None  # None when the search was already complete and registered
+    assessment: Assessment | None  # None when the search was already complete and registered
     registration: Registration | None
     trials: pd.DataFrame
     wall_seconds: float
@@ -221,7 +223,7 @@ def _search_and_register(
     best = best_trials[0]
     console.print(top_trials_table(trials.to_dict("records"), objective))  # type: ignore[arg-type]
 
-    evaluation: Evaluation | None = None
+    assessment: Assessment | None = None
     registration: Registration | None = None
     if state.registered.get("trial_id") == best.trial_id:
         console.print(
@@ -229,7 +231,7 @@ def _search_and_register(
             f"v{state.registered['version']} ({state.registered['alias']}). Use --fresh to search again."
         )
     else:
-        evaluation, registration = _finalise(session, tuner, best, trials, parent_run_id)
+        assessment, registration = _finalise(session, tuner, best, trials, parent_run_id)
         state.registered = {
             "trial_id": best.trial_id,
             "name": registration.name,
@@ -237,7 +239,7 @@ def _search_and_register(
             "alias": registration.alias,
         }
         state.save(project_dir)
-        report_registration(console, registration, evaluation)
+        report_registration(console, registration, assessment)
     wall = time.monotonic() - started
     session.runs.log_metrics(
         parent_run_id,
@@ -248,7 +250,7 @@ def _search_and_register(
         },
     )
     mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
-    if evaluation is not None:  # after the end, so the report shows the search's status and duration
+    if assessment is not None:  # after the end, so the report shows the search's status and duration
         _write_report(session, parent_run_id, reports_dir, console)
     console.print(f"Done in {wall / 60:.1f} min. Compare the runs with `make ui`.")
     return SearchResult(
@@ -256,7 +258,7 @@ def _search_and_register(
         session.experiment_id,
         best.trial_id,
         float(best.score),
-        evaluation,
+        assessment,
         registration,
         trials,
         wall,
@@ -280,12 +282,12 @@ def _write_report(session: Session, parent_run_id: str, reports_dir: Path, conso
 
 def _finalise(
     session: Session, tuner: Any, best: Any, trials: pd.DataFrame, parent_run_id: str
-) -> tuple[Evaluation, Registration]:
+) -> tuple[Assessment, Registration]:
     """Evaluate the best trial's model on test, log the search's summary artifacts, register the model."""
     experiment, config = session.experiment, session.experiment.config
     objective = config.tuner.objective
     model = tuner.load_model(best)
-    evaluation = evaluate(model, session.data.test)
+    assessment = final_assessment(session, model)
     best_run = trials.loc[trials["trial_id"] == best.trial_id, "run_id"].iloc[0]
     session.runs.set_tags(
         parent_run_id, {f"{TAG_PREFIX}best_trial_id": best.trial_id, f"{TAG_PREFIX}best_run_id": best_run}
@@ -293,25 +295,25 @@ def _finalise(
     session.runs.log_metrics(parent_run_id, {f"best_{objective}": float(best.score)})
     session.runs.log_dataframe_csv(parent_run_id, trials, "trials.csv")
     title = f"{experiment.name} trial {best.trial_id}"
-    registration = _publish(session, parent_run_id, model, evaluation, best, best_run, title)
-    return evaluation, registration
+    registration = _publish(session, parent_run_id, model, assessment, best, best_run, title)
+    return assessment, registration
 
 
 def _publish(
     session: Session,
     parent_run_id: str,
     model: Any,
-    evaluation: Evaluation,
+    assessment: Assessment,
     best: Any,
     best_run: str,
     title: str,
 ) -> Registration:
     config = session.experiment.config
-    m = evaluation.metrics
     description = (
         f"Best trial {best.trial_id} of experiment {session.experiment.name} ({config.tuner.algorithm} search on "
-        f"{config.tuner.objective}): {config.tuner.objective} {best.score:.4f}; test accuracy {m['accuracy']:.4f}, "
-        f"AUC {m['auc']:.4f}, sensitivity {m['sensitivity']:.4f}, specificity {m['specificity']:.4f}. "
+        f"{config.tuner.objective}): {config.tuner.objective} {best.score:.4f}; "
+        f"test {describe_assessment(assessment)}. "
+        f"Threshold chosen on validation: {assessment.clinical.threshold_rule}. "
         f"Input: float32 {'x'.join(map(str, session.data.input_shape))} images, values 0-255 "
         "(xraycnn.prepare_images). Output: P(COVID19)."
     )
@@ -321,7 +323,7 @@ def _publish(
         f"{TAG_PREFIX}trial_run_id": best_run,
         f"{TAG_PREFIX}search_run_id": parent_run_id,
     }
-    return publish_model(session, parent_run_id, model, evaluation, float(best.score), title, version_tags, description)
+    return publish_model(session, parent_run_id, model, assessment, float(best.score), title, version_tags, description)
 
 
 def trials_table(session: Session, tuner: Any, parent_run_id: str) -> pd.DataFrame:

@@ -17,11 +17,13 @@ import mlflow
 from mlflow.entities import RunStatus
 from rich.console import Console
 
+from xraycnn.assessment import Assessment
 from xraycnn.config import Fixed
 from xraycnn.errors import ConfigError, InterruptedByUserError
-from xraycnn.evaluation import Evaluation, evaluate
 from xraycnn.inputs import check_inputs
 from xraycnn.jobs.common import (
+    describe_assessment,
+    final_assessment,
     fixed_params,
     log_skipped_files,
     open_session,
@@ -39,7 +41,7 @@ from xraycnn.tuning.progress import describe_hyperparameters
 @dataclass(frozen=True)
 class TrainResult:
     run_id: str
-    evaluation: Evaluation
+    assessment: Assessment
     registration: Registration
     best_value: float
     wall_seconds: float
@@ -118,17 +120,16 @@ def run_train(
         runs.set_tags(run_id, {f"{TAG_PREFIX}best_epoch": best_epoch})
         title = f"{inputs.experiment.name}"
         runs.log_learning_curves(run_id, history.epochs, history.metrics, title)
-        evaluation = evaluate(model, session.data.test)  # EarlyStopping restored the best epoch's weights
-        m = evaluation.metrics
+        assessment = final_assessment(session, model)  # EarlyStopping restored the best epoch's weights
         description = (
             f"Fixed network of experiment {inputs.experiment.name} ({describe_hyperparameters(params)}); {objective} "
-            f"{best_value:.4f} at epoch {best_epoch}; test accuracy {m['accuracy']:.4f}, AUC {m['auc']:.4f}."
+            f"{best_value:.4f} at epoch {best_epoch}; test {describe_assessment(assessment)}."
         )
         registration = publish_model(
             session,
             run_id,
             model,
-            evaluation,
+            assessment,
             best_value,
             title,
             {f"{TAG_PREFIX}experiment": inputs.experiment.name},
@@ -146,5 +147,5 @@ def run_train(
         mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
         raise
     mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
-    report_registration(console, registration, evaluation)
-    return TrainResult(run_id, evaluation, registration, best_value, time.monotonic() - started)
+    report_registration(console, registration, assessment)
+    return TrainResult(run_id, assessment, registration, best_value, time.monotonic() - started)

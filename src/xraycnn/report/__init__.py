@@ -67,10 +67,12 @@ def build_figures(snapshot: SearchSnapshot) -> dict[str, tuple[bytes, str]]:
                 _png(plots.roc_figure(labels, probabilities, f"{title}: test ROC")),
                 "ROC of the search's best model on the test set (COVID19 positive).",
             )
-        matrix = confusion_counts(labels, probabilities, THRESHOLD)
+        # the threshold chosen on validation (older searches: 0.5)
+        threshold = snapshot.parent.data.metrics.get("test_threshold", THRESHOLD)
+        matrix = confusion_counts(labels, probabilities, threshold)
         out["confusion_matrix.png"] = (
-            _png(plots.confusion_matrix_figure(matrix, f"{title}: test confusion matrix")),
-            f"Its confusion matrix on the test set at threshold {THRESHOLD}.",
+            _png(plots.confusion_matrix_figure(matrix, f"{title}: test, threshold {threshold:.3f}")),
+            f"Its confusion matrix on the test set at the threshold chosen on validation ({threshold:.3f}).",
         )
     return out
 

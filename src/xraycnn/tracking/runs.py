@@ -71,9 +71,16 @@ class RunLogger:
         for chunk in _chunks(items, _BATCH):
             self.client.log_batch(run_id, tags=list(chunk), synchronous=True)
 
-    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+    def log_metrics(
+        self, run_id: str, metrics: Mapping[str, float], step: int = 0, model_id: str | None = None
+    ) -> None:
+        """`model_id` (a registered version's logged model) links the metrics to that model in the UI."""
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None and np.isfinite(v)]
+        items = [
+            Metric(k, float(v), now, step, model_id=model_id)
+            for k, v in metrics.items()
+            if v is not None and np.isfinite(v)
+        ]
         for chunk in _chunks(items, 1000):
             self.client.log_batch(run_id, metrics=list(chunk), synchronous=True)
 

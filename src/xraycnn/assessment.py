@@ -1,0 +1,177 @@
+"""A final model's assessment on a labelled set, and what of it goes into an MLflow run.
+
+The same code judges every champion at the end of a search or `xraycnn train` and any registered model on
+any folder (`xraycnn evaluate`): the clinical metrics at the model's threshold and at 0.5 with 95 % bootstrap
+intervals (per source too, when the images say where they come from), ROC, precision-recall and reliability
+plots, confusion matrices, per-image predictions, and Grad-CAM heatmaps with the shortcut indicator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+
+from xraycnn import plots
+from xraycnn.data.dataset import Split
+from xraycnn.data.discovery import CLASS_NAMES
+from xraycnn.evaluation import THRESHOLD, confusion_counts, predict_probabilities
+from xraycnn.evaluation.clinical import AT_THRESHOLD, REPORTED, THRESHOLD_FREE, ClinicalEvaluation, clinical_evaluation
+from xraycnn.evaluation.gradcam import LUNG_BOX, Heatmaps, gradcam, heatmap_grid, outcome_of, seeded_sample
+from xraycnn.tracking.runs import RunLogger
+
+GRADCAM_PER_OUTCOME = 4  # images per row (TP, FP, FN, TN) of the logged grid
+GRADCAM_MAX_IMAGES = 3000  # the shortcut indicator is averaged over at most this many images
+
+
+@dataclass(frozen=True)
+class Assessment:
+    split: Split
+    probabilities: np.ndarray
+    clinical: ClinicalEvaluation
+    sources: tuple[str, ...] | None
+    heatmaps: Heatmaps | None  # of the first GRADCAM_MAX_IMAGES images of `split`
+    seed: int
+
+    @property
+    def threshold(self) -> float:
+        return self.clinical.threshold
+
+    @property
+    def outside_share(self) -> float:
+        """Mean share of Grad-CAM mass outside the lung box, over the images explained."""
+        if self.heatmaps is None or not len(self.heatmaps.outside_share):
+            return float("nan")
+        return float(np.nanmean(self.heatmaps.outside_share))
+
+    def predictions(self) -> pd.DataFrame:
+        """One row per image: its label, P(COVID19), the calls at both thresholds, source and outside share."""
+        p, labels = self.probabilities, self.split.labels
+        frame = pd.DataFrame(
+            {
+                "file": self.split.files,
+                "label": [CLASS_NAMES[int(v)] for v in labels],
+                "probability_covid19": p,
+                "predicted": [CLASS_NAMES[int(x >= self.threshold)] for x in p],
+                "outcome": [outcome_of(y, x, self.threshold) for y, x in zip(labels, p, strict=True)],
+                f"predicted_at_{THRESHOLD}": [CLASS_NAMES[int(x >= THRESHOLD)] for x in p],
+            }
+        )
+        if self.sources is not None:
+            frame["source"] = self.sources
+        if self.heatmaps is not None:
+            shares = np.full(len(p), np.nan)
+            shares[: len(self.heatmaps.outside_share)] = self.heatmaps.outside_share
+            frame["gradcam_outside_share"] = shares
+        return frame
+
+    def table(self) -> pd.DataFrame:
+        """The metrics as a table: one row per metric and set, its value and interval at each threshold."""
+        rows = []
+        sets = {"all": self.clinical.overall, **{f"source={k}": v for k, v in self.clinical.per_source.items()}}
+        for name, scored in sets.items():
+            for metric in REPORTED:
+                row: dict[str, Any] = {"set": name, "n": scored.n, "positives": scored.positives, "metric": metric}
+                for label, key in (("threshold", f"{AT_THRESHOLD}{metric}"), ("at_0.5", metric)):
+                    key = metric if metric in THRESHOLD_FREE else key
+                    interval = scored.intervals.get(key)
+                    row[label] = scored.metrics.get(key)
+                    row[f"{label}_ci_low"] = interval.low if interval else None
+                    row[f"{label}_ci_high"] = interval.high if interval else None
+                rows.append(row)
+        return pd.DataFrame(rows)
+
+
+def assess(
+    model: keras.Model,
+    split: Split,
+    threshold: float,
+    threshold_rule: str,
+    *,
+    sources: tuple[str, ...] | None = None,
+    resamples: int = 1000,
+    seed: int = 0,
+    explain: bool = True,
+) -> Assessment:
+    probabilities = predict_probabilities(model, split.images)
+    clinical = clinical_evaluation(
+        split.labels,
+        probabilities,
+        threshold,
+        threshold_rule,
+        sources=None if sources is None else np.asarray(sources, dtype=object),
+        resamples=resamples,
+        seed=seed,
+    )
+    heatmaps = gradcam(model, split.images[:GRADCAM_MAX_IMAGES].astype(np.float32)) if explain else None
+    return Assessment(split, probabilities, clinical, sources, heatmaps, seed)
+
+
+def assessment_metrics(assessment: Assessment, prefix: str) -> dict[str, float]:
+    """Flat MLflow metrics: `{prefix}auc`, `{prefix}thr_sensitivity`, `{prefix}auc_ci_low`, per source
+    `{prefix}source_<name>_auc`, the threshold and the shortcut indicator."""
+    clinical = assessment.clinical
+    out = clinical.overall.flat(prefix)
+    for name, scored in clinical.per_source.items():
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+        out |= scored.flat(f"{prefix}source_{safe}_")
+    out[f"{prefix}threshold"] = clinical.threshold
+    if assessment.heatmaps is not None:
+        out[f"{prefix}gradcam_outside_share"] = assessment.outside_share
+    return out
+
+
+def log_assessment(
+    runs: RunLogger, run_id: str, assessment: Assessment, title: str, prefix: str, model_id: str | None = None
+) -> None:
+    """Metrics (linked to `model_id`'s logged model when given), plots, Grad-CAM grid, predictions and the
+    metrics table into `run_id`."""
+    labels, p, threshold = assessment.split.labels, assessment.probabilities, assessment.threshold
+    runs.log_metrics(run_id, assessment_metrics(assessment, prefix), model_id=model_id)
+    overall = assessment.clinical.overall
+    if len(set(labels.tolist())) == 2:
+        runs.log_figure(run_id, plots.roc_figure(labels, p, f"{title}: ROC"), "plots/roc_curve.png")
+        runs.log_figure(
+            run_id,
+            plots.precision_recall_figure(labels, p, f"{title}: precision-recall", threshold),
+            "plots/precision_recall.png",
+        )
+    runs.log_figure(
+        run_id,
+        plots.reliability_figure(labels, p, f"{title}: calibration", overall.metrics["ece"]),
+        "plots/reliability.png",
+    )
+    runs.log_figure(
+        run_id,
+        plots.confusion_matrix_figure(confusion_counts(labels, p, threshold), f"{title}: threshold {threshold:.3f}"),
+        "plots/confusion_matrix_threshold.png",
+    )
+    runs.log_figure(
+        run_id,
+        plots.confusion_matrix_figure(confusion_counts(labels, p, THRESHOLD), f"{title}: threshold {THRESHOLD}"),
+        "plots/confusion_matrix.png",
+    )
+    if assessment.heatmaps is not None:
+        runs.log_figure(run_id, gradcam_figure(assessment, title), "plots/gradcam.png")
+    runs.log_dataframe_csv(run_id, assessment.predictions(), "evaluation/test_predictions.csv")
+    runs.log_dataframe_csv(run_id, assessment.table(), "evaluation/metrics.csv")
+
+
+def gradcam_figure(assessment: Assessment, title: str) -> Any:
+    """The seeded sample of TP, FP, FN and TN images with their heatmaps."""
+    explained = len(assessment.heatmaps.maps) if assessment.heatmaps is not None else 0
+    labels, p = assessment.split.labels[:explained], assessment.probabilities[:explained]
+    groups = seeded_sample(labels, p, assessment.threshold, GRADCAM_PER_OUTCOME, assessment.seed)
+    top, bottom, left, right = LUNG_BOX
+    uniform = 1 - (bottom - top) * (right - left)
+    return heatmap_grid(
+        assessment.split.images,
+        assessment.heatmaps,
+        groups,
+        assessment.probabilities,
+        f"{title}: Grad-CAM at threshold {assessment.threshold:.3f}; mean {assessment.outside_share:.0%} of the "
+        f"heat outside the dashed lung box (a uniform map: {uniform:.0%})",
+    )

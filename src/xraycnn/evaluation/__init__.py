@@ -1,0 +1,98 @@
+"""Test-set evaluation: what a trial or a registered model scores on data it was never selected on.
+
+`binary_metrics` is the one definition of every metric; `clinical` adds the chosen threshold, bootstrap
+intervals and per-source figures for final models; `threshold`, `calibration` and `bootstrap` are its parts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import rankdata
+from sklearn.metrics import confusion_matrix
+
+from xraycnn.data.dataset import Split
+from xraycnn.evaluation.calibration import expected_calibration_error
+
+THRESHOLD = 0.5
+_EPS = 1e-7  # Keras' epsilon: the same clipping as BinaryCrossentropy, so test_loss matches val_loss's scale
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    labels: np.ndarray  # int (n,)
+    probabilities: np.ndarray  # float (n,), P(COVID19)
+    files: tuple[str, ...]
+    metrics: dict[str, float]  # unprefixed: accuracy, auc, sensitivity, ...
+
+    def prefixed(self, prefix: str = "test_") -> dict[str, float]:
+        return {f"{prefix}{k}": v for k, v in self.metrics.items()}
+
+    def confusion(self, threshold: float = THRESHOLD) -> np.ndarray:
+        return confusion_counts(self.labels, self.probabilities, threshold)
+
+
+def confusion_counts(labels: np.ndarray, probabilities: np.ndarray, threshold: float = THRESHOLD) -> np.ndarray:
+    """[[TN, FP], [FN, TP]] with NORMAL=0, COVID19=1."""
+    return confusion_matrix(np.asarray(labels), (np.asarray(probabilities) >= threshold).astype(int), labels=[0, 1])
+
+
+def batch_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: float = THRESHOLD) -> dict[str, np.ndarray]:
+    """Every metric of each row of (rows, n) labels and probabilities at once (a bootstrap scores 1,000
+    resamples in one call): the one definition of every metric the project reports.
+
+    No positive predictions: precision (and so F1) count as 0, sklearn's zero_division=0 convention, so a
+    model that never says COVID19 scores 0 instead of dropping out of a comparison; PPV, the same ratio, is
+    left undefined (NaN) there, as a clinical table would.
+    """
+    y = np.atleast_2d(np.asarray(labels)).astype(bool)
+    p = np.atleast_2d(np.asarray(probabilities, dtype=np.float64))
+    called = p >= threshold
+    tp = (called & y).sum(axis=1).astype(float)
+    fp = (called & ~y).sum(axis=1).astype(float)
+    fn = (~called & y).sum(axis=1).astype(float)
+    tn = (~called & ~y).sum(axis=1).astype(float)
+    positives, negatives = tp + fn, tn + fp
+
+    def ratio(a: np.ndarray, b: np.ndarray, undefined: float = np.nan) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(b > 0, a / np.where(b > 0, b, 1), undefined)
+
+    precision, sensitivity = ratio(tp, tp + fp, 0.0), ratio(tp, positives)
+    # AUC as the Mann-Whitney U statistic on average ranks: roc_auc_score's value, ties included, per row
+    ranks = rankdata(p, axis=1)
+    rank_sum = np.where(y, ranks, 0.0).sum(axis=1)
+    auc = ratio(rank_sum - positives * (positives + 1) / 2, positives * negatives)
+    clipped = np.clip(p, _EPS, 1 - _EPS)
+    return {
+        "accuracy": ratio(tp + tn, positives + negatives),
+        "auc": auc,
+        "sensitivity": sensitivity,
+        "specificity": ratio(tn, negatives),
+        "precision": precision,
+        "ppv": ratio(tp, tp + fp),
+        "npv": ratio(tn, tn + fn),
+        "f1": ratio(2 * precision * sensitivity, precision + sensitivity, 0.0),
+        "loss": -np.mean(np.where(y, np.log(clipped), np.log(1 - clipped)), axis=1),
+        "brier": np.mean((p - y) ** 2, axis=1),
+        "ece": expected_calibration_error(y, p),
+        "tp": tp,
+        "fp": fp,
+        "tn": tn,
+        "fn": fn,
+    }
+
+
+def binary_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: float = THRESHOLD) -> dict[str, float]:
+    return {k: float(v[0]) for k, v in batch_metrics(labels, probabilities, threshold).items()}
+
+
+def predict_probabilities(model, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    return np.asarray(model.predict(images.astype(np.float32), batch_size=batch_size, verbose=0)).reshape(-1)
+
+
+def evaluate(model, split: Split, threshold: float = THRESHOLD) -> Evaluation:
+    """Predict `split` with a Keras model and score it."""
+    probabilities = predict_probabilities(model, split.images)
+    return Evaluation(split.labels, probabilities, split.files, binary_metrics(split.labels, probabilities, threshold))

@@ -1,0 +1,98 @@
+"""A final model's evaluation, the way the field reports one: every metric at the decision threshold chosen on
+validation and at 0.5, each with a 95 % stratified bootstrap interval, overall and per source (hospital,
+scanner, dataset) when the data says where each image comes from."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from xraycnn.evaluation import THRESHOLD, batch_metrics
+from xraycnn.evaluation.bootstrap import RESAMPLES, Interval, bootstrap_intervals
+
+# What is reported, with an interval each. The first six depend on the threshold; the last three do not.
+REPORTED = ("accuracy", "sensitivity", "specificity", "ppv", "npv", "f1", "auc", "brier", "ece")
+THRESHOLD_FREE = {"auc", "brier", "ece", "loss"}
+AT_THRESHOLD = "thr_"  # prefix of the figures at the chosen threshold; unprefixed ones are at 0.5
+MIN_PER_CLASS = 2  # a source with fewer images of a class gets no intervals (and no AUC)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One set of images, scored: figures at 0.5 (unprefixed) and at the chosen threshold (`thr_`), and the
+    intervals of the reported ones."""
+
+    n: int
+    positives: int
+    metrics: dict[str, float]
+    intervals: dict[str, Interval] = field(default_factory=dict)
+
+    def flat(self, prefix: str) -> dict[str, float]:
+        """As MLflow metrics: `{prefix}auc`, `{prefix}thr_sensitivity`, `{prefix}auc_ci_low`, ..."""
+        out = {f"{prefix}{k}": v for k, v in self.metrics.items()}
+        for name, interval in self.intervals.items():
+            out[f"{prefix}{name}_ci_low"] = interval.low
+            out[f"{prefix}{name}_ci_high"] = interval.high
+        return out
+
+
+@dataclass(frozen=True)
+class ClinicalEvaluation:
+    threshold: float
+    threshold_rule: str
+    overall: Scored
+    per_source: dict[str, Scored]
+    resamples: int
+    seed: int
+
+
+def scores(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> dict[str, np.ndarray]:
+    """Every metric at 0.5 and the threshold-dependent ones again at `threshold`, with the `thr_` prefix; per
+    row of (rows, n) inputs."""
+    at_default = batch_metrics(labels, probabilities, THRESHOLD)
+    at_chosen = batch_metrics(labels, probabilities, threshold)
+    return {**at_default, **{f"{AT_THRESHOLD}{k}": v for k, v in at_chosen.items() if k not in THRESHOLD_FREE}}
+
+
+def _reported(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> dict[str, np.ndarray]:
+    every = scores(labels, probabilities, threshold)
+    names = [*REPORTED, *(f"{AT_THRESHOLD}{k}" for k in REPORTED if k not in THRESHOLD_FREE)]
+    return {k: every[k] for k in names}
+
+
+def score_set(labels: np.ndarray, probabilities: np.ndarray, threshold: float, resamples: int, seed: int) -> Scored:
+    labels = np.asarray(labels).astype(int)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    positives = int(labels.sum())
+    intervals: dict[str, Interval] = {}
+    if min(positives, len(labels) - positives) >= MIN_PER_CLASS:
+        intervals = bootstrap_intervals(
+            labels, probabilities, lambda y, p: _reported(y, p, threshold), resamples=resamples, seed=seed
+        )
+    metrics = {k: float(v[0]) for k, v in scores(labels, probabilities, threshold).items()}
+    return Scored(len(labels), positives, metrics, intervals)
+
+
+def clinical_evaluation(
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    threshold: float,
+    threshold_rule: str,
+    *,
+    sources: Mapping[int, str] | np.ndarray | None = None,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> ClinicalEvaluation:
+    """`sources`, one name per image (or None), splits the figures by where the images come from."""
+    labels = np.asarray(labels).astype(int)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    overall = score_set(labels, probabilities, threshold, resamples, seed)
+    per_source: dict[str, Scored] = {}
+    if sources is not None:
+        names = np.asarray(sources, dtype=object)
+        for name in sorted(set(names.tolist())):
+            members = names == name
+            per_source[str(name)] = score_set(labels[members], probabilities[members], threshold, resamples, seed)
+    return ClinicalEvaluation(threshold, threshold_rule, overall, per_source, resamples, seed)

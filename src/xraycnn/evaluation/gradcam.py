@@ -1,0 +1,149 @@
+"""Grad-CAM (Selvaraju et al., 2017) for the project's Sequential CNNs: where in the film the last conv
+block's evidence for the predicted class lies, and how much of it falls outside the lungs.
+
+Classifiers of chest films are known to learn shortcuts (text markers, borders, the hospital's framing). A
+heatmap whose mass sits outside the central lung region is a warning sign; the share of it is reported as a
+shortcut indicator. The lung region is a fixed central box (rows 10-85 %, columns 12-88 % of the film), a
+coarse stand-in for a lung segmentation that works for the upright PA films of cxr-covid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import tensorflow as tf
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+LUNG_BOX = (0.10, 0.85, 0.12, 0.88)  # top, bottom, left, right: fractions of the height and width
+OUTCOMES = ("TP", "FP", "FN", "TN")
+
+
+@dataclass(frozen=True)
+class Heatmaps:
+    maps: np.ndarray  # float32 (n, h, w), each scaled to [0, 1]
+    outside_share: np.ndarray  # (n,): share of each map's mass outside LUNG_BOX
+
+
+def _last_conv(model: keras.Model) -> int:
+    convs = [i for i, layer in enumerate(model.layers) if isinstance(layer, keras.layers.Conv2D)]
+    if not convs:
+        raise ValueError(f"model {model.name} has no Conv2D layer to explain")
+    return convs[-1]
+
+
+def lung_mask(height: int, width: int) -> np.ndarray:
+    top, bottom, left, right = LUNG_BOX
+    mask = np.zeros((height, width), dtype=bool)
+    mask[round(top * height) : round(bottom * height), round(left * width) : round(right * width)] = True
+    return mask
+
+
+def outside_share(maps: np.ndarray) -> np.ndarray:
+    """Per map: its mass outside the lung box over its total mass (NaN for an all-zero map)."""
+    inside = lung_mask(*maps.shape[1:])
+    total = maps.sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, maps[:, ~inside].sum(axis=1) / np.where(total > 0, total, 1), np.nan)
+
+
+def gradcam(model: keras.Model, images: np.ndarray, batch_size: int = 32) -> Heatmaps:
+    """Heatmaps of the evidence for each image's predicted class, at the images' resolution.
+
+    The gradient is taken of the output unit's logit (before the sigmoid, which saturates on confident
+    predictions and would zero the gradient), negated where the model predicts NORMAL.
+    """
+    conv_index = _last_conv(model)
+    head = model.layers[-1]
+    if not isinstance(head, keras.layers.Dense) or head.units != 1:
+        raise ValueError("Grad-CAM here expects a single-unit Dense output layer (P(COVID19))")
+    height, width = images.shape[1:3]
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = tf.convert_to_tensor(images[start : start + batch_size], dtype=tf.float32)
+        with tf.GradientTape() as tape:
+            h = x
+            conv = None
+            for i, layer in enumerate(model.layers[:-1]):
+                h = layer(h, training=False)
+                if i == conv_index:
+                    conv = h
+                    tape.watch(conv)
+            logit = tf.matmul(tf.cast(h, tf.float32), tf.cast(head.kernel, tf.float32)) + tf.cast(head.bias, tf.float32)
+            logit = logit[:, 0]
+            target = tf.where(logit >= 0, logit, -logit)  # the predicted class's evidence
+        grads = tf.cast(tape.gradient(target, conv), tf.float32)
+        weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+        cam = tf.nn.relu(tf.reduce_sum(tf.cast(conv, tf.float32) * weights, axis=-1))
+        cam = tf.image.resize(cam[..., None], (height, width), method="bilinear")[..., 0]
+        peak = tf.reduce_max(cam, axis=(1, 2), keepdims=True)
+        out.append((cam / tf.where(peak > 0, peak, 1.0)).numpy())
+    maps = np.concatenate(out).astype(np.float32) if out else np.empty((0, height, width), np.float32)
+    return Heatmaps(maps, outside_share(maps))
+
+
+def outcome_of(label: int, probability: float, threshold: float) -> str:
+    called = probability >= threshold
+    return {(1, True): "TP", (0, True): "FP", (1, False): "FN", (0, False): "TN"}[(int(label), bool(called))]
+
+
+def seeded_sample(
+    labels: np.ndarray, probabilities: np.ndarray, threshold: float, per_outcome: int, seed: int
+) -> dict[str, np.ndarray]:
+    """Up to `per_outcome` indices of each of TP, FP, FN and TN, drawn with `seed` (the same every time)."""
+    rng = np.random.default_rng(seed)
+    outcomes = np.array([outcome_of(y, p, threshold) for y, p in zip(labels, probabilities, strict=True)])
+    picked = {}
+    for outcome in OUTCOMES:
+        members = np.flatnonzero(outcomes == outcome)
+        picked[outcome] = np.sort(rng.choice(members, size=min(per_outcome, len(members)), replace=False))
+    return picked
+
+
+def overlay(ax, image: np.ndarray, heatmap: np.ndarray) -> None:
+    """The film in grey, the heatmap over it, and the lung box the shortcut indicator uses."""
+    ax.imshow(image[..., 0] if image.shape[-1] == 1 else image.astype(np.uint8), cmap="gray", vmin=0, vmax=255)
+    ax.imshow(heatmap, cmap=colormaps["jet"], alpha=0.35, vmin=0, vmax=1)
+    height, width = heatmap.shape
+    top, bottom, left, right = LUNG_BOX
+    ax.add_patch(
+        Rectangle(
+            (left * width, top * height),
+            (right - left) * width,
+            (bottom - top) * height,
+            fill=False,
+            edgecolor="white",
+            linewidth=0.8,
+            linestyle="--",
+        )
+    )
+    ax.set_axis_off()
+
+
+def heatmap_grid(
+    images: np.ndarray,
+    heatmaps: Heatmaps,
+    groups: dict[str, np.ndarray],
+    probabilities: np.ndarray,
+    title: str,
+) -> Figure:
+    """One row per outcome (TP, FP, FN, TN), one column per sampled image; `groups` holds each outcome's
+    indices into `images`, `probabilities` and `heatmaps`."""
+    columns = max([len(v) for v in groups.values()] + [1])
+    fig = Figure(figsize=(1.9 * columns + 0.6, 2.1 * len(OUTCOMES)))
+    axes = fig.subplots(len(OUTCOMES), columns, squeeze=False)
+    for row, outcome in enumerate(OUTCOMES):
+        for col in range(columns):
+            ax = axes[row][col]
+            ax.set_axis_off()
+            if col < len(groups[outcome]):
+                index = groups[outcome][col]
+                overlay(ax, images[index], heatmaps.maps[index])
+                ax.set_title(f"p={probabilities[index]:.2f}, {heatmaps.outside_share[index]:.0%} outside", fontsize=7)
+        axes[row][0].text(-0.08, 0.5, outcome, transform=axes[row][0].transAxes, ha="right", va="center", fontsize=10)
+    fig.suptitle(title, fontsize=10)
+    fig.subplots_adjust(left=0.06, right=0.99, top=0.93, bottom=0.01, wspace=0.05, hspace=0.22)
+    return fig

@@ -1,0 +1,150 @@
+"""`xraycnn evaluate`: any logged or registered model on any labelled folder, as one MLflow evaluation run
+linked to the model version: clinical metrics with intervals at the model's threshold and at 0.5, per source
+when a MANIFEST.csv says where the images come from, plots, Grad-CAM and per-image predictions."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from mlflow.entities import RunStatus
+from mlflow.tracking import MlflowClient
+from rich.console import Console
+from rich.table import Table
+
+from xraycnn.assessment import Assessment, assess, log_assessment
+from xraycnn.data.external import LabeledImages, load_labeled_folder
+from xraycnn.data.images import input_shape_of
+from xraycnn.evaluation import THRESHOLD
+from xraycnn.evaluation.clinical import AT_THRESHOLD, REPORTED, THRESHOLD_FREE, Scored
+from xraycnn.registry import ModelCard, load_keras_model_with_card
+from xraycnn.tracking.runs import TAG_PREFIX, RunLogger
+from xraycnn.tracking.store import TrackingStore, ensure_experiment, resolve_store
+
+EVALUATIONS_EXPERIMENT = "xraycnn-evaluations"
+
+
+@dataclass(frozen=True)
+class EvaluateResult:
+    run_id: str
+    card: ModelCard
+    data: LabeledImages
+    assessment: Assessment
+
+
+def run_evaluate(
+    model_uri: str,
+    data_dir: str | Path,
+    *,
+    tracking_uri: str | None = None,
+    resamples: int = 1000,
+    seed: int = 0,
+    console: Console | None = None,
+) -> EvaluateResult:
+    console = console or Console()
+    store = resolve_store(tracking_uri)
+    model, card = load_keras_model_with_card(model_uri)
+    height, _, channels = input_shape_of(model)
+    with console.status(f"Decoding {data_dir} at {height}px ..."):
+        data = load_labeled_folder(data_dir, height, channels)
+    threshold = card.threshold if card.threshold is not None else THRESHOLD
+    rule = card.threshold_rule or "0.5: this model carries no threshold chosen on validation"
+    counts = data.split.class_counts()
+    console.print(
+        f"{model_uri}{f' (v{card.version})' if card.version else ''}, threshold {threshold:.4f} ({rule}); "
+        f"{data.root}: {len(data.split)} images ({', '.join(f'{k} {v}' for k, v in counts.items())})"
+        + (f", {len(set(data.sources))} sources" if data.sources else "")
+        + (f"; skipped {len(data.skipped)} unreadable file(s)" if data.skipped else "")
+    )
+    with console.status(f"Scoring, {resamples} bootstrap resamples, Grad-CAM ..."):
+        assessment = assess(model, data.split, threshold, rule, sources=data.sources, resamples=resamples, seed=seed)
+    run_id = _log(store.client(), store, model_uri, card, data, assessment)
+    _print(console, assessment)
+    console.print(f"Logged as run {run_id} in MLflow experiment {EVALUATIONS_EXPERIMENT!r}.")
+    return EvaluateResult(run_id, card, data, assessment)
+
+
+def _log(
+    client: MlflowClient,
+    store: TrackingStore,
+    model_uri: str,
+    card: ModelCard,
+    data: LabeledImages,
+    assessment: Assessment,
+) -> str:
+    experiment_id = ensure_experiment(store, EVALUATIONS_EXPERIMENT)
+    runs = RunLogger(client)
+    model_label = f"{card.name} v{card.version}" if card.version else model_uri
+    tags = {
+        f"{TAG_PREFIX}kind": "evaluation",
+        f"{TAG_PREFIX}model_uri": model_uri,
+        f"{TAG_PREFIX}model_name": card.name,
+        f"{TAG_PREFIX}model_version": card.version,
+        f"{TAG_PREFIX}model_run_id": card.run_id,
+        f"{TAG_PREFIX}dataset_root": str(data.root),
+        f"{TAG_PREFIX}dataset_digest": data.digest,
+        f"{TAG_PREFIX}threshold_rule": assessment.clinical.threshold_rule,
+        "mlflow.note.content": (
+            f"{model_label} ({model_uri}) evaluated on {data.root} ({len(data.split)} images, digest {data.digest}) "
+            f"at threshold {assessment.threshold:.4f} and at 0.5; 95 % stratified bootstrap intervals "
+            f"({assessment.clinical.resamples} resamples, seed {assessment.seed})."
+        ),
+    }
+    run = client.create_run(
+        experiment_id,
+        run_name=f"eval {model_label} on {data.name} {time.strftime('%Y%m%d-%H%M%S')}",
+        tags={k: str(v) for k, v in tags.items() if v is not None},
+    )
+    run_id = run.info.run_id
+    try:
+        runs.log_params(
+            run_id,
+            {
+                "threshold": assessment.threshold,
+                "bootstrap_resamples": assessment.clinical.resamples,
+                "seed": assessment.seed,
+            },
+        )
+        log_assessment(runs, run_id, assessment, f"{model_label} on {data.name}", prefix="", model_id=card.model_id)
+        if data.skipped:
+            frame = pd.DataFrame([{"path": s.path, "reason": s.reason} for s in data.skipped])
+            runs.log_dataframe_csv(run_id, frame, "data/skipped_files.csv")
+        if card.version:  # the version points at its latest evaluation on this data
+            client.set_model_version_tag(card.name, card.version, f"{TAG_PREFIX}evaluation.{data.digest[:12]}", run_id)
+    except BaseException:
+        client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+        raise
+    client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+    return run_id
+
+
+def _cell(scored: Scored, key: str) -> str:
+    value = scored.metrics.get(key)
+    if value is None or value != value:
+        return "-"
+    interval = scored.intervals.get(key)
+    return f"{value:.3f}" + (f" [{interval.low:.3f}, {interval.high:.3f}]" if interval else "")
+
+
+def _print(console: Console, assessment: Assessment) -> None:
+    clinical = assessment.clinical
+    sets = {"all": clinical.overall, **clinical.per_source}
+    for name, scored in sets.items():
+        table = Table(
+            title=f"{name}: {scored.n} images, {scored.positives} COVID19 (95 % bootstrap intervals)",
+            header_style="bold",
+        )
+        table.add_column("metric")
+        table.add_column(f"at threshold {clinical.threshold:.3f}", justify="right")
+        table.add_column("at 0.5", justify="right")
+        for metric in REPORTED:
+            chosen = metric if metric in THRESHOLD_FREE else f"{AT_THRESHOLD}{metric}"
+            table.add_row(metric, _cell(scored, chosen), _cell(scored, metric))
+        console.print(table)
+    if assessment.heatmaps is not None:
+        console.print(
+            f"Grad-CAM: on average {assessment.outside_share:.0%} of the heat lies outside the central lung box "
+            "(a shortcut indicator; see plots/gradcam.png)."
+        )
