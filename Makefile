@@ -8,7 +8,7 @@ EXPERIMENT ?= experiments/default.toml
 MODEL ?= models:/xraycnn@champion
 
 .DEFAULT_GOAL := help
-.PHONY: help install search search-distributed train-seed predict report ui test bench lint format clean-state
+.PHONY: help install search search-distributed train-seed predict evaluate report ui test bench lint format clean-state
 
 help: ## list the targets
 	@echo "usage: make TARGET [EXPERIMENT=experiments/x.toml] [FRESH=1]"
@@ -34,6 +34,10 @@ train-seed: install ## train the published notebook's network (experiments/seed.
 
 predict: install ## predict IMAGES="a.jpg b.jpg" with MODEL (default models:/xraycnn@champion)
 	$(BIN)/xraycnn predict --model $(MODEL) $(IMAGES)
+
+DATA ?= ../shared/data/cxr-covid
+evaluate: install ## evaluate MODEL on DATA (a folder of class folders; default the test split of cxr-covid)
+	$(BIN)/xraycnn evaluate --model $(MODEL) --data $(DATA)
 
 report: install ## write the HTML report of EXPERIMENT's latest search to reports/ (and log it to its run)
 	$(BIN)/xraycnn report $(EXPERIMENT)

@@ -6,6 +6,7 @@ images otherwise, so the suite passes on a fresh machine without the data too.
 
 from __future__ import annotations
 
+import csv
 import os
 import random
 import shutil
@@ -46,8 +47,16 @@ def synthetic_xray(label: str, index: int, size: int = 128) -> Image.Image:
     return Image.fromarray(np.clip(body, 0, 255).astype(np.uint8), mode="L")
 
 
+def _real_sources() -> dict[str, str]:
+    with (SHARED_DATA / "MANIFEST.csv").open(newline="") as handle:
+        return {row["file"]: row["source_repo"] for row in csv.DictReader(handle)}
+
+
 def build_dataset(root: Path, per_class: dict[str, int], real: bool = SHARED_DATA.is_dir()) -> Path:
-    """ROOT/{train,test}/{COVID19,NORMAL}/ with `per_class[split]` images each: real ones when available."""
+    """ROOT/{train,test}/{COVID19,NORMAL}/ with `per_class[split]` images each: real ones when available, and
+    a MANIFEST.csv naming each image's source (the real dataset's repositories, or two made-up sites)."""
+    sources = _real_sources() if real and (SHARED_DATA / "MANIFEST.csv").is_file() else {}
+    manifest = ["file,source"]
     for split, n in per_class.items():
         for label in CLASSES:
             folder = root / split / label
@@ -55,11 +64,14 @@ def build_dataset(root: Path, per_class: dict[str, int], real: bool = SHARED_DAT
             if real:
                 for src in sorted((SHARED_DATA / split / label).iterdir())[:n]:
                     shutil.copyfile(src, folder / src.name)
+                    relative = f"{split}/{label}/{src.name}"
+                    manifest.append(f"{relative},{sources.get(relative, 'unknown')}")
             else:
                 for i in range(n):
-                    synthetic_xray(label, i + (1000 if split == "test" else 0)).save(
-                        folder / f"{label.lower()}_{i:03d}.jpg"
-                    )
+                    name = f"{label.lower()}_{i:03d}.jpg"
+                    synthetic_xray(label, i + (1000 if split == "test" else 0)).save(folder / name)
+                    manifest.append(f"{split}/{label}/{name},site-{'ab'[i % 2]}")
+    (root / "MANIFEST.csv").write_text("\n".join(manifest) + "\n")
     return root
 
 

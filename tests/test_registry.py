@@ -15,8 +15,11 @@ from xraycnn.registry import (
     CHAMPION,
     OBJECTIVE_TAG,
     OBJECTIVE_VALUE_TAG,
+    THRESHOLD_TAG,
     decide_alias,
+    describe_model,
     load_keras_model,
+    load_keras_model_with_card,
     log_and_register,
 )
 from xraycnn.tracking.store import resolve_store
@@ -159,3 +162,28 @@ def test_a_model_that_would_run_code_is_refused(store_uri: str) -> None:
     for uri in ("models:/lambda/1", info.model_uri):
         with pytest.raises(UnsafeModelError, match="asks to run code of its own"):
             load_keras_model(uri)
+
+
+def test_the_threshold_travels_with_the_model(store_uri: str) -> None:
+    resolve_store(store_uri)
+    without = register(0.0, 0.9)
+    with mlflow.start_run():
+        carried = log_and_register(
+            tiny_model(1.0),
+            model_name="m",
+            objective="val_auc",
+            objective_value=0.95,
+            direction="max",
+            tags={THRESHOLD_TAG: "0.37"},
+            description="test",
+            metadata={"threshold": 0.37, "threshold_rule": "youden on validation"},
+        )
+    card = describe_model(f"models:/m/{carried.version}")
+    assert (card.threshold, card.threshold_rule, card.name, card.version) == (0.37, "youden on validation", "m", "2")
+    assert card.model_id and card.model_id.startswith("m-")  # its logged model, to link evaluations to
+    model, same = load_keras_model_with_card("models:/m@champion")
+    assert same.version == card.version and same.threshold == 0.37 and model.output_shape == (None, 1)
+    old = describe_model(f"models:/m/{without.version}")  # registered before thresholds: none, 0.5 is used
+    assert old.threshold is None and old.version == "1"
+    logged = describe_model(f"runs:/{mlflow.MlflowClient().get_model_version('m', '2').run_id}/model")
+    assert logged.threshold == 0.37 and logged.version is None  # read from the model's own metadata

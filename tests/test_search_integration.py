@@ -309,6 +309,8 @@ def test_champion_carries_a_threshold_chosen_on_validation_and_test_figures_with
         "evaluation/metrics.csv",
     } <= artifacts
     assert 0 <= m["test_gradcam_outside_share"] <= 1
+    # the dataset's MANIFEST.csv names each film's source: the champion's figures are split by it too
+    assert any(k.startswith("test_source_") and k.endswith("_auc") for k in m), sorted(m)
 
     # the threshold is Youden's J of the champion on the validation split, which the test recomputes
     from xraycnn.config import load_experiment

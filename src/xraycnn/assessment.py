@@ -172,6 +172,6 @@ def gradcam_figure(assessment: Assessment, title: str) -> Any:
         assessment.heatmaps,
         groups,
         assessment.probabilities,
-        f"{title}: Grad-CAM at threshold {assessment.threshold:.3f}; mean {assessment.outside_share:.0%} of the "
+        f"{title}: Grad-CAM at threshold {assessment.threshold:.3f}\nmean {assessment.outside_share:.0%} of the "
         f"heat outside the dashed lung box (a uniform map: {uniform:.0%})",
     )

@@ -47,8 +47,8 @@ def test_bad_folders_and_manifests_say_what_to_fix(tmp_path: Path) -> None:
     with pytest.raises(DataLayoutError, match="no NORMAL/ or COVID19/ class folder"):
         load_labeled_folder(tmp_path / "empty", 32, 1)
     root = folder(tmp_path / "ext")
-    (root / "MANIFEST.csv").write_text("file,hospital\nCOVID19/covid19_0.png,a\n")
-    with pytest.raises(DataLayoutError, match="needs a source column"):
+    (root / "MANIFEST.csv").write_text("file,ward\nCOVID19/covid19_0.png,a\n")
+    with pytest.raises(DataLayoutError, match=r"needs a source column \(source, source_repo"):
         load_labeled_folder(root, 32, 1)
     few = folder(tmp_path / "few", per_class=1)
     with pytest.raises(DataUnusableError, match="too few readable images"):

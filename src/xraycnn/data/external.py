@@ -17,6 +17,7 @@ from xraycnn.errors import DataLayoutError, DataUnusableError
 
 MANIFEST = "MANIFEST.csv"
 FILE_COLUMNS = ("file", "path", "filename", "image")
+SOURCE_COLUMNS = ("source", "source_repo", "site", "hospital")  # the first one present names the source
 UNKNOWN_SOURCE = "unknown"
 
 
@@ -52,12 +53,13 @@ def read_sources(root: Path, files: list[Path]) -> tuple[str, ...] | None:
         reader = csv.DictReader(handle)
         columns = {c.lower().strip(): c for c in reader.fieldnames or []}
         file_column = next((columns[c] for c in FILE_COLUMNS if c in columns), None)
-        if "source" not in columns or file_column is None:
+        source_column = next((columns[c] for c in SOURCE_COLUMNS if c in columns), None)
+        if source_column is None or file_column is None:
             raise DataLayoutError(
-                f"{path}: needs a source column and a file column ({', '.join(FILE_COLUMNS)}); it has "
-                f"{', '.join(reader.fieldnames or []) or 'no header'}"
+                f"{path}: needs a source column ({', '.join(SOURCE_COLUMNS)}) and a file column "
+                f"({', '.join(FILE_COLUMNS)}); it has {', '.join(reader.fieldnames or []) or 'no header'}"
             )
-        rows = [(r[file_column].strip(), r[columns["source"]].strip()) for r in reader]
+        rows = [(r[file_column].strip(), r[source_column].strip()) for r in reader]
     by_path = {name.replace("\\", "/").lstrip("./"): source for name, source in rows}
     by_name = {Path(name).name: source for name, source in rows}
     out = []

@@ -145,5 +145,5 @@ def heatmap_grid(
                 ax.set_title(f"p={probabilities[index]:.2f}, {heatmaps.outside_share[index]:.0%} outside", fontsize=7)
         axes[row][0].text(-0.08, 0.5, outcome, transform=axes[row][0].transAxes, ha="right", va="center", fontsize=10)
     fig.suptitle(title, fontsize=10)
-    fig.subplots_adjust(left=0.06, right=0.99, top=0.93, bottom=0.01, wspace=0.05, hspace=0.22)
+    fig.subplots_adjust(left=0.06, right=0.99, top=0.9, bottom=0.01, wspace=0.05, hspace=0.22)
     return fig

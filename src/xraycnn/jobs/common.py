@@ -22,6 +22,7 @@ from xraycnn import paths, threads
 from xraycnn.assessment import Assessment, assess, log_assessment
 from xraycnn.config import Experiment
 from xraycnn.data.dataset import PreparedData, prepare_data
+from xraycnn.data.external import read_sources
 from xraycnn.errors import RegistryError
 from xraycnn.evaluation import predict_probabilities
 from xraycnn.evaluation.threshold import choose_threshold
@@ -157,11 +158,13 @@ def final_assessment(session: Session, model: keras.Model) -> Assessment:
         config.evaluation.threshold,
         config.evaluation.target_sensitivity,
     )
+    root = Path(session.data.root)
     return assess(
         model,
         session.data.test,
         chosen.value,
         chosen.describe(),
+        sources=read_sources(root, [root / f for f in session.data.test.files]),  # per source, given a manifest
         resamples=config.evaluation.bootstrap_resamples,
         seed=config.seed,
     )

@@ -133,7 +133,8 @@ def _print(console: Console, assessment: Assessment) -> None:
     sets = {"all": clinical.overall, **clinical.per_source}
     for name, scored in sets.items():
         table = Table(
-            title=f"{name}: {scored.n} images, {scored.positives} COVID19 (95 % bootstrap intervals)",
+            title=f"{name}: {scored.n} images, {scored.positives} COVID19 "
+            + ("(95 % bootstrap intervals)" if scored.intervals else "(too few of a class for intervals or AUC)"),
             header_style="bold",
         )
         table.add_column("metric")

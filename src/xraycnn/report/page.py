@@ -108,6 +108,25 @@ def _time(ms: int | None) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def _with_interval(metrics: dict[str, float], key: str, label: str) -> str | None:
+    if key not in metrics:
+        return None
+    low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
+    return f"{label} {metrics[key]:.4f}" + (f" [{low:.4f}, {high:.4f}]" if low is not None and high is not None else "")
+
+
+def _test_figures(metrics: dict[str, float]) -> str:
+    """The best model's test figures at its threshold (with 95 % intervals), else at 0.5."""
+    if "test_threshold" in metrics:
+        parts = [f"at threshold {metrics['test_threshold']:.3f} (chosen on validation):"]
+        keys = [("test_thr_accuracy", "accuracy"), ("test_thr_sensitivity", "sensitivity")]
+        keys += [("test_thr_specificity", "specificity"), ("test_auc", "AUC")]
+    else:
+        parts, keys = [], [(k, k.removeprefix("test_")) for k in TEST_COLUMNS]
+    figures = [f for f in (_with_interval(metrics, k, label) for k, label in keys) if f]
+    return " ".join(parts) + " " + ", ".join(figures) if figures else "not evaluated yet"
+
+
 def _facts(snapshot: SearchSnapshot) -> str:
     parent = snapshot.parent
     info, metrics = parent.info, parent.data.metrics
@@ -126,10 +145,7 @@ def _facts(snapshot: SearchSnapshot) -> str:
         "trials": f"{len(snapshot.trials)} ({finished} finished)",
         "best trial": "-" if best is None else f"{best} with {snapshot.objective} {best_score:.4f}",
         "registered": snapshot.registered or "not yet",
-        "best model on test": ", ".join(
-            f"{k.removeprefix('test_')} {metrics[k]:.4f}" for k in TEST_COLUMNS if k in metrics
-        )
-        or "not evaluated yet",
+        "best model on test": _test_figures(metrics),
     }
     items = "".join(f"<dt>{escape(k)}</dt><dd>{escape(str(v))}</dd>" for k, v in facts.items())
     return f'<dl class="facts">{items}</dl>'
