@@ -130,9 +130,16 @@ def test_ctrl_c_closes_the_runs_and_says_how_to_resume(small_dataset: Path, tmp_
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     env = {"MLFLOW_TRACKING_URI": uri, "PYTHONUNBUFFERED": "1"}
     args = ["search", str(experiment), "--tuner-dir", str(tmp_path / "tuner")]
-    # Ctrl-C in a terminal: SIGINT, with Python's default handler (a background job of a shell ignores it).
+    # Ctrl-C in a terminal: SIGINT with its default disposition, which the child gets back even where this
+    # test runs as a background job (a non-interactive shell starts those with SIGINT ignored, and an ignored
+    # signal stays ignored across exec: Python would then never raise KeyboardInterrupt).
     first = subprocess.Popen(
-        [XRAYCNN, *args], env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [XRAYCNN, *args],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     client = MlflowClient(uri, registry_uri=uri)
     try:
