@@ -38,8 +38,8 @@ from xraycnn.jobs.common import (
 from xraycnn.model.hypermodel import CxrHyperModel
 from xraycnn.registry import Registration
 from xraycnn.report import write_report
-from xraycnn.tracking.runs import TAG_PREFIX
-from xraycnn.tracking.trial_tracker import TRIAL_ID_TAG, TrialTracker
+from xraycnn.tracking.runs import TAG_PREFIX, TRIAL_ID_TAG
+from xraycnn.tracking.trial_tracker import TrialTracker
 from xraycnn.tuning.cluster import ClusterRole, patient_oracle_client
 from xraycnn.tuning.progress import SearchProgress, top_trials_table
 from xraycnn.tuning.state import SearchState, search_lock
@@ -133,6 +133,26 @@ def run_search(
             raise
 
 
+def _trial_listeners(
+    session: Session, parent_run_id: str, console: Console, run_tags: dict[str, str] | None = None
+) -> tuple[TrialTracker, SearchProgress]:
+    """What listens to the trials a process trains: their MLflow runs under `parent_run_id`, and the console."""
+    config = session.experiment.config
+    objective, direction = config.tuner.objective, config.tuner.direction
+    tracker = TrialTracker(
+        session.runs,
+        session.experiment_id,
+        parent_run_id,
+        fixed_params(session),
+        session.data,
+        objective,
+        direction,
+        run_tags=run_tags,
+    )
+    progress = SearchProgress(console, objective, direction, *planned_budget(config))
+    return tracker, progress
+
+
 def _report_tracking_failures(console: Console, failures: list[str]) -> None:
     """MLflow writes that failed in the background: said once, with the first error, never swallowed."""
     if failures:
@@ -156,17 +176,8 @@ def _search_and_register(
     experiment, config = session.experiment, session.experiment.config
     parent_run_id = state.parent_run_id
     objective, direction = config.tuner.objective, config.tuner.direction
-    tracker = TrialTracker(
-        session.runs,
-        session.experiment_id,
-        parent_run_id,
-        fixed_params(session),
-        session.data,
-        objective,
-        direction,
-    )
+    tracker, progress = _trial_listeners(session, parent_run_id, console)
     planned_trials, planned_epochs = planned_budget(config)
-    progress = SearchProgress(console, objective, direction, planned_trials, planned_epochs)
     listeners = [] if cluster is not None else [tracker, progress]  # a chief trains nothing: its workers do
     tuner = build_tuner(config, CxrHyperModel(config, session.data), project_dir.parent, project_dir.name, listeners)
 
@@ -443,18 +454,7 @@ def _run_worker(
     parent_run_id = _find_parent(session, cluster)
     _close_orphans(session, parent_run_id, cluster.worker_id)
     cluster.apply()
-    tracker = TrialTracker(
-        session.runs,
-        session.experiment_id,
-        parent_run_id,
-        fixed_params(session),
-        session.data,
-        config.tuner.objective,
-        config.tuner.direction,
-        run_tags={WORKER_TAG: cluster.worker_id},
-    )
-    planned_trials, planned_epochs = planned_budget(config)
-    progress = SearchProgress(console, config.tuner.objective, config.tuner.direction, planned_trials, planned_epochs)
+    tracker, progress = _trial_listeners(session, parent_run_id, console, {WORKER_TAG: cluster.worker_id})
     tuner = build_tuner(
         config, CxrHyperModel(config, session.data), project_dir.parent, project_dir.name, [tracker, progress]
     )

@@ -18,9 +18,8 @@ from mlflow.tracking import MlflowClient
 
 from xraycnn.config import OBJECTIVE_DIRECTIONS
 from xraycnn.errors import XrayCnnError
-from xraycnn.tracking.runs import TAG_PREFIX
+from xraycnn.tracking.runs import TAG_PREFIX, TRIAL_ID_TAG
 
-TRIAL_ID_TAG = f"{TAG_PREFIX}trial_id"
 PREDICTIONS_ARTIFACT = "evaluation/test_predictions.csv"
 TOP_CURVES = 5
 

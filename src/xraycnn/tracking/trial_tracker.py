@@ -20,10 +20,8 @@ from mlflow.entities import RunStatus
 from xraycnn.data.dataset import PreparedData
 from xraycnn.evaluation import Evaluation, evaluate
 from xraycnn.tracking.background import BackgroundWriter
-from xraycnn.tracking.runs import TAG_PREFIX, RunLogger
+from xraycnn.tracking.runs import TAG_PREFIX, TRIAL_ID_TAG, RunLogger
 from xraycnn.tuning.tuners import SearchListener
-
-TRIAL_ID_TAG = f"{TAG_PREFIX}trial_id"
 
 
 @dataclass
