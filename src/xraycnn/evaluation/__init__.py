@@ -38,50 +38,66 @@ def confusion_counts(labels: np.ndarray, probabilities: np.ndarray, threshold: f
     return confusion_matrix(np.asarray(labels), (np.asarray(probabilities) >= threshold).astype(int), labels=[0, 1])
 
 
-def batch_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: float = THRESHOLD) -> dict[str, np.ndarray]:
-    """Every metric of each row of (rows, n) labels and probabilities at once (a bootstrap scores 1,000
-    resamples in one call): the one definition of every metric the project reports.
+def _rows(labels: np.ndarray, probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return np.atleast_2d(np.asarray(labels)).astype(bool), np.atleast_2d(np.asarray(probabilities, dtype=np.float64))
+
+
+def _ratio(a: np.ndarray, b: np.ndarray, undefined: float = np.nan) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(b > 0, a / np.where(b > 0, b, 1), undefined)
+
+
+def decision_metrics(
+    labels: np.ndarray, probabilities: np.ndarray, threshold: float = THRESHOLD
+) -> dict[str, np.ndarray]:
+    """The metrics of the calls `p >= threshold`, per row of (rows, n) labels and probabilities.
 
     No positive predictions: precision (and so F1) count as 0, sklearn's zero_division=0 convention, so a
     model that never says COVID19 scores 0 instead of dropping out of a comparison; PPV, the same ratio, is
     left undefined (NaN) there, as a clinical table would.
     """
-    y = np.atleast_2d(np.asarray(labels)).astype(bool)
-    p = np.atleast_2d(np.asarray(probabilities, dtype=np.float64))
+    y, p = _rows(labels, probabilities)
     called = p >= threshold
     tp = (called & y).sum(axis=1).astype(float)
     fp = (called & ~y).sum(axis=1).astype(float)
     fn = (~called & y).sum(axis=1).astype(float)
     tn = (~called & ~y).sum(axis=1).astype(float)
-    positives, negatives = tp + fn, tn + fp
-
-    def ratio(a: np.ndarray, b: np.ndarray, undefined: float = np.nan) -> np.ndarray:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(b > 0, a / np.where(b > 0, b, 1), undefined)
-
-    precision, sensitivity = ratio(tp, tp + fp, 0.0), ratio(tp, positives)
-    # AUC as the Mann-Whitney U statistic on average ranks: roc_auc_score's value, ties included, per row
-    ranks = rankdata(p, axis=1)
-    rank_sum = np.where(y, ranks, 0.0).sum(axis=1)
-    auc = ratio(rank_sum - positives * (positives + 1) / 2, positives * negatives)
-    clipped = np.clip(p, _EPS, 1 - _EPS)
+    precision, sensitivity = _ratio(tp, tp + fp, 0.0), _ratio(tp, tp + fn)
     return {
-        "accuracy": ratio(tp + tn, positives + negatives),
-        "auc": auc,
+        "accuracy": _ratio(tp + tn, tp + tn + fp + fn),
         "sensitivity": sensitivity,
-        "specificity": ratio(tn, negatives),
+        "specificity": _ratio(tn, tn + fp),
         "precision": precision,
-        "ppv": ratio(tp, tp + fp),
-        "npv": ratio(tn, tn + fn),
-        "f1": ratio(2 * precision * sensitivity, precision + sensitivity, 0.0),
-        "loss": -np.mean(np.where(y, np.log(clipped), np.log(1 - clipped)), axis=1),
-        "brier": np.mean((p - y) ** 2, axis=1),
-        "ece": expected_calibration_error(y, p),
+        "ppv": _ratio(tp, tp + fp),
+        "npv": _ratio(tn, tn + fn),
+        "f1": _ratio(2 * precision * sensitivity, precision + sensitivity, 0.0),
         "tp": tp,
         "fp": fp,
         "tn": tn,
         "fn": fn,
     }
+
+
+def ranking_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, np.ndarray]:
+    """The metrics of the probabilities themselves, whatever the threshold: AUC, loss, Brier score, ECE."""
+    y, p = _rows(labels, probabilities)
+    positives = y.sum(axis=1).astype(float)
+    negatives = y.shape[1] - positives
+    # AUC as the Mann-Whitney U statistic on average ranks: roc_auc_score's value, ties included, per row
+    rank_sum = np.where(y, rankdata(p, axis=1), 0.0).sum(axis=1)
+    clipped = np.clip(p, _EPS, 1 - _EPS)
+    return {
+        "auc": _ratio(rank_sum - positives * (positives + 1) / 2, positives * negatives),
+        "loss": -np.mean(np.where(y, np.log(clipped), np.log(1 - clipped)), axis=1),
+        "brier": np.mean((p - y) ** 2, axis=1),
+        "ece": expected_calibration_error(y, p),
+    }
+
+
+def batch_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: float = THRESHOLD) -> dict[str, np.ndarray]:
+    """Every metric of each row of (rows, n) labels and probabilities at once (a bootstrap scores 1,000
+    resamples in one call): the one definition of every metric the project reports."""
+    return {**decision_metrics(labels, probabilities, threshold), **ranking_metrics(labels, probabilities)}
 
 
 def binary_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: float = THRESHOLD) -> dict[str, float]:

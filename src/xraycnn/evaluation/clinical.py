@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from xraycnn.evaluation import THRESHOLD, batch_metrics
+from xraycnn.evaluation import THRESHOLD, batch_metrics, decision_metrics
 from xraycnn.evaluation.bootstrap import RESAMPLES, Interval, bootstrap_intervals
 
 # What is reported, with an interval each. The first six depend on the threshold; the last three do not.
@@ -51,9 +51,11 @@ class ClinicalEvaluation:
 def scores(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> dict[str, np.ndarray]:
     """Every metric at 0.5 and the threshold-dependent ones again at `threshold`, with the `thr_` prefix; per
     row of (rows, n) inputs."""
-    at_default = batch_metrics(labels, probabilities, THRESHOLD)
-    at_chosen = batch_metrics(labels, probabilities, threshold)
-    return {**at_default, **{f"{AT_THRESHOLD}{k}": v for k, v in at_chosen.items() if k not in THRESHOLD_FREE}}
+    at_chosen = decision_metrics(labels, probabilities, threshold)
+    return {
+        **batch_metrics(labels, probabilities, THRESHOLD),
+        **{f"{AT_THRESHOLD}{k}": v for k, v in at_chosen.items()},
+    }
 
 
 def _reported(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> dict[str, np.ndarray]:
