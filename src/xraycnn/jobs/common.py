@@ -58,6 +58,13 @@ def mlflow_experiment_name(experiment: Experiment) -> str:
     return f"xraycnn-{experiment.name}"
 
 
+def ensure_search_experiment(store: TrackingStore, experiment: Experiment) -> str:
+    """The id of the MLflow experiment that holds `experiment`'s runs, created if missing."""
+    return ensure_experiment(
+        store, mlflow_experiment_name(experiment), {f"{TAG_PREFIX}experiment_file": experiment.name}
+    )
+
+
 def open_session(inputs: Inputs, tracking_uri: str | None, console: Console) -> Session:
     """Decode the data (once per process), pick the precision, open the store and the experiment."""
     config = inputs.experiment.config
@@ -79,9 +86,7 @@ def open_session(inputs: Inputs, tracking_uri: str | None, console: Console) -> 
             f"[yellow]Skipped {len(data.skipped)} unreadable file(s)[/]; the list is logged as skipped_files.csv"
         )
     store = resolve_store(tracking_uri)
-    experiment_id = ensure_experiment(
-        store, mlflow_experiment_name(inputs.experiment), {"xraycnn.experiment_file": inputs.experiment.name}
-    )
+    experiment_id = ensure_search_experiment(store, inputs.experiment)
     return Session(inputs.experiment, data, store, experiment_id, precision, reason)
 
 

@@ -27,9 +27,9 @@ from xraycnn import paths
 from xraycnn.config import Experiment
 from xraycnn.errors import InterruptedByUserError, XrayCnnError
 from xraycnn.inputs import check_inputs
-from xraycnn.jobs.common import mlflow_experiment_name
+from xraycnn.jobs.common import ensure_search_experiment
 from xraycnn.tracking.server import default_backend_store_uri, free_port, tracking_server
-from xraycnn.tracking.store import ensure_experiment, resolve_store
+from xraycnn.tracking.store import beside_database, resolve_store, sqlite_file
 from xraycnn.tuning.state import search_lock
 
 MAX_RESTARTS = 3  # per worker: a worker that keeps dying points at a bug, not at bad luck
@@ -186,7 +186,7 @@ def _create_once(url: str, experiment: Experiment, console: Console) -> None:
     """The MLflow experiment and the registered model, created here before any worker starts, so no two
     processes race to create them."""
     store = resolve_store(url)
-    ensure_experiment(store, mlflow_experiment_name(experiment), {"xraycnn.experiment_file": experiment.name})
+    ensure_search_experiment(store, experiment)
     name = experiment.config.registry.model_name
     client = store.client()
     try:
@@ -198,9 +198,8 @@ def _create_once(url: str, experiment: Experiment, console: Console) -> None:
 
 def _default_artifacts(backend: str) -> Path:
     """Next to a SQLite file, as for a local store; the project's mlruns/artifacts for a database server."""
-    if backend.startswith("sqlite:///"):
-        return Path(backend.removeprefix("sqlite:///")).expanduser().resolve().parent / "artifacts"
-    return paths.mlruns_dir() / "artifacts"
+    db = sqlite_file(backend)
+    return beside_database(db) if db is not None else paths.mlruns_dir() / "artifacts"
 
 
 def _redact(uri: str) -> str:

@@ -36,13 +36,11 @@ def resolve_store(uri: str | None = None) -> TrackingStore:
     """The store named by `uri`, else `$MLFLOW_TRACKING_URI`, else the project's SQLite store; made current."""
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or paths.default_tracking_uri()
     artifact_root: Path | None = None
-    if uri.startswith("sqlite:///"):
-        db = Path(uri.removeprefix("sqlite:///")).expanduser()
-        if not db.is_absolute():
-            db = db.resolve()
-            uri = f"sqlite:///{db}"
+    db = sqlite_file(uri)
+    if db is not None:
+        uri = f"sqlite:///{db}"
         db.parent.mkdir(parents=True, exist_ok=True)
-        artifact_root = db.parent / "artifacts"
+        artifact_root = beside_database(db)
         _open_sqlite_once(uri, db)
     elif "://" not in uri or uri.startswith("file:"):
         raise XrayCnnError(
@@ -52,6 +50,19 @@ def resolve_store(uri: str | None = None) -> TrackingStore:
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return TrackingStore(uri, artifact_root)
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` URI, absolute; None for any other URI."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    db = Path(uri.removeprefix("sqlite:///")).expanduser()
+    return db if db.is_absolute() else db.resolve()
+
+
+def beside_database(db: Path) -> Path:
+    """Where a SQLite store keeps its artifacts: next to the file, so the store is one self-contained folder."""
+    return db.parent / "artifacts"
 
 
 def _open_sqlite_once(uri: str, db: Path) -> None:
