@@ -254,12 +254,14 @@ def _logged_model_id(version: Any) -> str | None:
     return source.removeprefix("models:/") if source.startswith("models:/m-") else None
 
 
-def describe_model(model_uri: str, local: Path | None = None) -> ModelCard:
+def describe_model(model_uri: str) -> ModelCard:
     """The threshold a model carries (its MLmodel metadata, else its version's tags) and its version."""
-    local = local or _download(model_uri)
-    metadata = Model.load(local / "MLmodel").metadata or {}
-    client = MlflowClient()
-    version = _registered_version(client, model_uri)
+    return _card(model_uri, _read_mlmodel(model_uri, _download(model_uri)))
+
+
+def _card(model_uri: str, mlmodel: Model) -> ModelCard:
+    metadata = mlmodel.metadata or {}
+    version = _registered_version(MlflowClient(), model_uri)
     tags = version.tags if version is not None else {}
     raw = metadata.get("threshold", tags.get(THRESHOLD_TAG))
     return ModelCard(
@@ -273,24 +275,35 @@ def describe_model(model_uri: str, local: Path | None = None) -> ModelCard:
     )
 
 
+def _read_mlmodel(model_uri: str, local: Path) -> Model:
+    try:
+        return Model.load(local / "MLmodel")
+    except (MlflowException, OSError) as exc:
+        raise ModelNotFoundError(f"cannot read the MLmodel file of {model_uri!r}: {exc}") from None
+
+
 def load_keras_model(model_uri: str) -> keras.Model:
     """Load a logged or registered Keras model with Keras safe mode on: a model file that would run code of
     its own (a Lambda layer, a pickled function) is refused, and so is a TensorFlow SavedModel export.
     Raises `ModelNotFoundError` listing what is registered when the URI resolves to nothing."""
-    return load_keras_model_with_card(model_uri)[0]
+    return _load_keras(model_uri)[0]
 
 
 def load_keras_model_with_card(model_uri: str) -> tuple[keras.Model, ModelCard]:
     """`load_keras_model`, and the model's card from the same download."""
+    model, mlmodel = _load_keras(model_uri)
+    return model, _card(model_uri, mlmodel)
+
+
+def _load_keras(model_uri: str) -> tuple[keras.Model, Model]:
+    """The model, loaded in safe mode, and its MLmodel description, from one download."""
     local = _download(model_uri)
-    try:
-        flavor = Model.load(local / "MLmodel").flavors.get("keras")
-    except (MlflowException, OSError) as exc:
-        raise ModelNotFoundError(f"cannot read the MLmodel file of {model_uri!r}: {exc}") from None
+    mlmodel = _read_mlmodel(model_uri, local)
+    flavor = mlmodel.flavors.get("keras")
     if flavor is None or flavor.get("save_exported_model"):
         raise UnsafeModelError(
             f"{model_uri!r} is not a Keras model saved in the .keras format (MLmodel flavors: "
-            f"{', '.join(Model.load(local / 'MLmodel').flavors)}); xraycnn loads only .keras models, in safe mode"
+            f"{', '.join(mlmodel.flavors)}); xraycnn loads only .keras models, in safe mode"
         )
     try:
         model = mlflow.keras.load_model(str(local), load_model_kwargs={"safe_mode": True})
@@ -302,4 +315,4 @@ def load_keras_model_with_card(model_uri: str) -> tuple[keras.Model, ModelCard]:
             f"{str(exc).splitlines()[0][:200]}). Only load such a model if you trust its author, with "
             "keras.saving.load_model(path, safe_mode=False) yourself"
         ) from None
-    return model, describe_model(model_uri, local)
+    return model, mlmodel
