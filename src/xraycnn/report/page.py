@@ -65,9 +65,8 @@ def _cell(value: Any, column: str) -> str:
     if _blank(value):
         return '<td data-v=""></td>'
     if isinstance(value, float):
-        shown = f"{value:.4g}" if column.startswith("hp.") else f"{value:.4f}"
-        if column in ("minutes",):
-            shown = f"{value:.1f}"
+        spec = ".1f" if column == "minutes" else ".4g" if column.startswith("hp.") else ".4f"
+        shown = format(value, spec)
         return f'<td data-v="{value!r}">{shown}</td>'
     if isinstance(value, int):
         return f'<td data-v="{value}">{value}</td>'
