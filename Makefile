@@ -8,7 +8,7 @@ EXPERIMENT ?= experiments/default.toml
 MODEL ?= models:/xraycnn@champion
 
 .DEFAULT_GOAL := help
-.PHONY: help install search search-distributed train-seed predict evaluate report ui test bench lint format clean-state
+.PHONY: help install search search-robust search-distributed train-seed predict evaluate report ui test bench probe lint format clean-state
 
 help: ## list the targets
 	@echo "usage: make TARGET [EXPERIMENT=experiments/x.toml] [FRESH=1]"
@@ -20,10 +20,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install xraycnn (editable) with pytest, ruff and playwright
+install: $(STAMP) ## create .venv and install xraycnn (editable) with pytest, ruff, playwright and OpenCV (a test reference)
 
 search: install ## run or resume the search of EXPERIMENT (default experiments/default.toml); FRESH=1 starts over
 	$(BIN)/xraycnn search $(EXPERIMENT) $(if $(FRESH),--fresh)
+
+search-robust: install ## the longer search of experiments/robust.toml (lung crops, up to 45 min on 2 cores); FRESH=1 starts over
+	$(BIN)/xraycnn search experiments/robust.toml $(if $(FRESH),--fresh)
 
 WORKERS ?= 2
 search-distributed: install ## the same search on WORKERS workers (default 2) behind an MLflow tracking server
@@ -59,5 +62,8 @@ clean-state: ## delete all tuner state and the MLflow store (runs and registered
 	@read -p "Delete tuner/* and mlruns/* (all runs and registered models)? [y/N] " ok && [ "$$ok" = y ]
 	find tuner mlruns -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
 
-bench: install ## measure training/inference speed, decode cost, tracking overhead and memory (~25 min)
+bench: install ## measure training/inference speed, augmentation and audit costs, decode, tracking, memory (~35 min)
 	$(BIN)/python benchmarks/bench.py
+
+probe: install ## the shortcut probe: one network per preprocessing/augmentation choice, audited on test (~35 min)
+	$(BIN)/python benchmarks/shortcut_probe.py

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import resource
 import subprocess
@@ -24,6 +23,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from machine import machine_facts, machine_slug
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -128,7 +129,9 @@ def _notebook_network(channels: int, augment_in_model: bool) -> Any:
     network = hypermodel.build(hp)
     if not augment_in_model:
         return network, config
-    augmentation = config.data.augmentation
+    from xraycnn.data.augment import fixed_augmentation
+
+    augmentation = fixed_augmentation(config.data.augmentation)
     layers = [keras.Input((SIZE, SIZE, channels))]
     if augmentation.horizontal_flip:
         layers.append(keras.layers.RandomFlip("horizontal"))
@@ -181,14 +184,9 @@ def child_training(row: str, data_root: Path, workdir: Path) -> dict[str, Any]:
     keras.utils.set_random_seed(1)
     subset = _training_subset(data_root, workdir)
     model, config = _notebook_network(options["channels"], options["augment_in"] == "model")
-    if options["augment_in"] == "none":
-        from xraycnn.config import Augmentation
+    from xraycnn.data.augment import AugmentValues, fixed_augmentation
 
-        config = config.model_copy(
-            update={
-                "data": config.data.model_copy(update={"augmentation": Augmentation(zoom=0.0, horizontal_flip=False)})
-            }
-        )
+    augmentation = AugmentValues() if options["augment_in"] == "none" else fixed_augmentation(config.data.augmentation)
     result: dict[str, Any] = {"precision": policy, "precision_reason": reason, "threads": threads.describe()}
     if options["source"] == "directory":
         dataset = keras.utils.image_dataset_from_directory(
@@ -213,7 +211,7 @@ def child_training(row: str, data_root: Path, workdir: Path) -> dict[str, Any]:
 
         split = Split(images, labels, tuple(str(i) for i in kept))
         if options["augment_in"] in ("pipeline", "none"):
-            dataset = training_batches(split, BATCH, config.data.augmentation, seed=1)
+            dataset = training_batches(split, BATCH, augmentation, seed=1)
         else:
             dataset = (
                 tf.data.Dataset.from_tensor_slices((images, labels))
@@ -268,7 +266,7 @@ def child_inference(data_root: Path, workdir: Path) -> dict[str, Any]:
     from xraycnn.data.images import decode_files
     from xraycnn.errors import ModelNotFoundError
     from xraycnn.precision import apply_policy
-    from xraycnn.registry import load_keras_model, log_and_register
+    from xraycnn.registry import Selection, load_keras_model, log_and_register
     from xraycnn.tracking.store import resolve_store
 
     apply_policy("auto")
@@ -290,7 +288,7 @@ def child_inference(data_root: Path, workdir: Path) -> dict[str, Any]:
             model,
             model_name="bench-notebook",
             objective="val_auc",
-            objective_value=0.5,
+            selection=Selection(0.5),
             direction="max",
             tags={},
             description="bench",
@@ -354,14 +352,15 @@ def child_tracking(data_root: Path, workdir: Path, repeats: int) -> dict[str, An
     session = Session(default, data, store, experiment_id, precision, reason)
     parent = session.runs.client.create_run(experiment_id, run_name="bench-parent").info.run_id
 
-    from xraycnn.evaluation import evaluate
     from xraycnn.tuning.tuners import SearchListener
 
+    hypermodel = CxrHyperModel(config, data)
+
     class EvaluateOnly(SearchListener):
-        """What a trial run's test metrics cost to compute, without writing anything to MLflow."""
+        """What a trial run's test metrics and validation audit cost to compute, without writing to MLflow."""
 
         def trial_completed(self, trial: Any, model: Any) -> None:
-            evaluate(model, data.test)
+            hypermodel.trial_figures(trial.hyperparameters, model)
 
     class TimedTracker(TrialTracker):
         """The tracker, with the time its hooks hold the training thread counted."""
@@ -394,9 +393,11 @@ def child_tracking(data_root: Path, workdir: Path, repeats: int) -> dict[str, An
             listeners = [EvaluateOnly()]
         elif mode == "on":
             TimedTracker.hook_seconds = 0.0
-            tracker = TimedTracker(session.runs, experiment_id, parent, fixed_params(session), data, "val_auc", "max")
+            tracker = TimedTracker(
+                session.runs, experiment_id, parent, fixed_params(session), data, config.tuner, hypermodel.trial_figures
+            )
             listeners = [tracker]
-        tuner = build_tuner(config, CxrHyperModel(config, data), workdir / "tuner", f"t{index}", listeners)
+        tuner = build_tuner(config, hypermodel, workdir / "tuner", f"t{index}", listeners)
         started, cpu_started = time.perf_counter(), time.process_time()
         tuner.search(verbose=0)
         if mode == "on":
@@ -427,6 +428,128 @@ def child_tracking(data_root: Path, workdir: Path, repeats: int) -> dict[str, An
         "accounted": accounted,
         "peak_rss_mib": _peak_rss_mib(),
     }
+
+
+AUGMENT_ROWS = (
+    "none",
+    "zoom",
+    "horizontal_flip",
+    "translate",
+    "crop",
+    "rotate",
+    "brightness",
+    "contrast",
+    "gamma",
+    "noise",
+    "blur",
+    "erase",
+    "all",
+)
+
+
+def _probe_network(data_root: Path, crop: bool) -> tuple[Any, Any, Any, Any]:
+    """The shortcut probe's network with batch norm and global pooling, on films cropped to the lungs and
+    equalised (`crop`) or whole: (config, data as films, hypermodel, hp)."""
+    import keras_tuner as kt
+    from shortcut_probe import BN_GAP, NETWORK
+
+    from xraycnn.config import ExperimentConfig
+    from xraycnn.data.dataset import prepare_data
+    from xraycnn.data.discovery import discover
+    from xraycnn.model.hypermodel import CxrHyperModel
+
+    preprocess = {"crop": True, "equalize": "global", "standardize": True} if crop else {"standardize": True}
+    config = ExperimentConfig.model_validate(
+        {
+            "data": {"image_size": 86 if crop else 64, "preprocess": preprocess},
+            "space": {**NETWORK, **BN_GAP},
+            "tuner": {"algorithm": "random", "max_borders_only_auc": 0.6},
+            "budget": {"max_trials": 1, "max_epochs": EPOCHS},
+        }
+    )
+    data = prepare_data(discover(data_root), config.data, config.seed)
+    hypermodel = CxrHyperModel(config, data)
+    hp = kt.HyperParameters()
+    hypermodel.declare_hyperparameters(hp)
+    return config, data, hypermodel, hp
+
+
+def child_augmentation(data_root: Path, workdir: Path, row: str) -> dict[str, Any]:
+    """Seconds per training epoch of the probe's network (64x66 lung crops of all 4,327 training films) with
+    one augmentation at the probe's strength, all of them, or none."""
+    from xraycnn import threads
+
+    threads.configure()
+    os.environ["XRAYCNN_CACHE"] = str(workdir / "cache")
+    from shortcut_probe import AUGMENT
+
+    from xraycnn.data.augment import AugmentValues
+    from xraycnn.data.pipeline import training_batches
+    from xraycnn.precision import apply_policy
+
+    policy, _ = apply_policy("auto")
+    _, data, hypermodel, hp = _probe_network(data_root, crop=True)
+    steps, _ = hypermodel.preprocessing(hp)
+    train = data.preprocessed(steps).train
+    everything = AugmentValues(**AUGMENT)
+    values = {"none": AugmentValues(), "all": everything}.get(row) or everything.only(row)
+    if row == "horizontal_flip":  # off in the probe's set (a flipped chest film is not a chest film): timed on
+        values = AugmentValues(horizontal_flip=True)
+    batches = training_batches(train, 32, values, seed=1)
+    passes = []
+    for _ in range(3):  # the input pipeline alone: one pass over the data, as an epoch makes it
+        started = time.perf_counter()
+        for _ in batches:
+            pass
+        passes.append(time.perf_counter() - started)
+    network = hypermodel.build(hp)
+    clock = _EpochClock(len(train))
+    network.fit(batches, epochs=EPOCHS, verbose=0, callbacks=[clock.callback])
+    return {
+        "precision": policy,
+        "images": len(train),
+        "pipeline_seconds": passes,
+        "epoch_seconds": [len(train) / r for r in clock.rates],
+        "strength": {k: getattr(values, k) for k in AUGMENT if getattr(values, k)},
+    }
+
+
+def child_shortcuts(data_root: Path, workdir: Path) -> dict[str, Any]:
+    """What the shortcut audit costs: a trial's audit at its end (validation: borders-only and lungs-only
+    predictions, Grad-CAM of 256 films, bootstrap; plus its test metrics), and the gate's per-epoch
+    borders-only AUC, for a model on whole films and one on lung crops (whose borders-only films are all
+    black: nothing to predict)."""
+    from xraycnn import threads
+
+    threads.configure()
+    os.environ["XRAYCNN_CACHE"] = str(workdir / "cache")
+    from xraycnn.model.hypermodel import ShortcutGate
+    from xraycnn.precision import apply_policy
+
+    policy, _ = apply_policy("auto")
+    out: dict[str, Any] = {"precision": policy}
+    for name, crop in (("whole", False), ("cropped", True)):
+        config, data, hypermodel, hp = _probe_network(data_root, crop)
+        network = hypermodel.build(hp)
+        clock = _EpochClock(len(data.train))
+        hypermodel.fit(hp, network, callbacks=[clock.callback])  # the gate runs in every epoch: timed below
+        gate = ShortcutGate(
+            config, hypermodel.masked_inputs(hypermodel.preprocessing(hp)[0], "borders"), data.val.labels
+        )
+        gate.set_model(network)
+        started = time.perf_counter()
+        for _ in range(3):
+            gate.on_epoch_end(0, {"val_auc": 0.5})
+        gate_seconds = (time.perf_counter() - started) / 3
+        hypermodel.trial_figures(hp, network)  # warm-up: tracing
+        started = time.perf_counter()
+        hypermodel.trial_figures(hp, network)
+        out[name] = {
+            "epoch_seconds": len(data.train) / clock.rates[-1],
+            "gate_seconds_per_epoch": gate_seconds,
+            "trial_figures_seconds": time.perf_counter() - started,
+        }
+    return out
 
 
 def child_search_memory(data_root: Path, workdir: Path, trials: int) -> dict[str, Any]:
@@ -575,21 +698,7 @@ def _run_child(args: list[str], timeout: int = 1800) -> dict[str, Any]:
 
 
 def _machine() -> dict[str, Any]:
-    import tensorflow as tf
-
-    from xraycnn.precision import cpu_bf16_flags
-    from xraycnn.threads import usable_cores
-
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
-    model = next((x.split(":", 1)[1].strip() for x in lines if x.startswith("model name")), platform.processor())
-    return {
-        "cpu": model,
-        "cores": usable_cores(),
-        "bf16_flags": "+".join(cpu_bf16_flags()) or "none",
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-    }
+    return machine_facts()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -597,9 +706,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", help="dataset folder (default: as the CLI resolves it)")
     parser.add_argument(
         "--only",
-        choices=["training", "decode", "inference", "tracking", "memory", "distributed"],
+        choices=["training", "augmentation", "shortcuts", "decode", "inference", "tracking", "memory", "distributed"],
         action="append",
         help="run only these parts (repeatable)",
+    )
+    parser.add_argument(
+        "--training-rows",
+        nargs="+",
+        choices=[name for name, _, _ in [*LADDER, CEILING]],
+        help="only these rows of the training ladder (e.g. notebook threads: float32 speed, to compare machines)",
     )
     parser.add_argument("--tracking-repeats", type=int, default=3, help="trials per side of the tracking figure")
     parser.add_argument("--memory-trials", type=int, default=4, help="trials of the default search to measure")
@@ -625,6 +740,10 @@ def main(argv: list[str] | None = None) -> int:
             out = child_tracking(data_root, workdir, int(args.child[2]))
         elif kind == "distributed":
             out = child_distributed(data_root, workdir)
+        elif kind == "augmentation":
+            out = child_augmentation(data_root, workdir, args.child[2])
+        elif kind == "shortcuts":
+            out = child_shortcuts(data_root, workdir)
         else:
             out = child_search_memory(data_root, workdir, int(args.child[2]))
         print(json.dumps(out))
@@ -635,9 +754,19 @@ def main(argv: list[str] | None = None) -> int:
     from xraycnn import threads
 
     console = Console() if sys.stdout.isatty() else Console(width=160)
-    parts = args.only or ["training", "decode", "inference", "tracking", "memory", "distributed"]
+    parts = args.only or [
+        "training",
+        "augmentation",
+        "shortcuts",
+        "decode",
+        "inference",
+        "tracking",
+        "memory",
+        "distributed",
+    ]
     results: dict[str, Any] = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join(["python", "benchmarks/bench.py", *(argv if argv is not None else sys.argv[1:])]),
         "machine": _machine() | {"threads_default": threads.describe()},
         "data": str(data_root),
     }
@@ -646,10 +775,23 @@ def main(argv: list[str] | None = None) -> int:
         if "training" in parts:
             results["training"] = {}
             for name, label, _ in [*LADDER, CEILING]:
+                if args.training_rows and name not in args.training_rows:
+                    continue
                 with console.status(f"training: {label}"):
-                    results["training"][name] = _run_child(["training", str(work / "train"), name])
+                    try:
+                        results["training"][name] = _run_child(["training", str(work / "train"), name])
+                    except (RuntimeError, subprocess.TimeoutExpired) as exc:  # keep the other rows' figures
+                        console.print(f"[red]training {name} failed[/]: {str(exc)[-300:]}")
+                        continue
                 console.print(f"  {name}: {results['training'][name]['epoch_images_per_s']}")
+        if "augmentation" in parts:
+            results["augmentation"] = {}
+            for row in AUGMENT_ROWS:
+                with console.status(f"augmentation: {row}"):
+                    results["augmentation"][row] = _run_child(["augmentation", str(work / "augment"), row])
+                console.print(f"  augmentation {row}: {results['augmentation'][row]['epoch_seconds']}")
         for part, extra in (
+            ("shortcuts", []),
             ("decode", []),
             ("inference", []),
             ("tracking", [str(args.tracking_repeats)]),
@@ -667,7 +809,7 @@ def main(argv: list[str] | None = None) -> int:
     print_table(console, results, figures)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = results["when"].replace(":", "").replace("+0000", "Z")
-    out = RESULTS / f"bench-{stamp}.json"
+    out = RESULTS / f"bench-{stamp}-{machine_slug()}.json"
     out.write_text(json.dumps(results, indent=2))
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2))
     console.print(f"Figures written to {out.relative_to(REPO)}")
@@ -693,6 +835,27 @@ def summarise(results: dict[str, Any]) -> dict[str, float]:
         figures["ceiling_over_notebook"] = (
             figures[f"train_{CEILING[0]}_images_per_s"] / figures["train_notebook_images_per_s"]
         )
+    augmentation = results.get("augmentation", {})
+    for row, r in augmentation.items():
+        figures[f"augment_{row}_epoch_seconds"] = r["epoch_seconds"][-1]
+        figures[f"augment_{row}_pipeline_seconds"] = sorted(r["pipeline_seconds"])[1]  # the median of 3 passes
+    if "none" in augmentation:
+        base = figures["augment_none_pipeline_seconds"]
+        for row in augmentation:
+            # what the augmentation adds to a pass over the data; the epoch pays at most this (prefetch overlaps it)
+            figures[f"augment_{row}_seconds_per_epoch"] = figures[f"augment_{row}_pipeline_seconds"] - base
+            figures[f"augment_{row}_percent_of_epoch"] = (
+                100 * figures[f"augment_{row}_seconds_per_epoch"] / figures["augment_none_epoch_seconds"]
+            )
+    if "shortcuts" in results:
+        for name in ("whole", "cropped"):
+            r = results["shortcuts"][name]
+            figures |= {
+                f"audit_{name}_epoch_seconds": r["epoch_seconds"],
+                f"audit_{name}_trial_seconds": r["trial_figures_seconds"],
+                f"audit_{name}_gate_seconds_per_epoch": r["gate_seconds_per_epoch"],
+                f"audit_{name}_gate_percent_of_epoch": 100 * r["gate_seconds_per_epoch"] / r["epoch_seconds"],
+            }
     if "decode" in results:
         d = results["decode"]
         figures |= {f"decode_{k}": v for k, v in d.items() if k.endswith("seconds")}
@@ -784,6 +947,37 @@ def print_table(console: Any, results: dict[str, Any], figures: dict[str, float]
                 "at most (ceiling / notebook-style) on this machine",
                 f"{figures['ceiling_over_notebook']:.2f}x",
                 "the network's own compute bounds any input pipeline",
+            )
+    augmentation = results.get("augmentation", {})
+    for row, r in augmentation.items():
+        strength = ", ".join(f"{k} {v:g}" for k, v in r["strength"].items()) or "no augmentation"
+        if row == "none":
+            table.add_row(
+                "epoch without augmentation (the base of the rows below)",
+                f"{r['epoch_seconds'][-1]:.2f} s",
+                f"{r['images']} films, 64x66 lung crops, the probe's network with BN and GAP, {r['precision']}; "
+                f"a pass of the input pipeline alone {figures['augment_none_pipeline_seconds']:.2f} s",
+            )
+            continue
+        table.add_row(
+            f"augmentation cost per epoch: {row}",
+            f"{figures[f'augment_{row}_seconds_per_epoch']:+.2f} s",
+            f"{figures[f'augment_{row}_percent_of_epoch']:+.1f} % of the epoch at most (the pipeline runs beside "
+            f"training); {strength}; epoch with it {r['epoch_seconds'][-1]:.2f} s",
+        )
+    if "shortcuts" in results:
+        for name in ("whole", "cropped"):
+            table.add_row(
+                f"shortcut audit of a trial ({name} films)",
+                f"{figures[f'audit_{name}_trial_seconds']:.2f} s",
+                "at its end, on validation: borders-only and lungs-only predictions, Grad-CAM of 256 films, "
+                f"bootstrap, and its test metrics; an epoch takes {figures[f'audit_{name}_epoch_seconds']:.1f} s",
+            )
+            table.add_row(
+                f"shortcut gate per epoch ({name} films)",
+                f"{figures[f'audit_{name}_gate_seconds_per_epoch']:.2f} s",
+                f"{figures[f'audit_{name}_gate_percent_of_epoch']:.1f} % of an epoch: the borders-only AUC on "
+                "validation, with `max_borders_only_auc` set (a crop sees black borders-only films: nothing to do)",
             )
     if "decode" in results:
         d = results["decode"]

@@ -41,12 +41,12 @@ model_name = "xraycnn-zoo"
 """
 
 
-def search(tmp_path: Path, root: Path) -> tuple:
-    (tmp_path / "zoo.toml").write_text(EXPERIMENT)
+def search(tmp_path: Path, root: Path, experiment: str = EXPERIMENT, name: str = "zoo.toml") -> tuple:
+    (tmp_path / name).write_text(experiment)
     db = tmp_path / "store" / "mlflow.db"
     result = xraycnn(
         "search",
-        str(tmp_path / "zoo.toml"),
+        str(tmp_path / name),
         "--data",
         str(root),
         "--tuner-dir",
@@ -140,3 +140,25 @@ def test_input_is_checked_before_tensorflow_is_imported(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "bad.toml: space.conv_blocks: min (3) must be smaller than max (2)" in one_clear_line(result.stderr)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[data.preprocess]\nsharpen = true\n", "bad.toml: data.preprocess.sharpen: unknown key"),
+        ("[data.augmentation]\nmixup = 0.2\n", "bad.toml: data.augmentation.mixup: unknown key"),
+        ("[tuner]\nmax_borders_only_auc = 0.3\n", "bad.toml: tuner.max_borders_only_auc: Input should be greater"),
+        (
+            "[data]\nimage_size = 18\n[data.preprocess]\ncrop = true\n",
+            "bad.toml: data.preprocess.box: [0.1, 0.85, 0.12, 0.88] crops a 18px film to 13x14 pixels",
+        ),
+    ],
+    ids=["preprocess-key", "augmentation-key", "gate", "crop-box"],
+)
+def test_bad_preprocessing_augmentation_or_gate_is_one_line_and_logs_nothing(
+    small_dataset: Path, tmp_path: Path, text: str, message: str
+) -> None:
+    result, db = search(tmp_path, small_dataset, text, "bad.toml")
+    assert result.returncode == 2
+    assert message in one_clear_line(result.stderr)
+    assert not db.exists() and not (tmp_path / "tuner").exists()

@@ -44,7 +44,8 @@ def test_shipped_experiments_load() -> None:
     assert seed.space.dense_units == Fixed(value=256)
     assert seed.space.learning_rate == Fixed(value=1e-3)
     assert seed.epochs_spec() == Fixed(value=35)
-    assert seed.data.augmentation.zoom == 0.2 and seed.data.augmentation.horizontal_flip
+    assert seed.data.augmentation.zoom == Fixed(value=0.2)
+    assert seed.data.augmentation.horizontal_flip == Fixed(value=True)
     assert seed.data.validation_split == 0.2
 
 
@@ -141,11 +142,74 @@ def test_flat_settings_are_one_dict(tmp_path: Path) -> None:
             "6 blocks halve a 16px image to nothing",
         ),
         ("seed = 0", "seed: Input should be greater than or equal to 1"),
+        ("[data.preprocess]\nsharpen = true", "data.preprocess.sharpen: unknown key; expected one of: crop, equalize"),
+        ("[data.augmentation]\nmixup = 0.2", "data.augmentation.mixup: unknown key; expected one of: zoom,"),
+        ("[data.preprocess]\nequalize = 'hist'", "data.preprocess.equalize: 'hist' is not an option"),
+        ("[data.preprocess]\ncrop = { values = [true, 1] }", "data.preprocess.crop: 1 is not an option"),
+        ("[data.augmentation]\nrotate = 90", "data.augmentation.rotate: value 90 is out of bounds"),
+        ("[space]\nhead = 'attention'", "space.head: 'attention' is not an option"),
+        (
+            "[tuner]\nmax_borders_only_auc = 0.4",
+            "tuner.max_borders_only_auc: Input should be greater than or equal to 0.5",
+        ),
+        ("[tuner]\nmax_borders_only_auc = 1.2", "tuner.max_borders_only_auc: Input should be less than or equal to 1"),
+        (
+            "[data]\nimage_size = 20\n[data.preprocess]\ncrop = true",
+            "data.preprocess.box: [0.1, 0.85, 0.12, 0.88] crops a 20px film to 15x16 pixels; at least 16",
+        ),
+        (
+            "[data]\nimage_size = 64\n[data.preprocess]\ncrop = { values = [false, true] }\nbox = [0.4, 0.6, 0.1, 0.9]",
+            "data.preprocess.box: [0.4, 0.6, 0.1, 0.9] crops a 64px film to 12x52 pixels",
+        ),
+        (
+            "[data.preprocess]\nbox = [0.8, 0.2, 0.1, 0.9]",
+            "data.preprocess: box [0.8, 0.2, 0.1, 0.9] is not [top, bottom",
+        ),
         ("[registry]\nmodel_name = 'no spaces allowed'", "registry.model_name: String should match pattern"),
     ],
 )
 def test_bad_files_get_one_clear_error(tmp_path: Path, text: str, expected: str) -> None:
     assert expected in error_of(tmp_path, text)
+
+
+def test_preprocessing_augmentation_architecture_and_gate(tmp_path: Path) -> None:
+    text = """
+[data]
+image_size = 86
+[data.preprocess]
+crop = true
+equalize = { values = ["global", "clahe"] }
+standardize = true
+[data.augmentation]
+translate = { min = 0.0, max = 0.1 }
+horizontal_flip = false
+erase = 0.5
+[space]
+batch_norm = { values = [true, false] }
+head = "gap"
+[tuner]
+max_borders_only_auc = 0.6
+"""
+    config = load_experiment(write(tmp_path, text)).config
+    assert config.data.preprocess.crop == Fixed(value=True)
+    assert config.data.preprocess.equalize == Choice(values=("global", "clahe"))
+    assert config.data.augmentation.translate == FloatRange(min=0.0, max=0.1)
+    assert config.data.augmentation.zoom == Fixed(value=0.2)  # the notebook's default stays
+    assert config.space.batch_norm == Choice(values=(True, False)) and config.space.head == Fixed(value="gap")
+    assert config.tuner.selection_metric == "val_gated_auc"
+    assert config.tuner.gated(0.97, 0.61) == pytest.approx(0.97 - 100) and config.tuner.gated(0.9, 0.6) == 0.9
+    assert config.tuner.ungated(0.97 - 100) == (pytest.approx(0.97), False)
+    assert "ranks below every trial at or under it" in config.tuner.selection_rule()
+    flat = config.flat()
+    assert flat["data.preprocess.equalize"] == "global|clahe" and flat["data.augmentation.translate"] == "0..0.1"
+    assert flat["data.preprocess.crop"] is True and flat["tuner.max_borders_only_auc"] == 0.6
+    assert flat["data.preprocess.box"] == "0.1,0.85,0.12,0.88"
+
+
+def test_a_dumped_config_reads_back_as_itself() -> None:
+    for name in ("default", "robust", "seed"):
+        config = load_experiment(REPO / "experiments" / f"{name}.toml").config
+        assert type(config).model_validate(config.model_dump()) == config
 
 
 def test_several_problems_are_listed_together(tmp_path: Path) -> None:

@@ -11,11 +11,14 @@ from mlflow.exceptions import MlflowException
 
 from xraycnn.errors import ModelNotFoundError, RegistryError, UnsafeModelError
 from xraycnn.registry import (
+    BORDERS_ONLY_TAG,
     CHALLENGER,
     CHAMPION,
+    GATE_TAG,
     OBJECTIVE_TAG,
     OBJECTIVE_VALUE_TAG,
     THRESHOLD_TAG,
+    Selection,
     decide_alias,
     describe_model,
     load_keras_model,
@@ -42,6 +45,36 @@ def test_alias_rules() -> None:
     assert alias == CHALLENGER and "selected on val_loss" in why
 
 
+def gated_version(v: str, value: float, borders_only: float | None, gate: float | None = None) -> SimpleNamespace:
+    tags = {OBJECTIVE_TAG: "val_auc", OBJECTIVE_VALUE_TAG: repr(value)}
+    if borders_only is not None:
+        tags[BORDERS_ONLY_TAG] = repr(borders_only)
+    if gate is not None:
+        tags[GATE_TAG] = repr(gate)
+    return SimpleNamespace(version=v, tags=tags)
+
+
+def test_the_shortcut_gate_comes_before_the_objective() -> None:
+    over = gated_version("1", 0.98, 0.83)
+    under = gated_version("2", 0.90, 0.52, gate=0.6)
+    # a better val_auc over the gate does not take the alias from a champion under it
+    alias, why = decide_alias(under, "val_auc", 0.99, "max", borders_only=0.8, gate=0.6, versions=[over, under])
+    assert alias == CHALLENGER and "over the shortcut gate 0.6 while v2" in why
+    # nor from any other version under the gate, even when the champion is over it
+    alias, _ = decide_alias(over, "val_auc", 0.99, "max", borders_only=0.8, gate=0.6, versions=[over, under])
+    assert alias == CHALLENGER
+    # a version under the gate takes it from a champion over it, whatever their val_auc
+    alias, why = decide_alias(over, "val_auc", 0.85, "max", borders_only=0.55, gate=0.6, versions=[over])
+    assert alias == CHAMPION and "champion v1 (0.830) is not" in why
+    # a version registered before the audit counts as over the gate
+    assert decide_alias(version("1", "val_auc", 0.99), "val_auc", 0.8, "max", borders_only=0.5, gate=0.6)[0] == CHAMPION
+    # both under: the objective decides; the champion's own gate applies when the new search has none
+    assert decide_alias(under, "val_auc", 0.95, "max", borders_only=0.58, versions=[under])[0] == CHAMPION
+    assert decide_alias(under, "val_auc", 0.99, "max", borders_only=0.7, versions=[under])[0] == CHALLENGER
+    # both over, nothing under: the objective decides
+    assert decide_alias(over, "val_auc", 0.99, "max", borders_only=0.7, gate=0.6, versions=[over])[0] == CHAMPION
+
+
 def tiny_model(bias: float) -> keras.Model:
     model = keras.Sequential(
         [keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(1, activation="sigmoid")]
@@ -56,7 +89,7 @@ def register(bias: float, value: float):
             tiny_model(bias),
             model_name="m",
             objective="val_auc",
-            objective_value=value,
+            selection=Selection(value),
             direction="max",
             tags={"xraycnn.trial_id": "1"},
             description="test",
@@ -172,7 +205,7 @@ def test_the_threshold_travels_with_the_model(store_uri: str) -> None:
             tiny_model(1.0),
             model_name="m",
             objective="val_auc",
-            objective_value=0.95,
+            selection=Selection(0.95),
             direction="max",
             tags={THRESHOLD_TAG: "0.37"},
             description="test",

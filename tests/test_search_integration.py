@@ -132,11 +132,78 @@ def test_registered_champion_predicts_like_the_trained_model(search: Search, tmp
     apply_policy(config.training.precision)
     try:
         data = prepare_data(discover(search.root), config.data, config.seed)
-        tuner = build_tuner(config, CxrHyperModel(config, data), search.tmp / "tuner", "tiny")
-        trained = tuner.load_model(tuner.oracle.get_trial(parent.data.tags["xraycnn.best_trial_id"]))
+        hypermodel = CxrHyperModel(config, data)
+        tuner = build_tuner(config, hypermodel, search.tmp / "tuner", "tiny")
+        best = tuner.oracle.get_trial(parent.data.tags["xraycnn.best_trial_id"])
+        network = tuner.load_model(best)
+        assert network.input_shape == (None, 48, 48, 1)  # it trained on the cached crops of the films
+        trained = hypermodel.registered_model(best.hyperparameters, network)
         np.testing.assert_allclose(trained.predict(images, batch_size=256, verbose=0).ravel(), loaded, atol=1e-6)
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_every_path_applies_the_same_preprocessing(search: Search, tmp_path: Path) -> None:
+    """One model, one set of films: the same probabilities from the search's own assessment, `predict`,
+    `evaluate`, prepare_images + the Keras load, and the pyfunc load."""
+    from xraycnn.jobs.predict import run_predict
+
+    parent, _ = parent_and_children(search)
+    assessed = pd.read_csv(
+        search.client.download_artifacts(parent.info.run_id, "evaluation/test_predictions.csv", str(tmp_path))
+    ).set_index("file")["probability_covid19"]
+    files = sorted(assessed.index)
+    paths = [search.root / f for f in files]
+    mlflow.set_tracking_uri(search.env["MLFLOW_TRACKING_URI"])
+    mlflow.set_registry_uri(search.env["MLFLOW_TRACKING_URI"])
+    uri = f"models:/{MODEL}@champion"
+    version = search.client.get_model_version_by_alias(MODEL, "champion")
+    assert version.tags["xraycnn.preprocess"] == "crop-eq_clahe2x8"
+    assert mlflow.models.get_model_info(uri).metadata["preprocess"] == "crop-eq_clahe2x8"
+
+    keras_model = mlflow.keras.load_model(uri)
+    assert type(keras_model.layers[0]).__name__ == "FilmPreprocessing"
+    by_keras = keras_model.predict(prepare_images(paths, keras_model), verbose=0).ravel()
+    pyfunc = mlflow.pyfunc.load_model(uri)
+    by_pyfunc = np.asarray(pyfunc.predict(prepare_images(paths, pyfunc))).ravel()
+    by_predict = [p.probability for p in run_predict(uri, paths, tracking_uri=search.env["MLFLOW_TRACKING_URI"])]
+    result = search.run("evaluate", "--model", uri, "--data", str(search.root), "--resamples", "100")
+    assert result.returncode == 0, result.stderr
+    experiment = search.client.get_experiment_by_name("xraycnn-evaluations")
+    run = search.client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])[0]
+    evaluated = pd.read_csv(
+        search.client.download_artifacts(run.info.run_id, "evaluation/test_predictions.csv", str(tmp_path / "e"))
+    ).set_index("file")["probability_covid19"]
+    evaluated.index = [f"test/{f}" for f in evaluated.index]  # it evaluated the layout's test/ folder
+    expected = assessed.loc[files].to_numpy()
+    for name, got in {
+        "keras": by_keras,
+        "pyfunc": by_pyfunc,
+        "predict": by_predict,
+        "evaluate": evaluated.loc[files].to_numpy(),
+    }.items():
+        np.testing.assert_allclose(got, expected, atol=1e-6, err_msg=name)
+    # and the shortcut audit is part of every evaluation, per source too
+    assert {"borders_only_auc", "lungs_only_auc_ci_low", "gradcam_outside_share"} <= set(run.data.metrics)
+    assert "Shortcut audit" in result.stdout and "borders_only_auc" in result.stdout
+
+
+def test_every_trial_and_the_champion_carry_the_shortcut_audit(search: Search) -> None:
+    parent, children = parent_and_children(search)
+    for child in children:
+        m = child.data.metrics
+        for name in ("borders_only_auc", "lungs_only_auc", "gradcam_outside_share"):
+            key = f"best_val_{name}"
+            assert m[f"{key}_ci_low"] <= m[key] <= m[f"{key}_ci_high"], key
+        # the films are cropped to the lung box first: the borders alone are a black film to this model
+        assert m["best_val_borders_only_auc"] == 0.5 and m["best_val_gradcam_outside_share"] == 0.0
+        assert child.data.params["preprocess_crop"] == "True" and child.data.params["augment_translate"] == "0.05"
+    m = parent.data.metrics
+    for name in ("borders_only_auc", "lungs_only_auc", "gradcam_outside_share"):
+        assert m[f"test_{name}_ci_low"] <= m[f"test_{name}"] <= m[f"test_{name}_ci_high"]
+    assert m["test_lungs_only_auc"] == pytest.approx(m["test_auc"])  # crop box == lung box: the same film
+    assert "no shortcut gate" in parent.data.tags["xraycnn.selection_rule"]
+    assert "Selection: trials ranked by val_auc (max) on validation; no shortcut gate." in search.output
 
 
 def test_rerun_resumes_without_running_trials_again(search: Search) -> None:
@@ -229,9 +296,10 @@ def test_trial_runs_are_named_for_the_run_list_and_the_parent_describes_the_sear
         params, name = child.data.params, child.info.run_name
         blocks = int(params["conv_blocks"])
         filters = "-".join(params[f"filters_{b}"] for b in range(1, blocks + 1))
-        expected = f"trial-{int(child.data.tags['xraycnn.trial_id']):04d} f{filters} d{float(params['dropout']):g} lr"
+        expected = f"trial-{int(child.data.tags['xraycnn.trial_id']):04d} f{filters} crop eq-clahe"
+        expected += f" d{float(params['dropout']):g} lr"
         assert name.startswith(expected), name
-        assert re.fullmatch(r"trial-\d{4} f[\d-]+ d[\d.]+ lr\d(\.\d)?e-3( from-\d{4})?", name), name
+        assert re.fullmatch(r"trial-\d{4} f[\d-]+ crop eq-clahe d[\d.]+ lr\d(\.\d)?e-3( from-\d{4})?", name), name
         assert ("from-" in name) == ("tuner/trial_id" in params)
     description = parent.data.tags["mlflow.note.content"]
     assert "Experiment `tiny`: hyperband search on val_auc" in description
@@ -258,6 +326,7 @@ def test_the_search_writes_its_report_and_logs_it(search: Search, tmp_path: Path
     assert html.count("<tr class=") == len(children)
     for child in children:
         assert child.info.run_name in html
+    assert "borders-only AUC</th>" in html and "shortcut audit of the best model on test" in html
     assert f"{MODEL} v1 (champion)" in html
 
 
@@ -354,7 +423,10 @@ def test_evaluate_any_model_on_a_folder_with_sources(search: Search, tmp_path: P
     assert result.returncode == 0, result.stderr
     assert "site-a: 12 images" in result.stdout and "at threshold" in result.stdout
     experiment = search.client.get_experiment_by_name("xraycnn-evaluations")
-    (run,) = search.client.search_runs([experiment.experiment_id], filter_string="tags.`xraycnn.model_version` = '1'")
+    (run,) = search.client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`xraycnn.model_version` = '1' and tags.`xraycnn.dataset_root` = '{external}'",
+    )
     assert run.info.status == "FINISHED" and run.data.tags["xraycnn.model_name"] == MODEL
     m = run.data.metrics
     assert m["threshold"] == pytest.approx(float(search.client.get_model_version(MODEL, "1").tags["xraycnn.threshold"]))

@@ -1,5 +1,6 @@
 """The real entry point on a tiny budget, shared by the tests that need a finished search: `xraycnn search`
-(3 Hyperband trials, one a continuation) on a small real subset at 64x64 against a temporary SQLite store."""
+(3 Hyperband trials, one a continuation) on a small real subset of 64x64 films, cropped to the lungs and
+CLAHE-equalised by the model's own preprocessing, against a temporary SQLite store."""
 
 from __future__ import annotations
 
@@ -19,6 +20,14 @@ seed = 7
 [data]
 root = "{{root}}"
 image_size = 64
+[data.preprocess]
+crop = true
+equalize = "clahe"
+[data.augmentation]
+zoom = 0.0
+horizontal_flip = false
+translate = 0.05
+erase = 0.5
 [space]
 conv_blocks = {{{{ min = 1, max = 2 }}}}
 filters = {{{{ values = [4, 8] }}}}

@@ -3,7 +3,8 @@
 The same code judges every champion at the end of a search or `xraycnn train` and any registered model on
 any folder (`xraycnn evaluate`): the clinical metrics at the model's threshold and at 0.5 with 95 % bootstrap
 intervals (per source too, when the images say where they come from), ROC, precision-recall and reliability
-plots, confusion matrices, per-image predictions, and Grad-CAM heatmaps with the shortcut indicator.
+plots, confusion matrices, per-image predictions, Grad-CAM heatmaps and the shortcut audit
+(`evaluation.shortcuts`). The model takes films: whatever preprocessing it carries runs inside it.
 """
 
 from __future__ import annotations
@@ -18,9 +19,18 @@ import pandas as pd
 from xraycnn import plots
 from xraycnn.data.dataset import Split
 from xraycnn.data.discovery import CLASS_NAMES
+from xraycnn.data.regions import uniform_outside_share
 from xraycnn.evaluation import THRESHOLD, confusion_counts, predict_probabilities
 from xraycnn.evaluation.clinical import AT_THRESHOLD, REPORTED, THRESHOLD_FREE, ClinicalEvaluation, clinical_evaluation
-from xraycnn.evaluation.gradcam import LUNG_BOX, Heatmaps, gradcam, heatmap_grid, outcome_of, seeded_sample
+from xraycnn.evaluation.gradcam import Heatmaps, gradcam, heatmap_grid, outcome_of, seeded_sample
+from xraycnn.evaluation.shortcuts import (
+    FIGURES,
+    OUTSIDE_SHARE,
+    ShortcutAudit,
+    masked_probabilities,
+    safe_name,
+    shortcut_audit,
+)
 from xraycnn.tracking.runs import RunLogger
 
 GRADCAM_PER_OUTCOME = 4  # images per row (TP, FP, FN, TN) of the logged grid
@@ -34,6 +44,7 @@ class Assessment:
     clinical: ClinicalEvaluation
     sources: tuple[str, ...] | None
     heatmaps: Heatmaps | None  # of the first GRADCAM_MAX_IMAGES images of `split`
+    audit: ShortcutAudit
     seed: int
 
     @property
@@ -43,9 +54,7 @@ class Assessment:
     @property
     def outside_share(self) -> float:
         """Mean share of Grad-CAM mass outside the lung box, over the images explained."""
-        if self.heatmaps is None or not len(self.heatmaps.outside_share):
-            return float("nan")
-        return float(np.nanmean(self.heatmaps.outside_share))
+        return self.audit.overall.values[OUTSIDE_SHARE]
 
     def predictions(self) -> pd.DataFrame:
         """One row per image: its label, P(COVID19), the calls at both thresholds, source and outside share."""
@@ -63,9 +72,7 @@ class Assessment:
         if self.sources is not None:
             frame["source"] = self.sources
         if self.heatmaps is not None:
-            shares = np.full(len(p), np.nan)
-            shares[: len(self.heatmaps.outside_share)] = self.heatmaps.outside_share
-            frame["gradcam_outside_share"] = shares
+            frame["gradcam_outside_share"] = _per_image_shares(self.heatmaps, len(p))
         return frame
 
     def table(self) -> pd.DataFrame:
@@ -82,7 +89,25 @@ class Assessment:
                     row[f"{label}_ci_low"] = interval.low if interval else None
                     row[f"{label}_ci_high"] = interval.high if interval else None
                 rows.append(row)
+        audits = {"all": self.audit.overall, **{f"source={k}": v for k, v in self.audit.per_source.items()}}
+        for name, figures in audits.items():
+            for metric in FIGURES:  # threshold-free: the same in both columns
+                value, interval = figures.values.get(metric), figures.intervals.get(metric)
+                row = {"set": name, "n": figures.n, "positives": figures.positives, "metric": metric}
+                for label in ("threshold", "at_0.5"):
+                    row[label] = None if value is None or not np.isfinite(value) else value
+                    row[f"{label}_ci_low"] = interval.low if interval else None
+                    row[f"{label}_ci_high"] = interval.high if interval else None
+                rows.append(row)
         return pd.DataFrame(rows)
+
+
+def _per_image_shares(heatmaps: Heatmaps | None, n: int) -> np.ndarray:
+    """One outside share per image of the set, NaN for the images beyond those explained."""
+    shares = np.full(n, np.nan)
+    if heatmaps is not None:
+        shares[: len(heatmaps.outside_share)] = heatmaps.outside_share
+    return shares
 
 
 def assess(
@@ -107,21 +132,26 @@ def assess(
         seed=seed,
     )
     heatmaps = gradcam(model, split.images[:GRADCAM_MAX_IMAGES].astype(np.float32)) if explain else None
-    return Assessment(split, probabilities, clinical, sources, heatmaps, seed)
+    audit = shortcut_audit(
+        split.labels,
+        masked_probabilities(lambda films: predict_probabilities(model, films), split.images),
+        _per_image_shares(heatmaps, len(split)) if explain else None,
+        sources=None if sources is None else np.asarray(sources, dtype=object),
+        resamples=resamples,
+        seed=seed,
+    )
+    return Assessment(split, probabilities, clinical, sources, heatmaps, audit, seed)
 
 
 def assessment_metrics(assessment: Assessment, prefix: str) -> dict[str, float]:
     """Flat MLflow metrics: `{prefix}auc`, `{prefix}thr_sensitivity`, `{prefix}auc_ci_low`, per source
-    `{prefix}source_<name>_auc`, the threshold and the shortcut indicator."""
+    `{prefix}source_<name>_auc`, the threshold and the shortcut audit (`{prefix}borders_only_auc`, ...)."""
     clinical = assessment.clinical
     out = clinical.overall.flat(prefix)
     for name, scored in clinical.per_source.items():
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-        out |= scored.flat(f"{prefix}source_{safe}_")
+        out |= scored.flat(f"{prefix}source_{safe_name(name)}_")
     out[f"{prefix}threshold"] = clinical.threshold
-    if assessment.heatmaps is not None:
-        out[f"{prefix}gradcam_outside_share"] = assessment.outside_share
-    return out
+    return out | assessment.audit.flat(prefix)
 
 
 def log_assessment(
@@ -165,8 +195,7 @@ def gradcam_figure(assessment: Assessment, title: str) -> Any:
     explained = len(assessment.heatmaps.maps) if assessment.heatmaps is not None else 0
     labels, p = assessment.split.labels[:explained], assessment.probabilities[:explained]
     groups = seeded_sample(labels, p, assessment.threshold, GRADCAM_PER_OUTCOME, assessment.seed)
-    top, bottom, left, right = LUNG_BOX
-    uniform = 1 - (bottom - top) * (right - left)
+    uniform = uniform_outside_share()
     return heatmap_grid(
         assessment.split.images,
         assessment.heatmaps,

@@ -15,6 +15,7 @@ A search-space entry is written in one of three ways:
 
 import hashlib
 import math
+import re
 import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from xraycnn.data.regions import LUNG_BOX, box_pixels
 from xraycnn.errors import ConfigError
 
 Scalar = int | float | str | bool
@@ -38,9 +40,15 @@ class _Frozen(BaseModel):
 class Fixed(_Frozen):
     value: Scalar
 
+    def describe(self) -> Scalar:
+        return self.value
+
 
 class Choice(_Frozen):
     values: tuple[Scalar, ...]
+
+    def describe(self) -> str:
+        return "|".join(str(v) for v in self.values)
 
 
 class IntRange(_Frozen):
@@ -49,12 +57,18 @@ class IntRange(_Frozen):
     step: int = 1
     sampling: Literal["linear", "log"] = "linear"
 
+    def describe(self) -> str:
+        return f"{self.min}..{self.max}" + (" log" if self.sampling == "log" else "")
+
 
 class FloatRange(_Frozen):
     min: float
     max: float
     step: float | None = None
     sampling: Literal["linear", "log"] = "linear"
+
+    def describe(self) -> str:
+        return f"{self.min:g}..{self.max:g}" + (" log" if self.sampling == "log" else "")
 
 
 Spec = Fixed | Choice | IntRange | FloatRange
@@ -102,6 +116,8 @@ class _SpecParser:
             return raw
         if isinstance(raw, list):
             raise ValueError(f"a bare list is not a spec; write a choice as {{ values = {raw!r} }}")
+        if isinstance(raw, dict) and set(raw) == {"value"}:  # a dumped config read back (model_dump)
+            raw = raw["value"]
         if not isinstance(raw, dict):
             try:
                 return Fixed(value=self.scalar(raw, "value"))
@@ -112,7 +128,7 @@ class _SpecParser:
             if keys != {"values"}:
                 raise ValueError(f"a choice takes only 'values', got keys {sorted(keys)}")
             values = raw["values"]
-            if not isinstance(values, list) or not values:
+            if not isinstance(values, list | tuple) or not values:
                 raise ValueError("'values' must be a non-empty list")
             parsed = tuple(self.scalar(v, "each value") for v in values)
             if len(set(parsed)) != len(parsed):
@@ -141,6 +157,46 @@ class _SpecParser:
         return FloatRange(min=float(lo), max=float(hi), step=None if step is None else float(step), sampling=sampling)
 
 
+@dataclass(frozen=True)
+class _OptionParser:
+    """A searchable entry over named options (booleans or words): one option, or a choice of several."""
+
+    options: tuple[Scalar, ...]
+
+    def expected(self) -> str:
+        shown = ", ".join(repr(o).lower() if isinstance(o, bool) else repr(o) for o in self.options)
+        return f"one of {shown}, or a choice {{ values = [...] }} of them"
+
+    def one(self, raw: Any) -> Scalar:
+        # bool is an int in Python: compare types too, so `1` is not taken for `true`
+        if not any(type(raw) is type(o) and raw == o for o in self.options):
+            raise ValueError(f"{raw!r} is not an option; expected {self.expected()}")
+        return raw
+
+    def __call__(self, raw: Any) -> Spec:
+        if isinstance(raw, Fixed | Choice):
+            return raw
+        if isinstance(raw, dict) and set(raw) == {"value"}:  # a dumped config read back (model_dump)
+            raw = raw["value"]
+        if isinstance(raw, dict):
+            if set(raw) != {"values"} or not isinstance(raw["values"], list | tuple) or not raw["values"]:
+                raise ValueError(f"got {raw!r}; expected {self.expected()}")
+            values = tuple(self.one(v) for v in raw["values"])
+            if len(set(values)) != len(values):
+                raise ValueError(f"'values' has duplicates: {raw['values']!r}")
+            return Choice(values=values)
+        return Fixed(value=self.one(raw))
+
+
+def _options(*options: Scalar) -> Any:
+    return Annotated[Spec, BeforeValidator(_OptionParser(options))]
+
+
+def spec_options(spec: Spec) -> tuple[Scalar, ...]:
+    """Every value an option spec can take."""
+    return (spec.value,) if isinstance(spec, Fixed) else tuple(spec.values)  # type: ignore[union-attr]
+
+
 def _fmt(x: float) -> str:
     return "inf" if x == math.inf else f"{x:g}"
 
@@ -156,13 +212,14 @@ UnitsSpec = _spec(int, 1, 8192)
 LearningRateSpec = _spec(float, 0.0, 1.0, low_inclusive=False)
 BatchSpec = _spec(int, 1, 4096)
 EpochsSpec = _spec(int, 1, 10_000)
+BoolSpec = _options(False, True)
 
 
 _FILTERS = _SpecParser(int, 1, 1024)
 
 
 def _parse_filters(raw: Any) -> Spec | tuple[Spec, ...]:
-    if isinstance(raw, list):
+    if isinstance(raw, list | tuple):
         if not raw:
             raise ValueError("the per-block list of filters is empty")
         return tuple(_FILTERS(item) for item in raw)
@@ -183,6 +240,11 @@ class SearchSpace(_Frozen):
     learning_rate: LearningRateSpec = Fixed(value=1e-3)
     batch_size: BatchSpec = Fixed(value=32)
     epochs: EpochsSpec | None = None
+    # Conv -> BatchNorm -> ReLU in every block (the notebook has none)
+    batch_norm: BoolSpec = Fixed(value=False)
+    # after the conv blocks: "flatten" (the notebook's) or "gap", global average pooling, which makes the dense
+    # layer see what each filter found anywhere on the film rather than where
+    head: _options("flatten", "gap") = Fixed(value="flatten")
 
     @property
     def max_conv_blocks(self) -> int:
@@ -202,6 +264,8 @@ class SearchSpace(_Frozen):
             "learning_rate",
             "batch_size",
             "epochs",
+            "batch_norm",
+            "head",
         ):
             spec = getattr(self, name)
             if spec is not None:
@@ -223,22 +287,92 @@ class SearchSpace(_Frozen):
 
 
 class Augmentation(_Frozen):
-    """Training-batch augmentation (the notebook's: zoom 0.2, horizontal flip)."""
+    """Training-batch augmentation, applied in the input pipeline to what the network sees (after the
+    preprocessing). Every entry is searchable; 0 (or false) turns it off. The defaults are the notebook's:
+    zoom 0.2 and horizontal flip. The others imitate how films differ between hospitals and machines, so a
+    network cannot lean on one hospital's framing, exposure or markers."""
 
-    zoom: float = Field(0.2, ge=0.0, lt=1.0)
-    horizontal_flip: bool = True
+    zoom: _spec(float, 0.0, 0.9) = Fixed(value=0.2)  # scale by [1-z, 1+z] about the centre
+    horizontal_flip: BoolSpec = Fixed(value=True)
+    translate: _spec(float, 0.0, 0.5) = Fixed(value=0.0)  # shift by up to this fraction of the side, each axis
+    crop: _spec(float, 0.0, 0.9) = Fixed(value=0.0)  # a random window of [1-c, 1] of the side, resized back
+    rotate: _spec(float, 0.0, 45.0) = Fixed(value=0.0)  # degrees, either way
+    brightness: _spec(float, 0.0, 1.0) = Fixed(value=0.0)  # shift by up to this fraction of the image's range
+    contrast: _spec(float, 0.0, 0.9) = Fixed(value=0.0)  # scale about the image's mean by [1-c, 1+c]
+    gamma: _spec(float, 0.0, 2.0) = Fixed(value=0.0)  # gamma in [exp(-g), exp(g)] on the image's own range
+    noise: _spec(float, 0.0, 1.0) = Fixed(value=0.0)  # Gaussian noise, sd up to this fraction of the image's sd
+    blur: _spec(float, 0.0, 5.0) = Fixed(value=0.0)  # Gaussian blur, sigma up to this many pixels
+    erase: _spec(float, 0.0, 1.0) = Fixed(value=0.0)  # chance of blanking one corner and one border strip
+
+    def items(self) -> Iterator[tuple[str, Spec]]:
+        for name in type(self).model_fields:
+            yield name, getattr(self, name)
+
+
+class Preprocess(_Frozen):
+    """Per-image preprocessing, done once when the data is decoded and carried by the registered model as its
+    first layer, so every way of using the model applies exactly the same steps. In order: crop to `box`,
+    histogram equalisation, masking outside `box`, standardisation. `crop`, `equalize`, `mask` and
+    `standardize` are searchable (a value or { values = [...] })."""
+
+    crop: BoolSpec = Fixed(value=False)  # keep only `box` (the network sees fewer pixels: raise image_size)
+    equalize: _options("none", "global", "clahe") = Fixed(value="none")
+    mask: BoolSpec = Fixed(value=False)  # black out everything outside `box`, keeping the film's geometry
+    standardize: BoolSpec = Fixed(value=False)  # per image: zero mean, unit variance (instead of x / 255)
+    # top, bottom, left, right: fractions of the film (a TOML list; not strict, so [0, 1, ...] is taken too)
+    box: tuple[float, float, float, float] = Field(LUNG_BOX, strict=False)
+    clahe_clip_limit: float = Field(2.0, gt=0.0, le=100.0)  # CLAHE: contrast limit, in multiples of a flat bin
+    clahe_tiles: int = Field(8, ge=2, le=32)  # CLAHE: tiles per side
+
+    @model_validator(mode="after")
+    def _box_is_a_box(self) -> "Preprocess":
+        top, bottom, left, right = self.box
+        if not (0 <= top < bottom <= 1 and 0 <= left < right <= 1):
+            raise ValueError(
+                f"box {list(self.box)} is not [top, bottom, left, right] with 0 <= top < bottom <= 1 and "
+                "0 <= left < right <= 1 (fractions of the film's height and width)"
+            )
+        return self
+
+    def items(self) -> Iterator[tuple[str, Spec]]:
+        for name in ("crop", "equalize", "mask", "standardize"):
+            yield name, getattr(self, name)
+
+
+MIN_NETWORK_SIDE = 16  # a crop must leave the network at least this many pixels a side
 
 
 class DataConfig(_Frozen):
     root: str | None = None  # dataset folder, relative to the experiment file; see data.discovery
-    image_size: int = Field(150, ge=16, le=1024)
+    image_size: int = Field(150, ge=16, le=1024)  # the film, as decoded: the registered model's input
     color_mode: Literal["grayscale", "rgb"] = "grayscale"
     validation_split: float = Field(0.2, gt=0.0, lt=1.0)
     augmentation: Augmentation = Augmentation()
+    preprocess: Preprocess = Preprocess()
 
     @property
     def channels(self) -> int:
         return 1 if self.color_mode == "grayscale" else 3
+
+    @property
+    def network_side(self) -> int:
+        """The shortest side of what the network sees: the film, or the smallest crop of it."""
+        if True not in spec_options(self.preprocess.crop):
+            return self.image_size
+        r0, r1, c0, c1 = box_pixels(self.preprocess.box, self.image_size, self.image_size)
+        return min(r1 - r0, c1 - c0)
+
+    @model_validator(mode="after")
+    def _crop_leaves_pixels(self) -> "DataConfig":
+        if True in spec_options(self.preprocess.crop):
+            r0, r1, c0, c1 = box_pixels(self.preprocess.box, self.image_size, self.image_size)
+            if self.network_side < MIN_NETWORK_SIDE:
+                raise ValueError(
+                    f"preprocess.box: {list(self.preprocess.box)} crops a {self.image_size}px film to "
+                    f"{r1 - r0}x{c1 - c0} pixels; at least {MIN_NETWORK_SIDE} a side are needed: enlarge the box "
+                    "or raise data.image_size"
+                )
+        return self
 
 
 # The objective is always measured on validation data: test metrics are reported, never selected on.
@@ -251,13 +385,53 @@ OBJECTIVE_DIRECTIONS: dict[str, Literal["max", "min"]] = {
 }
 
 
+GATE_PENALTY = 100.0  # a gated score is the objective moved this far the wrong way: below every passing one
+
+
 class TunerConfig(_Frozen):
     algorithm: Literal["hyperband", "random", "bayesian"] = "hyperband"
     objective: Literal["val_auc", "val_accuracy", "val_precision", "val_recall", "val_loss"] = "val_auc"
+    # The shortcut gate: a trial whose validation AUC on films with the lungs blacked out (the borders alone)
+    # is above this ranks below every trial under it, whatever its objective. None: no gate.
+    max_borders_only_auc: float | None = Field(None, ge=0.5, le=1.0)
 
     @property
     def direction(self) -> Literal["max", "min"]:
         return OBJECTIVE_DIRECTIONS[self.objective]
+
+    @property
+    def selection_metric(self) -> str:
+        """What the tuner ranks trials and epochs by: the objective, or with a gate its gated twin."""
+        if self.max_borders_only_auc is None:
+            return self.objective
+        return f"val_gated_{self.objective.removeprefix('val_')}"
+
+    def gated(self, value: float, borders_only_auc: float) -> float:
+        """The selection score of an epoch: the objective if its borders-only AUC passes the gate, else the
+        objective moved GATE_PENALTY the wrong way (so it ranks below every passing epoch and trial)."""
+        if self.max_borders_only_auc is None or borders_only_auc <= self.max_borders_only_auc:
+            return value
+        return value - GATE_PENALTY if self.direction == "max" else value + GATE_PENALTY
+
+    def ungated(self, score: float) -> tuple[float, bool]:
+        """(the objective, whether the gate passed) behind a selection score."""
+        if self.max_borders_only_auc is None:
+            return score, True
+        failed = score < -GATE_PENALTY / 2 if self.direction == "max" else score > GATE_PENALTY / 2
+        if not failed:
+            return score, True
+        return (score + GATE_PENALTY if self.direction == "max" else score - GATE_PENALTY), False
+
+    def selection_rule(self) -> str:
+        """The rule in words, printed at the start of a search and stored on its parent run."""
+        rule = f"trials ranked by {self.objective} ({self.direction}) on validation"
+        if self.max_borders_only_auc is None:
+            return rule + "; no shortcut gate"
+        return (
+            f"{rule}, gated: a trial whose validation AUC with the lung box blacked out (borders only) is above "
+            f"{self.max_borders_only_auc:g} ranks below every trial at or under it, whatever its "
+            f"{self.objective}; within a trial, the best epoch under the gate is kept"
+        )
 
 
 class BudgetConfig(_Frozen):
@@ -311,9 +485,10 @@ class ExperimentConfig(_Frozen):
                 f"space.epochs reaches {spec_values(self.space.epochs)[1]:g}, above budget.max_epochs "
                 f"({self.budget.max_epochs}); raise the budget or lower the range"
             )
-        if self.data.image_size // 2**self.space.max_conv_blocks < 1:
+        side = self.data.network_side
+        if side // 2**self.space.max_conv_blocks < 1:
             raise ValueError(
-                f"space.conv_blocks: {self.space.max_conv_blocks} blocks halve a {self.data.image_size}px image "
+                f"space.conv_blocks: {self.space.max_conv_blocks} blocks halve a {side}px image "
                 "to nothing; use fewer blocks or a larger data.image_size"
             )
         return self
@@ -325,19 +500,24 @@ class ExperimentConfig(_Frozen):
         return self.space.epochs or Fixed(value=self.budget.max_epochs)
 
     def flat(self) -> dict[str, Scalar]:
-        """Every fixed setting as one flat dict (`data.image_size`, ...), the way runs log them."""
+        """Every setting outside [space] as one flat dict (`data.image_size`, ...), the way runs log them;
+        a searchable entry as its value when fixed, else in words (`0..0.2`, `none|global`)."""
         out: dict[str, Scalar] = {}
         for section in ("data", "tuner", "budget", "training", "evaluation", "registry"):
-            for key, value in _flatten(getattr(self, section).model_dump(), section):
-                out[key] = value
+            out.update(_flatten(getattr(self, section), section))
         out["seed"] = self.seed
         return out
 
 
-def _flatten(d: dict[str, Any], prefix: str) -> Iterator[tuple[str, Scalar]]:
-    for key, value in d.items():
-        if isinstance(value, dict):
+def _flatten(model: BaseModel, prefix: str) -> Iterator[tuple[str, Scalar]]:
+    for key in type(model).model_fields:
+        value = getattr(model, key)
+        if isinstance(value, Fixed | Choice | IntRange | FloatRange):
+            yield f"{prefix}.{key}", value.describe()
+        elif isinstance(value, BaseModel):
             yield from _flatten(value, f"{prefix}.{key}")
+        elif isinstance(value, tuple):
+            yield f"{prefix}.{key}", ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
         elif value is not None:
             yield f"{prefix}.{key}", value
 
@@ -385,8 +565,12 @@ def _describe(err: Any) -> str:
     loc = tuple(str(part) for part in err["loc"] if not str(part).startswith("function-"))
     # Union members show up in the location (e.g. 'tuple[...]'); the user only wrote the key path.
     loc = tuple(part for part in loc if not (part.startswith(("tuple[", "Fixed", "Choice", "IntRange", "FloatRange"))))
-    key = ".".join(loc) or "(top level)"
     msg = str(err["msg"]).removeprefix("Value error, ")
+    # A check across keys names the key it is about ("space.epochs: ..."): report it under that key.
+    named = re.match(r"^([a-z_]+(?:\.[a-z_]+)+): (.*)$", msg, re.DOTALL)
+    if err["type"] == "value_error" and named:
+        loc, msg = (*loc, named.group(1)), named.group(2)
+    key = ".".join(loc) or "(top level)"
     if err["type"] == "extra_forbidden":
         allowed = _allowed_keys(loc[:-1])
         hint = f"; expected one of: {', '.join(allowed)}" if allowed else ""

@@ -1,7 +1,10 @@
 """The MLflow Model Registry: log the best model, register a version, and promote it only if it is better.
 
 A new version gets the alias `champion` if it beats the current champion on the objective (the same
-validation metric the search selected on), otherwise `challenger`. Moving the alias is the last step, so a
+validation metric the search selected on), otherwise `challenger`. Under a shortcut gate (an experiment's
+`tuner.max_borders_only_auc`, or the one the champion was registered under) the gate comes first: the alias
+never moves to a version over the gate while a registered version under it exists, and a version under the
+gate takes it from a champion over it, whatever their objectives. Moving the alias is the last step, so a
 failure while logging or registering leaves the previous champion where it was.
 """
 
@@ -23,6 +26,7 @@ from mlflow.models import Model, ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types import Schema, TensorSpec
 
+from xraycnn.data.preprocess import film_preprocessing_of
 from xraycnn.errors import ModelNotFoundError, RegistryError, UnsafeModelError
 from xraycnn.tracking.runs import TAG_PREFIX
 
@@ -30,7 +34,27 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 OBJECTIVE_TAG = f"{TAG_PREFIX}objective"
 OBJECTIVE_VALUE_TAG = f"{TAG_PREFIX}objective_value"
+BORDERS_ONLY_TAG = f"{TAG_PREFIX}val_borders_only_auc"  # the version's borders-only AUC on validation
+GATE_TAG = f"{TAG_PREFIX}gate_max_borders_only_auc"  # the shortcut gate it was selected under
 MODEL_ARTIFACT = "model"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a new version is promoted on: its objective on validation and, for the shortcut gate, its
+    borders-only AUC on validation and the gate (None: no gate in its experiment)."""
+
+    objective_value: float
+    borders_only_auc: float | None = None
+    gate: float | None = None
+
+    def tags(self) -> dict[str, str]:
+        out = {}
+        if self.borders_only_auc is not None:
+            out[BORDERS_ONLY_TAG] = repr(float(self.borders_only_auc))
+        if self.gate is not None:
+            out[GATE_TAG] = repr(float(self.gate))
+        return out
 
 
 @dataclass(frozen=True)
@@ -42,6 +66,7 @@ class Registration:
     previous_champion: str | None  # version
     previous_value: float | None
     reason: str
+    preprocessed: bool = False  # it carries a FilmPreprocessing layer (loading it needs `import xraycnn.model`)
 
 
 def signature_for(input_shape: tuple[int, int, int]) -> ModelSignature:
@@ -63,8 +88,51 @@ def _beats(new: float, old: float, direction: str) -> bool:
     return new > old if direction == "max" else new < old
 
 
-def decide_alias(champion: Any | None, objective: str, value: float, direction: str) -> tuple[str, str]:
-    """(alias, why) for a new version scoring `value` on `objective`."""
+def _borders_only(version: Any) -> float | None:
+    raw = (version.tags or {}).get(BORDERS_ONLY_TAG)
+    return None if raw is None else float(raw)
+
+
+def _passes(borders_only: float | None, gate: float) -> bool:
+    """Under the gate; a version registered without its borders-only AUC counts as over it."""
+    return borders_only is not None and borders_only <= gate
+
+
+def decide_alias(
+    champion: Any | None,
+    objective: str,
+    value: float,
+    direction: str,
+    *,
+    borders_only: float | None = None,
+    gate: float | None = None,
+    versions: list[Any] = (),  # type: ignore[assignment]
+) -> tuple[str, str]:
+    """(alias, why) for a new version scoring `value` on `objective`, with `borders_only` under `gate` (or the
+    gate the champion carries); `versions` are the model's other registered versions."""
+    if gate is None and champion is not None and GATE_TAG in (champion.tags or {}):
+        gate = float(champion.tags[GATE_TAG])
+    if gate is not None:
+        if not _passes(borders_only, gate):
+            passing = [v for v in versions if _passes(_borders_only(v), gate)]
+            if passing:
+                return CHALLENGER, (
+                    f"borders-only AUC {_shown(borders_only)} is over the shortcut gate {gate:g} while "
+                    f"v{passing[0].version} ({_shown(_borders_only(passing[0]))}) is under it"
+                )
+        elif champion is not None and not _passes(_borders_only(champion), gate):
+            return CHAMPION, (
+                f"borders-only AUC {_shown(borders_only)} is under the shortcut gate {gate:g}; champion "
+                f"v{champion.version} ({_shown(_borders_only(champion))}) is not"
+            )
+    return _decide_on_objective(champion, objective, value, direction)
+
+
+def _shown(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.3f}"
+
+
+def _decide_on_objective(champion: Any | None, objective: str, value: float, direction: str) -> tuple[str, str]:
     if champion is None:
         return CHAMPION, "no champion yet"
     old_objective = champion.tags.get(OBJECTIVE_TAG)
@@ -98,7 +166,7 @@ def log_and_register(
     *,
     model_name: str,
     objective: str,
-    objective_value: float,
+    selection: Selection,
     direction: str,
     tags: dict[str, Any],
     description: str,
@@ -122,7 +190,8 @@ def log_and_register(
     version_tags = {
         **{k: str(v) for k, v in tags.items()},
         OBJECTIVE_TAG: objective,
-        OBJECTIVE_VALUE_TAG: repr(float(objective_value)),
+        OBJECTIVE_VALUE_TAG: repr(float(selection.objective_value)),
+        **selection.tags(),
     }
     try:
         version = mlflow.register_model(info.model_uri, model_name, tags=version_tags)
@@ -133,7 +202,20 @@ def log_and_register(
         with _promotion_lock():
             # Decided here, not from the lookup above: another search may have promoted a version meanwhile.
             champion = current_champion(client, model_name)
-            alias, reason = decide_alias(champion, objective, objective_value, direction)
+            others = [
+                v
+                for v in client.search_model_versions(f"name = '{model_name}'")
+                if str(v.version) != str(version.version)
+            ]
+            alias, reason = decide_alias(
+                champion,
+                objective,
+                selection.objective_value,
+                direction,
+                borders_only=selection.borders_only_auc,
+                gate=selection.gate,
+                versions=others,
+            )
             client.set_registered_model_alias(model_name, alias, version.version)  # the one step that promotes
     except (MlflowException, OSError) as exc:
         _withdraw(client, model_name, version.version)
@@ -146,6 +228,7 @@ def log_and_register(
         previous_champion=None if champion is None else str(champion.version),
         previous_value=None if champion is None else float(champion.tags.get(OBJECTIVE_VALUE_TAG, "nan")),
         reason=reason,
+        preprocessed=film_preprocessing_of(model) is not None,
     )
 
 

@@ -10,9 +10,11 @@ import pytest
 
 from tests.conftest import build_dataset
 from xraycnn.config import ExperimentConfig
+from xraycnn.data.augment import AugmentValues
 from xraycnn.data.dataset import PreparedData, prepare_data
 from xraycnn.data.discovery import discover
-from xraycnn.model.hypermodel import CxrHyperModel, trial_seed
+from xraycnn.data.preprocess import FilmPreprocessing
+from xraycnn.model.hypermodel import CxrHyperModel, ShortcutGate, trial_seed
 
 SPACE = {
     "conv_blocks": {"min": 1, "max": 3},
@@ -45,17 +47,26 @@ def test_search_space_declares_every_knob_with_per_block_filters(data: PreparedD
     hm.declare_hyperparameters(hp)
     hm.build(hp)
     names = {p.name for p in hp.space}
+    augmentation = {f"augment_{name}" for name in AugmentValues.__dataclass_fields__}
+    preprocessing = {"preprocess_crop", "preprocess_equalize", "preprocess_mask", "preprocess_standardize"}
     assert names == {
         "batch_size",
         "conv_blocks",
         "kernel_size",
+        "batch_norm",
+        "head",
         "dropout",
         "dense_units",
         "learning_rate",
         "filters_1",
         "filters_2",
         "filters_3",
+        *augmentation,
+        *preprocessing,
     }
+    # every knob is logged with a trial, fixed or not: the notebook's zoom and flip by default
+    assert hp.values["augment_zoom"] == 0.2 and hp.values["augment_horizontal_flip"] is True
+    assert hp.values["preprocess_equalize"] == "none" and hp.values["batch_norm"] is False
     lr = next(p for p in hp.space if p.name == "learning_rate")
     assert isinstance(lr, kt.engine.hyperparameters.Float) and lr.sampling == "log"
     # Blocks 2 and 3 only exist in deeper networks: conditional on conv_blocks.
@@ -136,7 +147,8 @@ def test_random_search_tunes_epochs_and_batch_size(data: PreparedData) -> None:
     )
     hp = kt.HyperParameters()
     hm.declare_hyperparameters(hp)
-    assert {p.name for p in hp.space} == {"batch_size", "epochs"}
+    searched = {p.name for p in hp.space if not isinstance(p, kt.engine.hyperparameters.Fixed)}
+    assert searched == {"batch_size", "epochs"}
     spy = _fit(hm)
     assert spy.kwargs["epochs"] == 1  # the range's default (its min), from hp, not from the tuner
     history = spy.kwargs
@@ -182,6 +194,61 @@ def test_early_stopping_stops_a_trial(data: PreparedData) -> None:
     assert len(history.history["val_auc"]) == 2
 
 
+def test_batch_norm_and_global_pooling_and_standardisation(data: PreparedData) -> None:
+    hm = CxrHyperModel(
+        config(
+            space__conv_blocks=2,
+            space__batch_norm=True,
+            space__head="gap",
+            data__preprocess={"standardize": True},
+        ),
+        data,
+    )
+    hp = kt.HyperParameters()
+    hm.declare_hyperparameters(hp)
+    model = hm.build(hp)
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds[:6] == ["LayerNormalization", "Conv2D", "BatchNormalization", "Activation", "MaxPooling2D", "Dropout"]
+    assert "GlobalAveragePooling2D" in kinds and "Flatten" not in kinds and "Rescaling" not in kinds
+    assert all(not c.use_bias for c in model.layers if isinstance(c, keras.layers.Conv2D))
+    # standardisation: zero mean and unit variance per image, whatever its brightness
+    standardized = model.layers[0](np.random.default_rng(0).uniform(50, 200, (2, 32, 32, 1)).astype("float32"))
+    assert np.allclose(np.mean(standardized, axis=(1, 2, 3)), 0, atol=1e-4)
+    assert np.allclose(np.std(standardized, axis=(1, 2, 3)), 1, atol=1e-3)
+
+
+def test_a_cropping_trial_trains_on_crops_and_registers_a_film_model(data: PreparedData) -> None:
+    hm = CxrHyperModel(config(space__conv_blocks=1, data__preprocess={"crop": True, "equalize": "global"}), data)
+    hp = kt.HyperParameters()
+    hm.declare_hyperparameters(hp)
+    network = hm.build(hp)
+    assert network.input_shape == (None, 24, 24, 1)  # rows 10-85 %, columns 12-88 % of a 32px film
+    hm.fit(hp, network, callbacks=[], epochs=1)
+    model = hm.registered_model(hp, network)
+    assert model.input_shape == (None, 32, 32, 1) and isinstance(model.layers[0], FilmPreprocessing)
+    films = data.test.images.astype(np.float32)
+    inputs = data.preprocessed(model.layers[0].steps).test.images.astype(np.float32)
+    np.testing.assert_array_equal(model.predict(films, verbose=0), network.predict(inputs, verbose=0))
+
+
+def test_the_gate_adds_the_borders_only_auc_and_a_gated_score_to_every_epoch(data: PreparedData) -> None:
+    gated = config(tuner__max_borders_only_auc=0.6, space__conv_blocks=1)
+    hm = CxrHyperModel(gated, data)
+    hp = kt.HyperParameters()
+    hm.declare_hyperparameters(hp)
+    spy = _fit(hm, epochs=2)
+    callbacks = spy.kwargs["callbacks"]
+    assert isinstance(callbacks[0], ShortcutGate)  # first: the tuner's callbacks read what it adds
+    early = next(c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping))
+    assert early.monitor == "val_gated_auc"
+    history = spy.model.history.history
+    for value, borders, score in zip(
+        history["val_auc"], history["val_borders_only_auc"], history["val_gated_auc"], strict=True
+    ):
+        assert 0 <= borders <= 1
+        assert score == (value if borders <= 0.6 else value - 100.0)
+
+
 def test_trial_seed_depends_on_configuration_only() -> None:
     a = trial_seed(1, {"dropout": 0.2, "lr": 1e-3, "tuner/epochs": 3})
     assert a == trial_seed(1, {"lr": 1e-3, "dropout": 0.2, "tuner/epochs": 9, "tuner/trial_id": "0001"})
@@ -190,13 +257,12 @@ def test_trial_seed_depends_on_configuration_only() -> None:
 
 
 def test_training_batches_are_augmented_and_eval_batches_are_not(data: PreparedData) -> None:
-    from xraycnn.config import Augmentation
     from xraycnn.data.pipeline import eval_batches, training_batches
 
     x_eval, _ = next(iter(eval_batches(data.train, 4)))
     np.testing.assert_array_equal(x_eval.numpy(), data.train.images[:4].astype(np.float32))
-    plain = training_batches(data.train, len(data.train), Augmentation(zoom=0.0, horizontal_flip=False), seed=3)
-    augmented = training_batches(data.train, len(data.train), Augmentation(zoom=0.2, horizontal_flip=True), seed=3)
+    plain = training_batches(data.train, len(data.train), AugmentValues(), seed=3)
+    augmented = training_batches(data.train, len(data.train), AugmentValues(zoom=0.2, horizontal_flip=True), seed=3)
     x_plain, _ = next(iter(plain))
     x_aug, _ = next(iter(augmented))
     assert sorted(map(bytes, x_plain.numpy().astype(np.uint8))) == sorted(map(bytes, data.train.images))

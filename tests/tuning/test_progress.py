@@ -4,6 +4,7 @@ import keras_tuner as kt
 from keras_tuner.engine.trial import Trial, TrialStatus
 from rich.console import Console
 
+from xraycnn.config import TunerConfig
 from xraycnn.tuning.progress import SearchProgress, describe_hyperparameters, top_trials_table
 
 
@@ -59,6 +60,40 @@ def test_log_mode_prints_one_line_per_trial_with_best_so_far() -> None:
 def test_top_trials_table() -> None:
     console = Console(record=True, width=200)
     rows = [{"trial_id": "07", "score": 0.99, "test_auc": 0.98, "best_epoch": 4, "hyperparameters": VALUES}]
-    console.print(top_trials_table(rows, "val_auc"))
+    console.print(top_trials_table(rows, TunerConfig()))
     text = console.export_text()
     assert "Top trials by val_auc" in text and "0.9900" in text and "0.9800" in text and "f 32-64" in text
+    assert "gate" not in text
+
+
+def test_a_gated_table_shows_the_objective_and_the_gate_behind_each_score() -> None:
+    console = Console(record=True, width=240)
+    gated = TunerConfig(max_borders_only_auc=0.6)
+    values = {**VALUES, "preprocess_crop": True, "preprocess_equalize": "global", "batch_norm": True, "head": "gap"}
+    rows = [
+        {"trial_id": "02", "score": 0.91, "best_val_borders_only_auc": 0.5, "gate": "pass", "hyperparameters": values},
+        {
+            "trial_id": "01",
+            "score": 0.97 - 100,
+            "best_val_borders_only_auc": 0.83,
+            "gate": "fail",
+            "hyperparameters": VALUES,
+        },
+    ]
+    console.print(top_trials_table(rows, gated))
+    text = console.export_text()
+    assert "over the shortcut gate (borders-only AUC > 0.6) last" in text
+    first, second = (line for line in text.splitlines() if line.startswith(("│    1", "│    2")))
+    assert "0.9100" in first and "pass" in first and "crop eq-global bn gap" in first
+    assert "0.9700" in second and "0.8300" in second and "fail" in second
+
+
+def test_a_gated_score_is_shown_as_its_objective() -> None:
+    console = Console(record=True, width=200, force_terminal=False)
+    progress = SearchProgress(console, "val_auc", "max", 2, 4, tuner=TunerConfig(max_borders_only_auc=0.6))
+    progress.start()
+    progress.trial_end(trial("00", VALUES, score=0.97 - 100))
+    progress.trial_end(trial("01", VALUES, score=0.91))
+    lines = console.export_text().splitlines()
+    assert "-> val_auc 0.9700 over the shortcut gate" in lines[0]
+    assert "-> val_auc 0.9100 •" in lines[1] and "best val_auc 0.9100 (trial 01)" in lines[1]

@@ -1,7 +1,8 @@
 """Decoded datasets on disk, shared by every search on this machine.
 
-Keyed by the dataset digest (every file's path, label and bytes), the image geometry and the decoder's
-version, so a hit is always the same arrays a fresh decode would give. Written atomically (temporary file,
+Keyed by the dataset digest (every file's path, label and bytes), the image geometry, the decoder's
+version and, for preprocessed arrays, the preprocessing's steps and version, so a hit is always the same
+arrays a fresh decode (and preprocessing) would give. Written atomically (temporary file,
 then rename); a file that cannot be read is ignored and rewritten, never trusted.
 """
 
@@ -31,9 +32,11 @@ class CachedArrays:
     skipped: list[tuple[str, str]]  # (path relative to the dataset root, reason)
 
 
-def entry_path(digest: str, size: int, channels: int, directory: Path | None = None) -> Path:
+def entry_path(digest: str, size: int, channels: int, directory: Path | None = None, variant: str = "") -> Path:
+    """The entry of a decode; `variant` names what was done to the decoded images (a preprocessing)."""
     directory = directory or paths.cache_dir()
-    return directory / f"decoded-{digest}-{size}px-{channels}ch-v{DECODER_VERSION}.npz"
+    suffix = f"-{variant}" if variant else ""
+    return directory / f"decoded-{digest}-{size}px-{channels}ch-v{DECODER_VERSION}{suffix}.npz"
 
 
 def load(path: Path) -> CachedArrays | None:

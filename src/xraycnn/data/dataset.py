@@ -11,9 +11,9 @@ import hashlib
 import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.model_selection import train_test_split
@@ -23,6 +23,9 @@ from xraycnn.data import cache
 from xraycnn.data.discovery import CLASS_NAMES, DatasetFiles, LabeledFile
 from xraycnn.data.images import SkippedFile, decode_files, default_workers
 from xraycnn.errors import DataUnusableError
+
+if TYPE_CHECKING:
+    from xraycnn.data.preprocess import FilmSteps
 
 MIN_PER_CLASS = 2  # per class and split: fewer makes AUC undefined or a stratified split impossible
 
@@ -46,6 +49,9 @@ class Split:
 
 @dataclass(frozen=True, eq=False)
 class PreparedData:
+    """The splits of a dataset. As prepared, their images are the films (`image_size` a side, what a
+    registered model takes); `preprocessed(steps)` gives the same splits as the network's inputs."""
+
     root: str
     digest: str
     image_size: int
@@ -54,10 +60,55 @@ class PreparedData:
     val: Split
     test: Split
     skipped: tuple[SkippedFile, ...] = field(default=())
+    train_indices: np.ndarray | None = None  # of `train` and `val` in the decoded train split
+    val_indices: np.ndarray | None = None
+    steps_key: str = "none"  # the preprocessing its images went through
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        return (self.image_size, self.image_size, self.channels)
+        """The shape of one image of the splits."""
+        if self.train is None:
+            return (self.image_size, self.image_size, self.channels)
+        return tuple(int(d) for d in self.train.images.shape[1:])  # type: ignore[return-value]
+
+    def preprocessed(self, steps: FilmSteps) -> PreparedData:
+        """The same splits, each film through `steps` (computed once per process and cached on disk)."""
+        if not steps.active:
+            return self
+        key = (self.digest, self.image_size, self.channels, steps.key())
+        if key not in _PREPROCESSED:
+            from xraycnn.data.preprocess import PREPROCESS_VERSION, preprocess_films
+
+            entry = cache.entry_path(
+                self.digest, self.image_size, self.channels, variant=f"{steps.key()}-p{PREPROCESS_VERSION}"
+            )
+            arrays = cache.load(entry)
+            if arrays is None:
+                decoded = _DECODED[(self.digest, self.image_size, self.channels)]
+                arrays = cache.CachedArrays(
+                    {name: preprocess_films(getattr(decoded, name).images, steps) for name in ("train", "test")},
+                    {name: getattr(decoded, name).labels for name in ("train", "test")},
+                    {name: list(getattr(decoded, name).files) for name in ("train", "test")},
+                    [],
+                )
+                cache.save(entry, arrays)
+            _PREPROCESSED[key] = arrays
+        arrays = _PREPROCESSED[key]
+
+        def split(name: str, indices: np.ndarray | None) -> Split:
+            images, labels = arrays.images[name], arrays.labels[name]
+            files = tuple(arrays.files[name])
+            if indices is not None:
+                return Split(images[indices], labels[indices], tuple(files[i] for i in indices))
+            return Split(images, labels, files)
+
+        return replace(
+            self,
+            train=split("train", self.train_indices),
+            val=split("train", self.val_indices),
+            test=split("test", None),
+            steps_key=steps.key(),
+        )
 
     def summary(self) -> dict[str, Any]:
         """What runs log as params next to the experiment's own settings."""
@@ -105,6 +156,8 @@ class _Decoded:
 # One decode per dataset content, image size and colour mode for the life of the process (and, through
 # data.cache, across processes).
 _DECODED: dict[tuple[str, int, int], _Decoded] = {}
+# The decoded splits through one preprocessing, keyed by (digest, size, channels, steps): data.preprocess.
+_PREPROCESSED: dict[tuple[str, int, int, str], cache.CachedArrays] = {}
 
 
 def _decode(files: DatasetFiles, size: int, channels: int) -> cache.CachedArrays:
@@ -165,7 +218,8 @@ def prepare_data(files: DatasetFiles, config: DataConfig, seed: int) -> Prepared
             f"{files.root}: cannot hold out a stratified {config.validation_split:.0%} of train for validation "
             f"({exc}); add training images or change data.validation_split"
         ) from exc
-    splits = {"train": train.subset(np.sort(fit_idx)), "validation": train.subset(np.sort(val_idx))}
+    fit_idx, val_idx = np.sort(fit_idx), np.sort(val_idx)
+    splits = {"train": train.subset(fit_idx), "validation": train.subset(val_idx)}
     _check_usable(splits, files.root, decoded.skipped)
     return PreparedData(
         root=str(files.root),
@@ -176,4 +230,6 @@ def prepare_data(files: DatasetFiles, config: DataConfig, seed: int) -> Prepared
         val=splits["validation"],
         test=decoded.test,
         skipped=decoded.skipped,
+        train_indices=fit_idx,
+        val_indices=val_idx,
     )

@@ -1,46 +1,41 @@
 """tf.data pipelines over the decoded arrays: shuffled, augmented training batches and plain eval batches.
 
-Augmentation runs in the input pipeline on whole batches, in parallel with the model's step (prefetch), so
-the network itself stays free of preprocessing layers and the registered model takes plain images.
+Augmentation (data.augment) runs in the input pipeline on whole batches, in parallel with the model's step
+(prefetch), so the network itself stays free of augmentation layers and the registered model takes plain
+films.
 """
 
 from __future__ import annotations
 
-import keras
 import tensorflow as tf
 
-from xraycnn.config import Augmentation
+from xraycnn.data.augment import AugmentValues, augment
 from xraycnn.data.dataset import Split
 
 
-def _augmenter(augmentation: Augmentation, seed: int) -> keras.Sequential | None:
-    layers: list[keras.layers.Layer] = []
-    if augmentation.horizontal_flip:
-        layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
-    if augmentation.zoom > 0:
-        # ImageDataGenerator(zoom_range=z) of the notebook: scale in [1-z, 1+z], edges filled by the nearest row
-        layers.append(
-            keras.layers.RandomZoom((-augmentation.zoom, augmentation.zoom), fill_mode="nearest", seed=seed + 1)
-        )
-    return keras.Sequential(layers, name="augmentation") if layers else None
-
-
-def training_batches(split: Split, batch_size: int, augmentation: Augmentation, seed: int) -> tf.data.Dataset:
-    """float32 images (0-255) and labels, reshuffled every epoch, augmented when the experiment says so."""
+def training_batches(split: Split, batch_size: int, values: AugmentValues, seed: int) -> tf.data.Dataset:
+    """float32 images (0-255) and labels, reshuffled every epoch, augmented with `values`."""
     dataset = (
         tf.data.Dataset.from_tensor_slices((split.images, split.labels))
         .shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
         .batch(batch_size)
     )
-    augmenter = _augmenter(augmentation, seed)
+    if not values.active:
+        return dataset.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE).prefetch(
+            tf.data.AUTOTUNE
+        )
+    # One stateless seed per batch, a new stream every epoch: reproducible from `seed`, whatever the parallelism.
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
 
-    def to_float(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        images = tf.cast(images, tf.float32)
-        if augmenter is not None:
-            images = augmenter(images, training=True)
-        return images, labels
+    def augmented(batch: tuple[tf.Tensor, tf.Tensor], batch_seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        images, labels = batch
+        return augment(tf.cast(images, tf.float32), values, batch_seed), labels
 
-    return dataset.map(to_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return (
+        tf.data.Dataset.zip((dataset, seeds))
+        .map(augmented, num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
 
 
 def eval_batches(split: Split, batch_size: int) -> tf.data.Dataset:

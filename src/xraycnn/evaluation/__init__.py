@@ -105,7 +105,16 @@ def binary_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: flo
 
 
 def predict_probabilities(model, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    return np.asarray(model.predict(images.astype(np.float32), batch_size=batch_size, verbose=0)).reshape(-1)
+    """P(COVID19) per image. Beyond one batch, the last batch is padded to full size: oneDNN's kernels for a
+    smaller batch can round differently in the last bit, and the same film must score the same wherever it
+    falls (a model that crops to the lungs gives every borders-only film one probability, and the audit's
+    AUC is then exactly 0.5, not 0.498 from rounding)."""
+    images = images.astype(np.float32)
+    count = len(images)
+    short = -count % batch_size if count > batch_size else 0
+    if short:
+        images = np.concatenate([images, np.zeros((short, *images.shape[1:]), np.float32)])
+    return np.asarray(model.predict(images, batch_size=batch_size, verbose=0)).reshape(-1)[:count]
 
 
 def evaluate(model, split: Split, threshold: float = THRESHOLD) -> Evaluation:

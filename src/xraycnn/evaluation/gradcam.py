@@ -3,8 +3,9 @@ block's evidence for the predicted class lies, and how much of it falls outside 
 
 Classifiers of chest films are known to learn shortcuts (text markers, borders, the hospital's framing). A
 heatmap whose mass sits outside the central lung region is a warning sign; the share of it is reported as a
-shortcut indicator. The lung region is a fixed central box (rows 10-85 %, columns 12-88 % of the film), a
-coarse stand-in for a lung segmentation that works for the upright PA films of cxr-covid.
+shortcut indicator. The lung region is the fixed box of `data.regions`. Heatmaps are always on the film's
+own geometry: a model that crops the film first (data.preprocess) has its heatmap placed back where its
+crop came from, zero elsewhere.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-LUNG_BOX = (0.10, 0.85, 0.12, 0.88)  # top, bottom, left, right: fractions of the height and width
+from xraycnn.data.preprocess import film_preprocessing_of
+from xraycnn.data.regions import LUNG_BOX, lung_mask
+
 OUTCOMES = ("TP", "FP", "FN", "TN")
 
 
@@ -28,18 +31,18 @@ class Heatmaps:
     outside_share: np.ndarray  # (n,): share of each map's mass outside LUNG_BOX
 
 
-def _last_conv(model: keras.Model) -> int:
+_BLOCK_TAIL = (keras.layers.BatchNormalization, keras.layers.Activation, keras.layers.ReLU)
+
+
+def _explained_layer(model: keras.Model) -> int:
+    """The last conv block's feature maps: its Conv2D, or the normalisation and activation right after it."""
     convs = [i for i, layer in enumerate(model.layers) if isinstance(layer, keras.layers.Conv2D)]
     if not convs:
         raise ValueError(f"model {model.name} has no Conv2D layer to explain")
-    return convs[-1]
-
-
-def lung_mask(height: int, width: int) -> np.ndarray:
-    top, bottom, left, right = LUNG_BOX
-    mask = np.zeros((height, width), dtype=bool)
-    mask[round(top * height) : round(bottom * height), round(left * width) : round(right * width)] = True
-    return mask
+    index = convs[-1]
+    while index + 1 < len(model.layers) and isinstance(model.layers[index + 1], _BLOCK_TAIL):
+        index += 1
+    return index
 
 
 def outside_share(maps: np.ndarray) -> np.ndarray:
@@ -56,11 +59,13 @@ def gradcam(model: keras.Model, images: np.ndarray, batch_size: int = 32) -> Hea
     The gradient is taken of the output unit's logit (before the sigmoid, which saturates on confident
     predictions and would zero the gradient), negated where the model predicts NORMAL.
     """
-    conv_index = _last_conv(model)
+    conv_index = _explained_layer(model)
     head = model.layers[-1]
     if not isinstance(head, keras.layers.Dense) or head.units != 1:
         raise ValueError("Grad-CAM here expects a single-unit Dense output layer (P(COVID19))")
     height, width = images.shape[1:3]
+    steps = film_preprocessing_of(model)
+    r0, r1, c0, c1 = steps.film_region(height, width) if steps is not None else (0, height, 0, width)
     out = []
     for start in range(0, len(images), batch_size):
         x = tf.convert_to_tensor(images[start : start + batch_size], dtype=tf.float32)
@@ -78,7 +83,8 @@ def gradcam(model: keras.Model, images: np.ndarray, batch_size: int = 32) -> Hea
         grads = tf.cast(tape.gradient(target, conv), tf.float32)
         weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
         cam = tf.nn.relu(tf.reduce_sum(tf.cast(conv, tf.float32) * weights, axis=-1))
-        cam = tf.image.resize(cam[..., None], (height, width), method="bilinear")[..., 0]
+        cam = tf.image.resize(cam[..., None], (r1 - r0, c1 - c0), method="bilinear")[..., 0]
+        cam = tf.pad(cam, [[0, 0], [r0, height - r1], [c0, width - c1]])  # back onto the film
         peak = tf.reduce_max(cam, axis=(1, 2), keepdims=True)
         out.append((cam / tf.where(peak > 0, peak, 1.0)).numpy())
     maps = np.concatenate(out).astype(np.float32) if out else np.empty((0, height, width), np.float32)

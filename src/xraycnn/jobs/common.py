@@ -23,8 +23,10 @@ from xraycnn.assessment import Assessment, assess, log_assessment
 from xraycnn.config import Experiment
 from xraycnn.data.dataset import PreparedData, prepare_data
 from xraycnn.data.external import read_sources
+from xraycnn.data.preprocess import film_preprocessing_of
 from xraycnn.errors import RegistryError
 from xraycnn.evaluation import predict_probabilities
+from xraycnn.evaluation.shortcuts import BORDERS_ONLY, LUNGS_ONLY, OUTSIDE_SHARE
 from xraycnn.evaluation.threshold import choose_threshold
 from xraycnn.inputs import Inputs
 from xraycnn.precision import apply_policy
@@ -32,6 +34,7 @@ from xraycnn.registry import (
     THRESHOLD_RULE_TAG,
     THRESHOLD_TAG,
     Registration,
+    Selection,
     current_champion,
     failure_message,
     log_and_register,
@@ -125,6 +128,7 @@ def run_tags(session: Session, kind: str) -> dict[str, Any]:
         f"{TAG_PREFIX}dataset_root": session.data.root,
         f"{TAG_PREFIX}tuner": experiment.config.tuner.algorithm,
         f"{TAG_PREFIX}objective": experiment.config.tuner.objective,
+        f"{TAG_PREFIX}selection_rule": experiment.config.tuner.selection_rule(),
         f"{TAG_PREFIX}seed": experiment.config.seed,
         f"{TAG_PREFIX}precision": session.precision,
         f"{TAG_PREFIX}precision_reason": session.precision_reason,
@@ -180,7 +184,7 @@ def publish_model(
     run_id: str,
     model: keras.Model,
     assessment: Assessment,
-    objective_value: float,
+    selection: Selection,
     title: str,
     version_tags: dict[str, Any],
     description: str,
@@ -194,8 +198,10 @@ def publish_model(
         champion = current_champion(runs.client, config.registry.model_name)
         raise RegistryError(failure_message(f"logging the test evaluation of {title}", exc, champion)) from exc
     overall = assessment.clinical.overall
+    steps = film_preprocessing_of(model)
     tags = {
         **version_tags,
+        f"{TAG_PREFIX}preprocess": steps.key() if steps is not None else "none",
         f"{TAG_PREFIX}dataset_digest": session.data.digest,
         f"{TAG_PREFIX}image_size": session.data.image_size,
         f"{TAG_PREFIX}color_mode": config.data.color_mode,
@@ -207,6 +213,11 @@ def publish_model(
             for k in ("auc", "accuracy", "sensitivity", "specificity")
         },
         **{
+            f"{TAG_PREFIX}test_{k}": f"{v:.4f}"
+            for k, v in assessment.audit.overall.values.items()
+            if v == v  # NaN: undefined on this set
+        },
+        **{
             f"{TAG_PREFIX}test_thr_{k}": f"{overall.metrics[f'thr_{k}']:.4f}"
             for k in ("accuracy", "sensitivity", "specificity")
         },
@@ -215,7 +226,7 @@ def publish_model(
         model,
         model_name=config.registry.model_name,
         objective=config.tuner.objective,
-        objective_value=objective_value,
+        selection=selection,
         direction=config.tuner.direction,
         tags=tags,
         description=description,
@@ -223,6 +234,7 @@ def publish_model(
             "threshold": assessment.threshold,
             "threshold_rule": assessment.clinical.threshold_rule,
             "threshold_chosen_on": "validation",
+            "preprocess": steps.key() if steps is not None else "none",
         },
     )
     runs.set_tags(
@@ -244,10 +256,13 @@ def describe_assessment(assessment: Assessment) -> str:
         interval = overall.intervals.get(key)
         return f"{label} {overall.metrics[key]:.4f}" + (f" {interval}" if interval else "")
 
+    audit = assessment.audit.overall
     return (
         f"at threshold {assessment.threshold:.3f}: {figure('thr_accuracy', 'accuracy')}, "
         f"{figure('thr_sensitivity', 'sensitivity')}, {figure('thr_specificity', 'specificity')}; "
-        f"{figure('auc', 'AUC')}; at 0.5: {figure('accuracy', 'accuracy')} (95 % bootstrap intervals)"
+        f"{figure('auc', 'AUC')}; at 0.5: {figure('accuracy', 'accuracy')}; shortcut audit: borders-only AUC "
+        f"{audit.describe(BORDERS_ONLY)}, lungs-only AUC {audit.describe(LUNGS_ONLY)}, Grad-CAM heat outside "
+        f"the lungs {audit.describe(OUTSIDE_SHARE)} (95 % bootstrap intervals)"
     )
 
 
@@ -258,4 +273,7 @@ def report_registration(console: Console, registration: Registration, assessment
         f"({registration.reason}). Test {describe_assessment(assessment)}.",
         highlight=False,
     )
-    console.print(f"Load it with mlflow.keras.load_model('models:/{registration.name}@{registration.alias}').")
+    console.print(
+        f"Load it with mlflow.keras.load_model('models:/{registration.name}@{registration.alias}')"
+        + (" after `import xraycnn.model` (it carries its preprocessing layer)." if registration.preprocessed else ".")
+    )

@@ -1,6 +1,7 @@
 """`xraycnn evaluate`: any logged or registered model on any labelled folder, as one MLflow evaluation run
-linked to the model version: clinical metrics with intervals at the model's threshold and at 0.5, per source
-when a MANIFEST.csv says where the images come from, plots, Grad-CAM and per-image predictions."""
+linked to the model version: clinical metrics with intervals at the model's threshold and at 0.5, the shortcut
+audit (evaluation.shortcuts), both per source when a MANIFEST.csv says where the images come from, plots,
+Grad-CAM and per-image predictions."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ from rich.table import Table
 from xraycnn.assessment import Assessment, assess, log_assessment
 from xraycnn.data.external import LabeledImages, load_labeled_folder
 from xraycnn.data.images import input_shape_of
+from xraycnn.data.regions import uniform_outside_share
 from xraycnn.evaluation import THRESHOLD
 from xraycnn.evaluation.clinical import AT_THRESHOLD, REPORTED, THRESHOLD_FREE, Scored
+from xraycnn.evaluation.shortcuts import FIGURES
 from xraycnn.registry import ModelCard, load_keras_model_with_card
 from xraycnn.tracking.runs import TAG_PREFIX, RunLogger
 from xraycnn.tracking.store import TrackingStore, ensure_experiment, resolve_store
@@ -144,8 +147,17 @@ def _print(console: Console, assessment: Assessment) -> None:
             chosen = metric if metric in THRESHOLD_FREE else f"{AT_THRESHOLD}{metric}"
             table.add_row(metric, _cell(scored, chosen), _cell(scored, metric))
         console.print(table)
-    if assessment.heatmaps is not None:
-        console.print(
-            f"Grad-CAM: on average {assessment.outside_share:.0%} of the heat lies outside the central lung box "
-            "(a shortcut indicator; see plots/gradcam.png)."
-        )
+    audit = assessment.audit
+    table = Table(
+        title="Shortcut audit (95 % bootstrap intervals): AUC with the lung box blacked out (borders only) and "
+        "with all but it blacked out (lungs only); Grad-CAM heat outside the lung box (a uniform map: "
+        f"{uniform_outside_share():.0%})",
+        header_style="bold",
+    )
+    table.add_column("set")
+    table.add_column("images", justify="right")
+    for name in FIGURES:
+        table.add_column(name, justify="right")
+    for name, figures in {"all": audit.overall, **audit.per_source}.items():
+        table.add_row(name, str(figures.n), *(figures.describe(k) for k in FIGURES))
+    console.print(table)

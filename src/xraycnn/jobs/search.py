@@ -36,9 +36,9 @@ from xraycnn.jobs.common import (
     run_tags,
 )
 from xraycnn.model.hypermodel import CxrHyperModel
-from xraycnn.registry import Registration
+from xraycnn.registry import Registration, Selection
 from xraycnn.report import write_report
-from xraycnn.tracking.runs import TAG_PREFIX, TRIAL_ID_TAG
+from xraycnn.tracking.runs import BEST_EPOCH_TAG, GATE_TAG, TAG_PREFIX, TRIAL_ID_TAG
 from xraycnn.tracking.trial_tracker import TrialTracker
 from xraycnn.tuning.cluster import ClusterRole, patient_oracle_client
 from xraycnn.tuning.progress import SearchProgress, top_trials_table
@@ -134,22 +134,27 @@ def run_search(
 
 
 def _trial_listeners(
-    session: Session, parent_run_id: str, console: Console, run_tags: dict[str, str] | None = None
+    session: Session,
+    parent_run_id: str,
+    console: Console,
+    hypermodel: CxrHyperModel,
+    run_tags: dict[str, str] | None = None,
 ) -> tuple[TrialTracker, SearchProgress]:
     """What listens to the trials a process trains: their MLflow runs under `parent_run_id`, and the console."""
     config = session.experiment.config
-    objective, direction = config.tuner.objective, config.tuner.direction
     tracker = TrialTracker(
         session.runs,
         session.experiment_id,
         parent_run_id,
         fixed_params(session),
         session.data,
-        objective,
-        direction,
+        config.tuner,
+        hypermodel.trial_figures,
         run_tags=run_tags,
     )
-    progress = SearchProgress(console, objective, direction, *planned_budget(config))
+    progress = SearchProgress(
+        console, config.tuner.objective, config.tuner.direction, *planned_budget(config), tuner=config.tuner
+    )
     return tracker, progress
 
 
@@ -176,10 +181,11 @@ def _search_and_register(
     experiment, config = session.experiment, session.experiment.config
     parent_run_id = state.parent_run_id
     objective, direction = config.tuner.objective, config.tuner.direction
-    tracker, progress = _trial_listeners(session, parent_run_id, console)
+    hypermodel = CxrHyperModel(config, session.data)
+    tracker, progress = _trial_listeners(session, parent_run_id, console, hypermodel)
     planned_trials, planned_epochs = planned_budget(config)
     listeners = [] if cluster is not None else [tracker, progress]  # a chief trains nothing: its workers do
-    tuner = build_tuner(config, CxrHyperModel(config, session.data), project_dir.parent, project_dir.name, listeners)
+    tuner = build_tuner(config, hypermodel, project_dir.parent, project_dir.name, listeners)
 
     done = [t for t in tuner.oracle.trials.values() if t.status in DONE]
     completed = [t for t in done if t.status == TrialStatus.COMPLETED]
@@ -192,6 +198,7 @@ def _search_and_register(
         f"Searching {experiment.name} with {config.tuner.algorithm} on {objective} ({direction}); budget "
         f"{planned_trials} trials / {planned_epochs} epochs at most; MLflow run {parent_run_id} in {session.store.uri}"
     )
+    console.print(f"Selection: {config.tuner.selection_rule()}.", highlight=False)
     if cluster is not None:
         console.print(f"Chief: serving the oracle on {cluster.oracle}; the workers train the trials.")
     else:
@@ -232,7 +239,7 @@ def _search_and_register(
             f"no trial of {experiment.name} completed; see the FAILED trial runs in MLflow for the errors"
         )
     best = best_trials[0]
-    console.print(top_trials_table(trials.to_dict("records"), objective))  # type: ignore[arg-type]
+    console.print(top_trials_table(trials.to_dict("records"), config.tuner))  # type: ignore[arg-type]
 
     assessment: Assessment | None = None
     registration: Registration | None = None
@@ -242,7 +249,7 @@ def _search_and_register(
             f"v{state.registered['version']} ({state.registered['alias']}). Use --fresh to search again."
         )
     else:
-        assessment, registration = _finalise(session, tuner, best, trials, parent_run_id)
+        assessment, registration = _finalise(session, tuner, hypermodel, best, trials, parent_run_id)
         state.registered = {
             "trial_id": best.trial_id,
             "name": registration.name,
@@ -292,22 +299,30 @@ def _write_report(session: Session, parent_run_id: str, reports_dir: Path, conso
 
 
 def _finalise(
-    session: Session, tuner: Any, best: Any, trials: pd.DataFrame, parent_run_id: str
+    session: Session, tuner: Any, hypermodel: CxrHyperModel, best: Any, trials: pd.DataFrame, parent_run_id: str
 ) -> tuple[Assessment, Registration]:
     """Evaluate the best trial's model on test, log the search's summary artifacts, register the model."""
-    experiment, config = session.experiment, session.experiment.config
-    objective = config.tuner.objective
-    model = tuner.load_model(best)
+    experiment, tuner_config = session.experiment, session.experiment.config.tuner
+    model = hypermodel.registered_model(best.hyperparameters, tuner.load_model(best))
     assessment = final_assessment(session, model)
-    best_run = trials.loc[trials["trial_id"] == best.trial_id, "run_id"].iloc[0]
+    row = trials.loc[trials["trial_id"] == best.trial_id].iloc[0]
+    best_run = row["run_id"]
     session.runs.set_tags(
         parent_run_id, {f"{TAG_PREFIX}best_trial_id": best.trial_id, f"{TAG_PREFIX}best_run_id": best_run}
     )
-    session.runs.log_metrics(parent_run_id, {f"best_{objective}": float(best.score)})
+    value, _ = tuner_config.ungated(float(best.score))
+    best_metrics = {f"best_{tuner_config.objective}": value, f"best_{tuner_config.selection_metric}": float(best.score)}
+    session.runs.log_metrics(parent_run_id, best_metrics)
     session.runs.log_dataframe_csv(parent_run_id, trials, "trials.csv")
     title = f"{experiment.name} trial {best.trial_id}"
-    registration = _publish(session, parent_run_id, model, assessment, best, best_run, title)
+    selection = Selection(value, _metric(row, "best_val_borders_only_auc"), tuner_config.max_borders_only_auc)
+    registration = _publish(session, parent_run_id, model, assessment, best, best_run, title, selection)
     return assessment, registration
+
+
+def _metric(row: pd.Series, name: str) -> float | None:
+    value = row.get(name)
+    return None if value is None or pd.isna(value) else float(value)
 
 
 def _publish(
@@ -318,15 +333,16 @@ def _publish(
     best: Any,
     best_run: str,
     title: str,
+    selection: Selection,
 ) -> Registration:
     config = session.experiment.config
     description = (
         f"Best trial {best.trial_id} of experiment {session.experiment.name} ({config.tuner.algorithm} search on "
-        f"{config.tuner.objective}): {config.tuner.objective} {best.score:.4f}; "
+        f"{config.tuner.objective}): {config.tuner.objective} {selection.objective_value:.4f}; "
         f"test {describe_assessment(assessment)}. "
         f"Threshold chosen on validation: {assessment.clinical.threshold_rule}. "
-        f"Input: float32 {'x'.join(map(str, session.data.input_shape))} images, values 0-255 "
-        "(xraycnn.prepare_images). Output: P(COVID19)."
+        f"Input: float32 {'x'.join(map(str, model.input_shape[1:]))} films, values 0-255 "
+        "(xraycnn.prepare_images); the model applies its own preprocessing. Output: P(COVID19)."
     )
     version_tags = {
         f"{TAG_PREFIX}experiment": session.experiment.name,
@@ -334,7 +350,7 @@ def _publish(
         f"{TAG_PREFIX}trial_run_id": best_run,
         f"{TAG_PREFIX}search_run_id": parent_run_id,
     }
-    return publish_model(session, parent_run_id, model, assessment, float(best.score), title, version_tags, description)
+    return publish_model(session, parent_run_id, model, assessment, selection, title, version_tags, description)
 
 
 def trials_table(session: Session, tuner: Any, parent_run_id: str) -> pd.DataFrame:
@@ -360,13 +376,12 @@ def trials_table(session: Session, tuner: Any, parent_run_id: str) -> pd.DataFra
             "status": trial.status,
             "score": trial.score,
             "run_id": run.info.run_id if run else None,
-            "best_epoch": int(run.data.tags[f"{TAG_PREFIX}best_epoch"])
-            if run and f"{TAG_PREFIX}best_epoch" in run.data.tags
-            else None,
+            "best_epoch": int(run.data.tags[BEST_EPOCH_TAG]) if run and BEST_EPOCH_TAG in run.data.tags else None,
+            "gate": run.data.tags.get(GATE_TAG) if run else None,
             "hyperparameters": dict(trial.hyperparameters.values),
         }
         if run:
-            row.update({k: v for k, v in run.data.metrics.items() if k.startswith("test_")})
+            row.update({k: v for k, v in run.data.metrics.items() if k.startswith(("test_", "best_val_"))})
         rows.append(row)
     frame = pd.DataFrame(rows)
     hp = pd.json_normalize(frame["hyperparameters"]).add_prefix("hp.") if len(frame) else pd.DataFrame()
@@ -454,10 +469,9 @@ def _run_worker(
     parent_run_id = _find_parent(session, cluster)
     _close_orphans(session, parent_run_id, cluster.worker_id)
     cluster.apply()
-    tracker, progress = _trial_listeners(session, parent_run_id, console, {WORKER_TAG: cluster.worker_id})
-    tuner = build_tuner(
-        config, CxrHyperModel(config, session.data), project_dir.parent, project_dir.name, [tracker, progress]
-    )
+    hypermodel = CxrHyperModel(config, session.data)
+    tracker, progress = _trial_listeners(session, parent_run_id, console, hypermodel, {WORKER_TAG: cluster.worker_id})
+    tuner = build_tuner(config, hypermodel, project_dir.parent, project_dir.name, [tracker, progress])
     patient_oracle_client(tuner)
     console.print(f"Worker {cluster.worker_id}: trials from the oracle on {cluster.oracle}, parent run {parent_run_id}")
     try:

@@ -20,6 +20,7 @@ from rich.console import Console
 from xraycnn.assessment import Assessment
 from xraycnn.config import Fixed
 from xraycnn.errors import ConfigError, InterruptedByUserError
+from xraycnn.evaluation.shortcuts import BORDERS_ONLY
 from xraycnn.inputs import check_inputs
 from xraycnn.jobs.common import (
     describe_assessment,
@@ -32,8 +33,8 @@ from xraycnn.jobs.common import (
     run_tags,
 )
 from xraycnn.model.hypermodel import CxrHyperModel
-from xraycnn.registry import Registration
-from xraycnn.tracking.runs import TAG_PREFIX, RunLogger
+from xraycnn.registry import Registration, Selection
+from xraycnn.tracking.runs import BEST_EPOCH_TAG, TAG_PREFIX, RunLogger
 from xraycnn.tracking.trial_tracker import EpochHistory
 from xraycnn.tuning.progress import describe_hyperparameters
 
@@ -114,23 +115,28 @@ def run_train(
             callbacks=[_EpochLogger(runs, run_id, history, console, epochs)],
             epochs=None if epochs_from_space else epochs,
         )
-        best_epoch = history.best_epoch(objective, direction)
+        best_epoch = history.best_epoch(config.tuner.selection_metric, direction)
         best_value = history.metrics[objective][history.epochs.index(best_epoch)] if best_epoch else float("nan")
         runs.log_metrics(run_id, {f"best_{objective}": best_value})
-        runs.set_tags(run_id, {f"{TAG_PREFIX}best_epoch": best_epoch})
+        runs.set_tags(run_id, {BEST_EPOCH_TAG: best_epoch})
         title = f"{inputs.experiment.name}"
         runs.log_learning_curves(run_id, history.epochs, history.metrics, title)
-        assessment = final_assessment(session, model)  # EarlyStopping restored the best epoch's weights
+        # EarlyStopping restored the best epoch's weights: audited on validation as a trial is, then judged
+        audit = hypermodel.trial_figures(hp, model).audit
+        runs.log_metrics(run_id, audit.flat("best_val_"))
+        model = hypermodel.registered_model(hp, model)
+        assessment = final_assessment(session, model)
         description = (
             f"Fixed network of experiment {inputs.experiment.name} ({describe_hyperparameters(params)}); {objective} "
             f"{best_value:.4f} at epoch {best_epoch}; test {describe_assessment(assessment)}."
         )
+        selection = Selection(best_value, audit.values[BORDERS_ONLY], config.tuner.max_borders_only_auc)
         registration = publish_model(
             session,
             run_id,
             model,
             assessment,
-            best_value,
+            selection,
             title,
             {f"{TAG_PREFIX}experiment": inputs.experiment.name},
             description,

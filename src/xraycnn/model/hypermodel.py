@@ -2,26 +2,41 @@
 
 Architecture, after the published notebook: per conv block Conv2D('same', relu) -> MaxPool(2) -> Dropout;
 then Flatten -> Dense(relu) -> Dropout -> Dense(1, sigmoid). Searchable: number of conv blocks, filters of
-each block, kernel size, dropout, dense width, learning rate (in `build`), batch size and, for random and
-Bayesian search, epochs (in `fit`). Under Hyperband the tuner passes `epochs`/`initial_epoch` to `fit`.
+each block, kernel size, batch normalisation in the blocks (Conv -> BatchNorm -> ReLU), global average
+pooling instead of Flatten, dropout, dense width, learning rate (in `build`); batch size, augmentation and,
+for random and Bayesian search, epochs (in `fit`); the preprocessing (in both: it sets the input shape and
+the data). Under Hyperband the tuner passes `epochs`/`initial_epoch` to `fit`.
+
+The network a trial trains takes the preprocessed images (computed once, data.preprocess); the model that is
+registered is the same network behind the preprocessing layer, taking films (`registered_model`).
 """
 
 from __future__ import annotations
 
 import json
 import zlib
+from dataclasses import dataclass
 from typing import Any
 
 import keras
 import keras_tuner as kt
+import numpy as np
 
 from xraycnn.config import ExperimentConfig
+from xraycnn.data.augment import AugmentValues
 from xraycnn.data.dataset import PreparedData
 from xraycnn.data.pipeline import eval_batches, training_batches
+from xraycnn.data.preprocess import FilmPreprocessing, FilmSteps, preprocess_films
+from xraycnn.evaluation import Evaluation, evaluate, predict_probabilities, ranking_metrics
+from xraycnn.evaluation.gradcam import gradcam
+from xraycnn.evaluation.shortcuts import BORDERS_ONLY, LUNGS_ONLY, AuditFigures, audit_figures, blackout
 from xraycnn.model.space import declare, possible_values
 
 EVAL_BATCH_SIZE = 256
 MODEL_NAME = "cxr_cnn"
+TRIAL_GRADCAM_IMAGES = 256  # validation images explained per trial for its Grad-CAM share
+TRIAL_AUDIT_RESAMPLES = 500  # bootstrap resamples of a trial's audit intervals (a champion's: the experiment's)
+PREPROCESS_HP = {"crop": "preprocess_crop", "equalize": "preprocess_equalize", "mask": "preprocess_mask"}
 
 
 def metrics() -> list[keras.metrics.Metric]:
@@ -41,27 +56,87 @@ def trial_seed(base_seed: int, values: dict[str, Any]) -> int:
     return (base_seed + zlib.crc32(json.dumps(own, sort_keys=True, default=str).encode())) % (2**31 - 1)
 
 
+@dataclass(frozen=True)
+class TrialFigures:
+    """What a finished trial is reported with: test metrics and the shortcut audit on validation, both of its
+    best epoch (reported only: the tuner ranks on the selection metric, `TunerConfig.selection_metric`)."""
+
+    test: Evaluation
+    audit: AuditFigures
+
+
+def predict_distinct(network: keras.Model, inputs: np.ndarray) -> np.ndarray:
+    """P(COVID19) of each input; when they are all the same (a crop of a film whose lung box is blacked out:
+    all black), one prediction for all."""
+    if len(inputs) > 1 and (inputs == inputs[:1]).all():
+        return np.repeat(predict_probabilities(network, inputs[:1], EVAL_BATCH_SIZE), len(inputs))
+    return predict_probabilities(network, inputs, EVAL_BATCH_SIZE)
+
+
+class ShortcutGate(keras.callbacks.Callback):
+    """Adds the borders-only AUC on validation to every epoch's logs, and the gated selection score that the
+    tuner, its checkpoint and early stopping then rank epochs by. Must come before them in the callbacks."""
+
+    def __init__(self, config: ExperimentConfig, borders_only: np.ndarray, labels: np.ndarray) -> None:
+        super().__init__()
+        self.tuner = config.tuner
+        self.borders_only = borders_only
+        self.labels = labels
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is None:
+            return
+        p = predict_distinct(self.model, self.borders_only)
+        auc = float(ranking_metrics(self.labels, p)["auc"][0])
+        logs["val_borders_only_auc"] = auc
+        logs[self.tuner.selection_metric] = self.tuner.gated(float(logs[self.tuner.objective]), auc)
+
+
 class CxrHyperModel(kt.HyperModel):
     def __init__(self, config: ExperimentConfig, data: PreparedData) -> None:
         super().__init__(name=MODEL_NAME, tunable=True)
         self.config = config
-        self.data = data
+        self.data = data  # the films; `data.preprocessed(steps)` is what a trial's network sees
+        self._masked: dict[tuple[str, str], np.ndarray] = {}  # (steps, kept) -> preprocessed masked validation films
 
     # -- hyperparameters used by fit(); declared up front so the oracle samples them from trial 1 ----------
     def declare_hyperparameters(self, hp: kt.HyperParameters) -> None:
+        self.preprocessing(hp)
         self._fit_hyperparameters(hp)
 
-    def _fit_hyperparameters(self, hp: kt.HyperParameters) -> tuple[int, int | None]:
+    def preprocessing(self, hp: kt.HyperParameters) -> tuple[FilmSteps, bool]:
+        """The film steps of this trial, and whether its network standardises each image."""
+        pre = self.config.data.preprocess
+        chosen = {key: declare(hp, name, getattr(pre, key)) for key, name in PREPROCESS_HP.items()}
+        standardize = bool(declare(hp, "preprocess_standardize", pre.standardize))
+        steps = FilmSteps(
+            crop=bool(chosen["crop"]),
+            equalize=str(chosen["equalize"]),
+            mask=bool(chosen["mask"]),
+            box=pre.box,
+            clahe_clip_limit=pre.clahe_clip_limit,
+            clahe_tiles=pre.clahe_tiles,
+        )
+        return steps, standardize
+
+    def augmentation(self, hp: kt.HyperParameters) -> AugmentValues:
+        chosen = {name: declare(hp, f"augment_{name}", spec) for name, spec in self.config.data.augmentation.items()}
+        return AugmentValues(**{k: bool(v) if k == "horizontal_flip" else float(v) for k, v in chosen.items()})
+
+    def _fit_hyperparameters(self, hp: kt.HyperParameters) -> tuple[int, int | None, AugmentValues]:
         batch_size = int(declare(hp, "batch_size", self.config.space.batch_size))
         epochs_spec = self.config.epochs_spec()
         epochs = None if epochs_spec is None else int(declare(hp, "epochs", epochs_spec))
-        return batch_size, epochs
+        return batch_size, epochs, self.augmentation(hp)
 
     # -- the network ------------------------------------------------------------------------------------
     def build(self, hp: kt.HyperParameters) -> keras.Sequential:
         space = self.config.space
+        steps, standardize = self.preprocessing(hp)
         blocks = int(declare(hp, "conv_blocks", space.conv_blocks))
         kernel = int(declare(hp, "kernel_size", space.kernel_size))
+        batch_norm = bool(declare(hp, "batch_norm", space.batch_norm))
+        head = str(declare(hp, "head", space.head))
         dropout = float(declare(hp, "dropout", space.dropout))
         dense_units = int(declare(hp, "dense_units", space.dense_units))
         learning_rate = float(declare(hp, "learning_rate", space.learning_rate))
@@ -79,15 +154,35 @@ class CxrHyperModel(kt.HyperModel):
                     filters.append(int(value))
 
         keras.utils.set_random_seed(trial_seed(self.config.seed, hp.values))
+        height, width = steps.output_size(self.data.image_size, self.data.image_size)
         model = keras.Sequential(name=MODEL_NAME)
-        model.add(keras.Input(shape=self.data.input_shape, name="image"))
-        model.add(keras.layers.Rescaling(1.0 / 255, name="rescale"))
+        model.add(keras.Input(shape=(height, width, self.data.channels), name="image"))
+        if standardize:  # per image: zero mean, unit variance over all its pixels (no learnt scale or shift)
+            model.add(
+                keras.layers.LayerNormalization(
+                    axis=[1, 2, 3], center=False, scale=False, epsilon=1e-3, dtype="float32", name="standardize"
+                )
+            )
+        else:
+            model.add(keras.layers.Rescaling(1.0 / 255, name="rescale"))
         for block in range(blocks):
             n = block + 1
-            model.add(keras.layers.Conv2D(filters[block], kernel, padding="same", activation="relu", name=f"conv{n}"))
+            if batch_norm:  # the bias is redundant before a batch normalisation
+                model.add(keras.layers.Conv2D(filters[block], kernel, padding="same", use_bias=False, name=f"conv{n}"))
+                # momentum 0.9, not Keras' 0.99: a trial of 2-3 epochs (Hyperband's first rung) has ~400 steps, and
+                # the moving statistics must have caught up by then, or its val_auc and calibration suffer
+                model.add(keras.layers.BatchNormalization(momentum=0.9, name=f"bn{n}"))
+                model.add(keras.layers.Activation("relu", name=f"relu{n}"))
+            else:
+                model.add(
+                    keras.layers.Conv2D(filters[block], kernel, padding="same", activation="relu", name=f"conv{n}")
+                )
             model.add(keras.layers.MaxPooling2D(2, name=f"pool{n}"))
             model.add(keras.layers.Dropout(dropout, name=f"dropout{n}"))
-        model.add(keras.layers.Flatten(name="flatten"))
+        if head == "gap":
+            model.add(keras.layers.GlobalAveragePooling2D(name="global_pool"))
+        else:
+            model.add(keras.layers.Flatten(name="flatten"))
         model.add(keras.layers.Dense(dense_units, activation="relu", name="dense"))
         model.add(keras.layers.Dropout(dropout, name="dropout_dense"))
         # float32 output under mixed precision: a bfloat16 sigmoid saturates to exactly 0 or 1 too early.
@@ -99,7 +194,25 @@ class CxrHyperModel(kt.HyperModel):
         )
         return model
 
+    def registered_model(self, hp: kt.HyperParameters, network: keras.Model) -> keras.Model:
+        """What is registered and assessed: the trial's network behind its preprocessing layer, taking films.
+        Without preprocessing steps, the network itself (plain Keras layers, loadable anywhere)."""
+        steps, _ = self.preprocessing(hp)
+        if not steps.active:
+            return network
+        film = keras.Input(shape=(self.data.image_size, self.data.image_size, self.data.channels), name="film")
+        layer = FilmPreprocessing.of(steps, name="film_preprocessing")
+        return keras.Sequential([film, layer, *network.layers], name=MODEL_NAME)
+
     # -- training ---------------------------------------------------------------------------------------
+    def masked_inputs(self, steps: FilmSteps, keep: str) -> np.ndarray:
+        """The validation films with the lungs ('borders' kept) or the borders ('lungs' kept) blacked out,
+        through `steps`: what a trial's network sees of them (once per preprocessing)."""
+        key = (steps.key(), keep)
+        if key not in self._masked:
+            self._masked[key] = preprocess_films(blackout(self.data.val.images, keep), steps)
+        return self._masked[key]
+
     def fit(
         self,
         hp: kt.HyperParameters,
@@ -113,27 +226,50 @@ class CxrHyperModel(kt.HyperModel):
         kwargs.pop("verbose", None)  # Keras Tuner forwards search(verbose=...); we never print per batch
         if args or kwargs:
             raise TypeError(f"CxrHyperModel.fit takes its data from the hypermodel, got {args!r} {sorted(kwargs)}")
-        batch_size, searched_epochs = self._fit_hyperparameters(hp)
+        batch_size, searched_epochs, augmentation = self._fit_hyperparameters(hp)
         if searched_epochs is not None:
             if epochs is not None:
                 raise kt.errors.FatalValueError("epochs given twice: by the tuner and by the search space")
             epochs = searched_epochs
         if epochs is None:
             raise kt.errors.FatalValueError("no epochs: Hyperband passes them, otherwise the search space must")
+        steps, _ = self.preprocessing(hp)
+        data = self.data.preprocessed(steps)
         seed = trial_seed(self.config.seed, hp.values)
-        objective = self.config.tuner.objective
+        tuner = self.config.tuner
+        first: list[keras.callbacks.Callback] = []
+        if tuner.max_borders_only_auc is not None:
+            first.append(ShortcutGate(self.config, self.masked_inputs(steps, "borders"), data.val.labels))
         early_stopping = keras.callbacks.EarlyStopping(
-            monitor=objective,
-            mode=self.config.tuner.direction,
+            monitor=tuner.selection_metric,
+            mode=tuner.direction,
             patience=self.config.training.early_stopping_patience,
             restore_best_weights=True,
         )
         return model.fit(
-            training_batches(self.data.train, batch_size, self.config.data.augmentation, seed),
-            validation_data=eval_batches(self.data.val, EVAL_BATCH_SIZE),
+            training_batches(data.train, batch_size, augmentation, seed),
+            validation_data=eval_batches(data.val, EVAL_BATCH_SIZE),
             epochs=epochs,
             initial_epoch=initial_epoch,
-            callbacks=[*(callbacks or []), early_stopping],
+            callbacks=[*first, *(callbacks or []), early_stopping],
             shuffle=False,  # the tf.data pipeline already reshuffles every epoch
             verbose=0,
         )
+
+    # -- reporting --------------------------------------------------------------------------------------
+    def trial_figures(self, hp: kt.HyperParameters, network: keras.Model) -> TrialFigures:
+        """The test metrics and the validation audit of a trial's network (holding its best epoch's weights).
+        The masked films go through the same steps as the registered model's layer, computed once per
+        preprocessing (data.preprocess holds the two equal), so the network predicts them directly."""
+        steps, _ = self.preprocessing(hp)
+        test = evaluate(network, self.data.preprocessed(steps).test)
+        val = self.data.val
+        heatmaps = gradcam(self.registered_model(hp, network), val.images[:TRIAL_GRADCAM_IMAGES].astype(np.float32))
+        shares = np.full(len(val), np.nan)
+        shares[: len(heatmaps.outside_share)] = heatmaps.outside_share
+        masked = {
+            BORDERS_ONLY: predict_distinct(network, self.masked_inputs(steps, "borders")),
+            LUNGS_ONLY: predict_distinct(network, self.masked_inputs(steps, "lungs")),
+        }
+        audit = audit_figures(val.labels, masked, shares, resamples=TRIAL_AUDIT_RESAMPLES, seed=self.config.seed)
+        return TrialFigures(test, audit)

@@ -12,7 +12,9 @@ from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
-from xraycnn.report.snapshot import SearchSnapshot
+from xraycnn.data.regions import uniform_outside_share
+from xraycnn.report.snapshot import AUDIT_COLUMNS, SearchSnapshot
+from xraycnn.tracking.runs import TAG_PREFIX
 
 TEST_COLUMNS = ("test_auc", "test_accuracy", "test_sensitivity", "test_specificity")
 
@@ -78,10 +80,18 @@ def trials_table_html(snapshot: SearchSnapshot) -> str:
     if frame.empty:
         return "<p>No trial has started yet.</p>"
     hp = [c for c in frame.columns if c.startswith("hp.")]
-    columns = ["trial_id", "run_name", "status", "score", "epochs", "best_epoch", "attempts", "minutes", *hp]
+    columns = ["trial_id", "run_name", "status", "score", *[c for c in AUDIT_COLUMNS if c in frame.columns]]
+    columns += [c for c in ("gate",) if frame.get(c) is not None and frame[c].notna().any()]
+    columns += ["epochs", "best_epoch", "attempts", "minutes", *hp]
     columns += [c for c in TEST_COLUMNS if c in frame.columns]
-    names = {"score": snapshot.objective, "run_name": "run"}
-    text = {"trial_id", "run_name", "status"}
+    names = {
+        "score": snapshot.objective,
+        "run_name": "run",
+        "best_val_borders_only_auc": "borders-only AUC",
+        "best_val_lungs_only_auc": "lungs-only AUC",
+        "best_val_gradcam_outside_share": "heat outside lungs",
+    }
+    text = {"trial_id", "run_name", "status", "gate"}
     head = "".join(
         f'<th scope="col" class="{"text" if c in text else ""}">{escape(names.get(c, c.removeprefix("hp.")))}</th>'
         for c in columns
@@ -126,6 +136,16 @@ def _test_figures(metrics: dict[str, float]) -> str:
     return " ".join(parts) + " " + ", ".join(figures) if figures else "not evaluated yet"
 
 
+def _audit_figures(metrics: dict[str, float]) -> str:
+    keys = [
+        ("test_borders_only_auc", "AUC with the lungs blacked out (borders only)"),
+        ("test_lungs_only_auc", "AUC with only the lungs"),
+        ("test_gradcam_outside_share", f"Grad-CAM heat outside the lungs (uniform: {uniform_outside_share():.2f})"),
+    ]
+    figures = [f for f in (_with_interval(metrics, k, label) for k, label in keys) if f]
+    return ", ".join(figures) + " (validation, per trial: the table below)" if figures else "not evaluated yet"
+
+
 def _facts(snapshot: SearchSnapshot) -> str:
     parent = snapshot.parent
     info, metrics = parent.info, parent.data.metrics
@@ -143,8 +163,10 @@ def _facts(snapshot: SearchSnapshot) -> str:
         f"{parent.data.params.get('data.image_size', '?')}px {parent.data.params.get('data.color_mode', '')}",
         "trials": f"{len(snapshot.trials)} ({finished} finished)",
         "best trial": "-" if best is None else f"{best} with {snapshot.objective} {best_score:.4f}",
+        "selection": parent.data.tags.get(f"{TAG_PREFIX}selection_rule", f"{snapshot.objective} on validation"),
         "registered": snapshot.registered or "not yet",
         "best model on test": _test_figures(metrics),
+        "shortcut audit of the best model on test": _audit_figures(metrics),
     }
     items = "".join(f"<dt>{escape(k)}</dt><dd>{escape(str(v))}</dd>" for k, v in facts.items())
     return f'<dl class="facts">{items}</dl>'

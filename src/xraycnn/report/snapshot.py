@@ -16,9 +16,9 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from xraycnn.config import OBJECTIVE_DIRECTIONS
+from xraycnn.config import OBJECTIVE_DIRECTIONS, TunerConfig
 from xraycnn.errors import XrayCnnError
-from xraycnn.tracking.runs import TAG_PREFIX, TRIAL_ID_TAG
+from xraycnn.tracking.runs import GATE_TAG, TAG_PREFIX, TRIAL_ID_TAG
 
 PREDICTIONS_ARTIFACT = "evaluation/test_predictions.csv"
 TOP_CURVES = 5
@@ -105,10 +105,16 @@ def _last_attempts(children: list[Run]) -> dict[str, tuple[Run, int]]:
     return picked
 
 
+AUDIT_COLUMNS = ("best_val_borders_only_auc", "best_val_lungs_only_auc", "best_val_gradcam_outside_share")
+
+
 def trials_frame(
-    children: list[Run], fixed: set[str], objective: str, direction: str
+    children: list[Run], fixed: set[str], objective: str, direction: str, selection: str | None = None
 ) -> tuple[pd.DataFrame, list[str]]:
-    """One row per trial, best first; and the hyperparameters that vary (the parallel-coordinates axes)."""
+    """One row per trial, best first by `selection` (the gated objective of a gated search, else the
+    objective itself); `score` is the objective. And the hyperparameters that vary (the parallel-coordinates
+    axes)."""
+    selection = selection or objective
     rows = []
     for trial_id, (run, attempts) in _last_attempts(children).items():
         hp = {k: _number(v) for k, v in run.data.params.items() if k not in fixed and not k.startswith("tuner/")}
@@ -121,22 +127,24 @@ def trials_frame(
                 "run_id": run.info.run_id,
                 "status": run.info.status,
                 "score": metrics.get(f"best_{objective}") if run.info.status == "FINISHED" else None,
+                "_rank": metrics.get(f"best_{selection}") if run.info.status == "FINISHED" else None,
                 "epochs": _number(run.data.params["tuner/epochs"]) if "tuner/epochs" in run.data.params else None,
                 "best_epoch": _number(run.data.tags[f"{TAG_PREFIX}best_epoch"])
                 if f"{TAG_PREFIX}best_epoch" in run.data.tags
                 else None,
                 "attempts": attempts,
                 "minutes": round((end - run.info.start_time) / 60_000, 2) if end else None,
+                "gate": run.data.tags.get(GATE_TAG),
                 **{f"hp.{k}": v for k, v in hp.items()},
-                **{k: v for k, v in metrics.items() if k.startswith("test_")},
+                **{k: v for k, v in metrics.items() if k.startswith("test_") or k in AUDIT_COLUMNS},
             }
         )
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame, []
     frame["_order"] = frame["trial_id"].map(_trial_key)
-    frame = frame.sort_values(["score", "_order"], ascending=[direction == "min", True], na_position="last")
-    frame = frame.drop(columns="_order").reset_index(drop=True)
+    frame = frame.sort_values(["_rank", "_order"], ascending=[direction == "min", True], na_position="last")
+    frame = frame.drop(columns=["_order", "_rank"]).reset_index(drop=True)
     varying = [c for c in frame.columns if c.startswith("hp.") and frame[c].nunique(dropna=True) > 1]
     return frame, [c.removeprefix("hp.") for c in varying]
 
@@ -180,12 +188,16 @@ def load_snapshot(client: MlflowClient, parent_run_id: str, top: int = TOP_CURVE
     experiment = client.get_experiment(parent.info.experiment_id)
     objective = parent.data.params.get("tuner.objective", "val_auc")
     direction = OBJECTIVE_DIRECTIONS.get(objective, "max")
+    gate = parent.data.params.get("tuner.max_borders_only_auc")
+    tuner = TunerConfig(objective=objective, max_borders_only_auc=None if gate is None else float(gate))
     children = client.search_runs(
         [parent.info.experiment_id],
         filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
         max_results=10_000,
     )
-    trials, hyperparameters = trials_frame(children, set(parent.data.params), objective, direction)
+    trials, hyperparameters = trials_frame(
+        children, set(parent.data.params), objective, direction, tuner.selection_metric
+    )
     by_id = {r.info.run_id: r for r in children}
     metric = objective.removeprefix("val_")
     curves = []

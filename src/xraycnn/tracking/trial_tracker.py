@@ -2,14 +2,16 @@
 
 Each child run gets every hyperparameter and fixed setting as params, the per-epoch metrics at
 `step = epoch number` (1-based: a Hyperband continuation from epoch 3 to 9 logs steps 4..9), the test
-metrics of the trial's best epoch (`test_*`, reported only, never used for selection), a learning-curve
-and a confusion-matrix PNG, and status FINISHED or FAILED with the error.
+metrics of the trial's best epoch (`test_*`, reported only, never used for selection), the shortcut audit
+of its best epoch on validation (`best_val_borders_only_auc`, `best_val_lungs_only_auc`,
+`best_val_gradcam_outside_share`, each with `_ci_low` / `_ci_high`), a learning-curve and a
+confusion-matrix PNG, and status FINISHED or FAILED with the error.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,10 +19,12 @@ import keras
 from keras_tuner.engine.trial import Trial, TrialStatus
 from mlflow.entities import RunStatus
 
+from xraycnn.config import TunerConfig
 from xraycnn.data.dataset import PreparedData
-from xraycnn.evaluation import Evaluation, evaluate
+from xraycnn.model.hypermodel import TrialFigures
+from xraycnn.model.space import choice_tokens
 from xraycnn.tracking.background import BackgroundWriter
-from xraycnn.tracking.runs import TAG_PREFIX, TRIAL_ID_TAG, RunLogger
+from xraycnn.tracking.runs import BEST_EPOCH_TAG, GATE_TAG, TAG_PREFIX, TRIAL_ID_TAG, RunLogger
 from xraycnn.tuning.tuners import SearchListener
 
 
@@ -62,12 +66,14 @@ def _short_float(value: float) -> str:
 
 def run_name(trial_id: str, values: Mapping[str, Any]) -> str:
     """What the UI's run list shows for a trial: its number and the hyperparameters that tell trials apart,
-    e.g. `trial-0007 f16-32-64 d0.3 lr1e-3` (`from-0003`: a Hyperband continuation of trial 3)."""
+    e.g. `trial-0007 f16-32-64 crop eq-global bn d0.3 lr1e-3` (`from-0003`: a Hyperband continuation of
+    trial 3)."""
     parts = [f"trial-{int(trial_id):04d}" if trial_id.isdigit() else f"trial-{trial_id}"]
     blocks = int(values.get("conv_blocks", 0) or 0)
     filters = [str(values[f"filters_{b}"]) for b in range(1, blocks + 1) if f"filters_{b}" in values]
     if filters:
         parts.append("f" + "-".join(filters))
+    parts.extend(choice_tokens(values))
     if "dropout" in values:
         parts.append(f"d{_short_float(float(values['dropout']))}")
     if "learning_rate" in values:
@@ -94,8 +100,8 @@ class TrialTracker(SearchListener):
         parent_run_id: str,
         fixed_params: Mapping[str, Any],
         data: PreparedData,
-        objective: str,
-        direction: str,
+        tuner: TunerConfig,
+        trial_figures: Callable[[Any, keras.Model], TrialFigures],
         writer: BackgroundWriter | None = None,
         run_tags: Mapping[str, Any] | None = None,
     ) -> None:
@@ -104,8 +110,10 @@ class TrialTracker(SearchListener):
         self.parent_run_id = parent_run_id
         self.fixed_params = dict(fixed_params)
         self.data = data
-        self.objective = objective
-        self.direction = direction
+        self.tuner = tuner
+        self.objective = tuner.objective
+        self.direction = tuner.direction
+        self.trial_figures = trial_figures  # (hyperparameters, trained network) -> test metrics and audit
         self.writer = writer or BackgroundWriter()
         self.run_tags = dict(run_tags or {})  # on every trial run, e.g. the worker that trained it
         self.open_runs: dict[str, str] = {}  # trial_id -> run_id of the attempt in progress
@@ -137,8 +145,8 @@ class TrialTracker(SearchListener):
 
     def trial_completed(self, trial: Trial, model: keras.Model) -> None:
         # Predicting needs the model, which the next trial may replace: done here, the rest is submitted.
-        evaluation = evaluate(model, self.data.test)
-        self.writer.submit(self._log_completed, trial.trial_id, trial_run_name(trial), evaluation)
+        figures = self.trial_figures(trial.hyperparameters, model)
+        self.writer.submit(self._log_completed, trial.trial_id, trial_run_name(trial), figures)
 
     def trial_end(self, trial: Trial) -> None:
         self.writer.submit(self._close, trial.trial_id, trial.status, trial.score, trial.message)
@@ -166,9 +174,10 @@ class TrialTracker(SearchListener):
         values = self.histories[trial_id].add(epoch_number, logs)
         self.runs.log_metrics(run_id, values, step=epoch_number)
 
-    def _log_completed(self, trial_id: str, title: str, evaluation: Evaluation) -> None:
+    def _log_completed(self, trial_id: str, title: str, figures: TrialFigures) -> None:
         run_id = self.open_runs[trial_id]
-        self.runs.log_evaluation(run_id, evaluation, title)
+        self.runs.log_evaluation(run_id, figures.test, title)
+        self.runs.log_metrics(run_id, figures.audit.flat("best_val_"))
         history = self.histories[trial_id]
         self.runs.log_learning_curves(run_id, history.epochs, history.metrics, title)
 
@@ -181,12 +190,19 @@ class TrialTracker(SearchListener):
         if completed:
             self.run_ids[trial_id] = run_id
             history = self.histories[trial_id]
-            best_epoch = history.best_epoch(self.objective, self.direction)
+            selection = self.tuner.selection_metric
+            best_epoch = history.best_epoch(selection, self.direction)
+            best: dict[str, float | None] = {f"best_{selection}": score}
             if best_epoch is not None:
-                tags[f"{TAG_PREFIX}best_epoch"] = best_epoch
+                tags[BEST_EPOCH_TAG] = best_epoch
+                at_best = {k: v[history.epochs.index(best_epoch)] for k, v in history.metrics.items()}
                 if score is None:  # a worker's copy of the trial: the chief's oracle holds the score
-                    score = history.metrics[self.objective][history.epochs.index(best_epoch)]
-            self.runs.log_metrics(run_id, {f"best_{self.objective}": score})
+                    best[f"best_{selection}"] = at_best[selection]
+                best[f"best_{self.objective}"] = at_best[self.objective]
+                if self.tuner.max_borders_only_auc is not None:
+                    passed = at_best["val_borders_only_auc"] <= self.tuner.max_borders_only_auc
+                    tags[GATE_TAG] = "pass" if passed else "fail"
+            self.runs.log_metrics(run_id, best)
         self.runs.set_tags(run_id, tags)
         error = None if completed else (message or f"trial ended with status {status}")
         self.runs.end(run_id, "FINISHED" if completed else "FAILED", error)

@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from xraycnn.config import TunerConfig
+from xraycnn.model.space import choice_tokens
 from xraycnn.tuning.tuners import SearchListener
 
 _SHORT_NAMES = {
@@ -35,6 +37,7 @@ def describe_hyperparameters(values: Mapping[str, Any]) -> str:
         parts.append(f"blocks {values['conv_blocks']}")
     if filters:
         parts.append("f " + "-".join(filters[: int(values.get("conv_blocks", len(filters)))]))
+    parts.extend(choice_tokens(values))
     for key in ("kernel_size", "dropout", "dense_units", "learning_rate", "batch_size", "epochs"):
         if key in values:
             v = values[key]
@@ -52,11 +55,18 @@ def _fmt_duration(seconds: float) -> str:
 
 class SearchProgress(SearchListener):
     def __init__(
-        self, console: Console, objective: str, direction: str, planned_trials: int, planned_epochs: int
+        self,
+        console: Console,
+        objective: str,
+        direction: str,
+        planned_trials: int,
+        planned_epochs: int,
+        tuner: TunerConfig | None = None,
     ) -> None:
         self.console = console
         self.objective = objective
         self.direction = direction
+        self.tuner = tuner  # with a shortcut gate, scores are gated: shown as the objective and pass / fail
         self.planned_trials = planned_trials
         self.planned_epochs = max(planned_epochs, 1)
         self.live = console.is_terminal
@@ -111,8 +121,13 @@ class SearchProgress(SearchListener):
         left = elapsed / self.epochs_done * max(self.planned_epochs - self.epochs_done, 0)
         return f"≤{_fmt_duration(left)} left"
 
+    def _shown(self, score: float) -> str:
+        """'val_auc 0.9712', or with a failed shortcut gate 'val_auc 0.9712 over the shortcut gate'."""
+        value, passed = self.tuner.ungated(score) if self.tuner is not None else (score, True)
+        return f"{self.objective} {value:.4f}" + ("" if passed else " over the shortcut gate")
+
     def _search_info(self) -> str:
-        best = f"best {self.objective} {self.best[0]:.4f} (trial {self.best[1]})" if self.best else "best: -"
+        best = f"best {self._shown(self.best[0])} (trial {self.best[1]})" if self.best else "best: -"
         return f"{best} • {self._remaining()}"
 
     # -- hooks ------------------------------------------------------------------------------------------
@@ -157,11 +172,7 @@ class SearchProgress(SearchListener):
                     f"[red]trial {trial.trial_id} {trial.status}[/]: {_last_line(trial.message)}"
                 )
             return
-        outcome = (
-            f"{self.objective} {trial.score:.4f}"
-            if completed
-            else f"[red]{trial.status}[/]: {_last_line(trial.message)}"
-        )
+        outcome = self._shown(trial.score) if completed else f"[red]{trial.status}[/]: {_last_line(trial.message)}"
         total = f"/{self.planned_trials}" if self.planned_trials else ""
         self.console.print(
             f"trial {trial.trial_id} ({self.trials_done}{total}) "
@@ -175,23 +186,36 @@ def _last_line(message: str | None) -> str:
     return lines[-1] if lines else "no message"
 
 
-def top_trials_table(rows: Sequence[Mapping[str, Any]], objective: str, limit: int = 10) -> Table:
-    """Rows: trial_id, score, hyperparameters (dict), epochs, test_auc (optional), status."""
-    table = Table(title=f"Top trials by {objective} (validation)", header_style="bold")
-    table.add_column("rank", justify="right")
-    table.add_column("trial")
-    table.add_column(objective, justify="right")
-    table.add_column("test_auc", justify="right")
-    table.add_column("best epoch", justify="right")
+def _number(value: Any) -> str:
+    return "-" if value is None or value != value else f"{value:.4f}"
+
+
+def top_trials_table(rows: Sequence[Mapping[str, Any]], tuner: TunerConfig, limit: int = 10) -> Table:
+    """Rows (best first): trial_id, score, hyperparameters (dict), best_epoch, and where logged test_auc,
+    best_val_borders_only_auc, best_val_lungs_only_auc and gate."""
+    objective = tuner.objective
+    gated = tuner.max_borders_only_auc is not None
+    title = f"Top trials by {objective} (validation)"
+    if gated:
+        title += f", trials over the shortcut gate (borders-only AUC > {tuner.max_borders_only_auc:g}) last"
+    table = Table(title=title, header_style="bold")
+    for name in ("rank", "trial", objective, "borders-only AUC", "lungs-only AUC", "test_auc", "best epoch"):
+        table.add_column(name, justify="left" if name == "trial" else "right")
+    if gated:
+        table.add_column("gate")
     table.add_column("hyperparameters")
     for rank, row in enumerate(rows[:limit], start=1):
-        test_auc = row.get("test_auc")
-        table.add_row(
+        value = None if row.get("score") is None else tuner.ungated(float(row["score"]))[0]
+        cells = [
             str(rank),
             str(row["trial_id"]),
-            f"{row['score']:.4f}",
-            "-" if test_auc is None else f"{test_auc:.4f}",
+            _number(value),
+            _number(row.get("best_val_borders_only_auc")),
+            _number(row.get("best_val_lungs_only_auc")),
+            _number(row.get("test_auc")),
             str(row.get("best_epoch") or "-"),
-            describe_hyperparameters(row["hyperparameters"]),
-        )
+        ]
+        if gated:
+            cells.append(str(row.get("gate") or "-"))
+        table.add_row(*cells, describe_hyperparameters(row["hyperparameters"]))
     return table

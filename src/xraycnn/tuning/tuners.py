@@ -99,7 +99,7 @@ def build_tuner(
     """The experiment's tuner over `directory/project_name`, resuming what is there."""
     common: dict[str, Any] = {
         "hypermodel": hypermodel,
-        "objective": kt.Objective(config.tuner.objective, direction=config.tuner.direction),
+        "objective": kt.Objective(config.tuner.selection_metric, direction=config.tuner.direction),
         "seed": config.seed,
         "directory": str(directory),
         "project_name": project_name,

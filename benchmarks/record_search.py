@@ -1,0 +1,130 @@
+"""Write what a finished search measured to a JSON file under benchmarks/results/, so that every figure the
+README quotes about a search comes from a committed file: its wall time and peak memory, its trials, its
+champion's test figures and shortcut audit with their intervals (from the MLflow store), the champion's AUC
+under the shortcut probe's acquisition-like changes of the test films, and the machine.
+
+    python benchmarks/record_search.py EXPERIMENT --command "what ran the search" [--peak-rss-kib N]
+        [--wall-seconds S] [--env ONEDNN_MAX_CPU_ISA=AVX2] [--tracking-uri URI]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from machine import machine_facts, machine_slug  # noqa: E402
+
+RESULTS = HERE / "results"
+AUDIT = ("borders_only_auc", "lungs_only_auc", "gradcam_outside_share")
+TEST = ("auc", "accuracy", "thr_accuracy", "thr_sensitivity", "thr_specificity", *AUDIT)
+
+
+def _with_interval(metrics: dict[str, float], key: str) -> dict[str, float] | None:
+    if key not in metrics:
+        return None
+    out = {"value": metrics[key]}
+    if f"{key}_ci_low" in metrics:
+        out |= {"ci_low": metrics[f"{key}_ci_low"], "ci_high": metrics[f"{key}_ci_high"]}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("experiment", help="the experiment's name (its file's stem), e.g. robust")
+    parser.add_argument("--command", required=True, help="the command that ran the search, as run")
+    parser.add_argument("--peak-rss-kib", type=int, help="the search's peak memory (`/usr/bin/time -v`)")
+    parser.add_argument("--wall-seconds", type=float, help="the search's wall time from outside (`/usr/bin/time`)")
+    parser.add_argument("--env", action="append", default=[], help="environment the search ran with, NAME=VALUE")
+    parser.add_argument("--tracking-uri", help="default: the project's store")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+
+    import mlflow
+    import numpy as np
+    from shortcut_probe import PERTURBATIONS, perturb
+
+    import xraycnn.model  # noqa: F401  (registers the preprocessing layer of the models it loads)
+    from xraycnn.config import load_experiment
+    from xraycnn.data.dataset import prepare_data
+    from xraycnn.data.discovery import discover, resolve_data_root
+    from xraycnn.evaluation import binary_metrics, predict_probabilities
+    from xraycnn.registry import load_keras_model
+    from xraycnn.report.snapshot import latest_search_run
+    from xraycnn.tracking.store import resolve_store
+
+    store = resolve_store(args.tracking_uri)
+    client = store.client()
+    run_id = latest_search_run(client, f"xraycnn-{args.experiment}")
+    parent = client.get_run(run_id)
+    tags, metrics = parent.data.tags, parent.data.metrics
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{run_id}'", max_results=10_000
+    )
+    best = client.get_run(tags["xraycnn.best_run_id"])
+    uri = f"models:/{tags['xraycnn.registered_model']}/{tags['xraycnn.registered_version']}"
+    mlflow.set_tracking_uri(store.uri)
+    model = load_keras_model(uri)
+    experiment = load_experiment(HERE.parent / "experiments" / f"{args.experiment}.toml")
+    data = prepare_data(discover(resolve_data_root(None)), experiment.config.data, experiment.config.seed)
+    robust = {
+        p: binary_metrics(data.test.labels, predict_probabilities(model, perturb(data.test.images, p)))["auc"]
+        for p in PERTURBATIONS
+    }
+    record: dict[str, Any] = {
+        "what": f"a search of experiments/{args.experiment}.toml, read back from MLflow",
+        "command": args.command,
+        "env": args.env,
+        "recorded_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine_facts(),
+        "experiment_sha256": tags.get("xraycnn.experiment_sha256"),
+        "git_commit": tags.get("mlflow.source.git.commit"),
+        "precision": tags.get("xraycnn.precision"),
+        "parent_run_id": run_id,
+        "search_wall_seconds": metrics.get("search_wall_seconds"),
+        "wall_seconds_outside": args.wall_seconds,
+        "peak_rss_mib": None if args.peak_rss_kib is None else args.peak_rss_kib / 1024,
+        "trials": len({r.data.tags.get("xraycnn.trial_id") for r in children}),
+        "trials_finished": int(metrics.get("trials_completed", 0)),
+        "epochs_trained": sum(
+            int(r.data.params.get("tuner/epochs", 0)) - int(r.data.params.get("tuner/initial_epoch", 0))
+            for r in children
+            if r.info.status == "FINISHED"
+        ),
+        "selection_rule": tags.get("xraycnn.selection_rule"),
+        "champion": {
+            "model": uri,
+            "alias": tags.get("xraycnn.registered_alias"),
+            "trial_id": tags.get("xraycnn.best_trial_id"),
+            "run_name": best.info.run_name,
+            "hyperparameters": {k: v for k, v in best.data.params.items() if "." not in k and k != "seed"},
+            "best_epoch": best.data.tags.get("xraycnn.best_epoch"),
+            "best_val_auc": best.data.metrics.get("best_val_auc"),
+            "val_audit": {k: _with_interval(best.data.metrics, f"best_val_{k}") for k in AUDIT},
+            "threshold": metrics.get("test_threshold"),
+            "test": {k: _with_interval(metrics, f"test_{k}") for k in TEST},
+            "test_per_source_auc": {
+                k.removeprefix("test_source_").removesuffix("_auc"): _with_interval(metrics, k)
+                for k in metrics
+                if k.startswith("test_source_") and k.endswith("_auc") and "only" not in k
+            },
+            "test_auc_under_acquisition_changes": robust,
+            "test_auc_under_acquisition_changes_mean": float(np.mean(list(robust.values()))),
+        },
+    }
+    out = args.out or RESULTS / f"search-{args.experiment}-{datetime.now(UTC):%Y%m%d-%H%M}-{machine_slug()}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=1))
+    print(json.dumps(record["champion"]["test"], indent=1))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
