@@ -14,7 +14,7 @@ from xraycnn.registry import (
     BORDERS_ONLY_TAG,
     CHALLENGER,
     CHAMPION,
-    GATE_TAG,
+    GATE_LIMIT_TAG,
     OBJECTIVE_TAG,
     OBJECTIVE_VALUE_TAG,
     THRESHOLD_TAG,
@@ -50,7 +50,7 @@ def gated_version(v: str, value: float, borders_only: float | None, gate: float 
     if borders_only is not None:
         tags[BORDERS_ONLY_TAG] = repr(borders_only)
     if gate is not None:
-        tags[GATE_TAG] = repr(gate)
+        tags[GATE_LIMIT_TAG] = repr(gate)
     return SimpleNamespace(version=v, tags=tags)
 
 

@@ -35,7 +35,7 @@ CHALLENGER = "challenger"
 OBJECTIVE_TAG = f"{TAG_PREFIX}objective"
 OBJECTIVE_VALUE_TAG = f"{TAG_PREFIX}objective_value"
 BORDERS_ONLY_TAG = f"{TAG_PREFIX}val_borders_only_auc"  # the version's borders-only AUC on validation
-GATE_TAG = f"{TAG_PREFIX}gate_max_borders_only_auc"  # the shortcut gate it was selected under
+GATE_LIMIT_TAG = f"{TAG_PREFIX}gate_max_borders_only_auc"  # the shortcut gate it was selected under
 MODEL_ARTIFACT = "model"
 
 
@@ -53,7 +53,7 @@ class Selection:
         if self.borders_only_auc is not None:
             out[BORDERS_ONLY_TAG] = repr(float(self.borders_only_auc))
         if self.gate is not None:
-            out[GATE_TAG] = repr(float(self.gate))
+            out[GATE_LIMIT_TAG] = repr(float(self.gate))
         return out
 
 
@@ -110,8 +110,8 @@ def decide_alias(
 ) -> tuple[str, str]:
     """(alias, why) for a new version scoring `value` on `objective`, with `borders_only` under `gate` (or the
     gate the champion carries); `versions` are the model's other registered versions."""
-    if gate is None and champion is not None and GATE_TAG in (champion.tags or {}):
-        gate = float(champion.tags[GATE_TAG])
+    if gate is None and champion is not None and GATE_LIMIT_TAG in (champion.tags or {}):
+        gate = float(champion.tags[GATE_LIMIT_TAG])
     if gate is not None:
         if not _passes(borders_only, gate):
             passing = [v for v in versions if _passes(_borders_only(v), gate)]

@@ -199,9 +199,10 @@ def publish_model(
         raise RegistryError(failure_message(f"logging the test evaluation of {title}", exc, champion)) from exc
     overall = assessment.clinical.overall
     steps = film_preprocessing_of(model)
+    preprocess = steps.key() if steps is not None else "none"
     tags = {
         **version_tags,
-        f"{TAG_PREFIX}preprocess": steps.key() if steps is not None else "none",
+        f"{TAG_PREFIX}preprocess": preprocess,
         f"{TAG_PREFIX}dataset_digest": session.data.digest,
         f"{TAG_PREFIX}image_size": session.data.image_size,
         f"{TAG_PREFIX}color_mode": config.data.color_mode,
@@ -234,7 +235,7 @@ def publish_model(
             "threshold": assessment.threshold,
             "threshold_rule": assessment.clinical.threshold_rule,
             "threshold_chosen_on": "validation",
-            "preprocess": steps.key() if steps is not None else "none",
+            "preprocess": preprocess,
         },
     )
     runs.set_tags(
