@@ -76,7 +76,8 @@ def _round_to_bins(values: tf.Tensor) -> tf.Tensor:
 def _planes(images: tf.Tensor) -> tuple[tf.Tensor, Any]:
     """(batch, height, width, channels) -> (batch * channels, height, width) int32 values, and the undo."""
     shape = tf.shape(images)
-    planes = tf.reshape(tf.transpose(_round_to_bins(images), [0, 3, 1, 2]), [-1, shape[1], shape[2]])
+    # transposed as floats: oneDNN's int32 transpose needs AVX-512 and says so on stderr where it falls back
+    planes = _round_to_bins(tf.reshape(tf.transpose(images, [0, 3, 1, 2]), [-1, shape[1], shape[2]]))
 
     def back(planes_out: tf.Tensor) -> tf.Tensor:
         out = tf.reshape(planes_out, [shape[0], shape[3], shape[1], shape[2]])
@@ -132,11 +133,12 @@ def equalize_clahe(images: tf.Tensor, clip_limit: float, tiles: int) -> tf.Tenso
     pad_h, pad_w = 0, 0
     if height % tiles or width % tiles:  # OpenCV then extends both sides, a divisible one by a whole tile
         pad_h, pad_w = tiles - height % tiles, tiles - width % tiles
-    extended = tf.pad(planes, [[0, 0], [0, pad_h], [0, pad_w]], mode="REFLECT")  # OpenCV's BORDER_REFLECT_101
+    # OpenCV's BORDER_REFLECT_101; tiled as floats (an int32 transpose falls back from oneDNN, noisily)
+    extended = tf.pad(tf.cast(planes, tf.float32), [[0, 0], [0, pad_h], [0, pad_w]], mode="REFLECT")
     tile_h, tile_w = (height + pad_h) // tiles, (width + pad_w) // tiles
     area = tile_h * tile_w
     by_tile = tf.reshape(extended, [-1, tiles, tile_h, tiles, tile_w])
-    by_tile = tf.reshape(tf.transpose(by_tile, [0, 1, 3, 2, 4]), [-1, area])
+    by_tile = tf.cast(tf.reshape(tf.transpose(by_tile, [0, 1, 3, 2, 4]), [-1, area]), tf.int32)
     hist = tf.math.bincount(by_tile, minlength=BINS, maxlength=BINS, axis=-1)
     hist = _clip_histograms(hist, max(int(clip_limit * area / BINS), 1))
     lut = tf.clip_by_value(
