@@ -72,7 +72,7 @@ class Assessment:
         if self.sources is not None:
             frame["source"] = self.sources
         if self.heatmaps is not None:
-            frame["gradcam_outside_share"] = _per_image_shares(self.heatmaps, len(p))
+            frame["gradcam_outside_share"] = self.heatmaps.shares_of(len(p))
         return frame
 
     def table(self) -> pd.DataFrame:
@@ -102,14 +102,6 @@ class Assessment:
         return pd.DataFrame(rows)
 
 
-def _per_image_shares(heatmaps: Heatmaps | None, n: int) -> np.ndarray:
-    """One outside share per image of the set, NaN for the images beyond those explained."""
-    shares = np.full(n, np.nan)
-    if heatmaps is not None:
-        shares[: len(heatmaps.outside_share)] = heatmaps.outside_share
-    return shares
-
-
 def assess(
     model: keras.Model,
     split: Split,
@@ -135,7 +127,7 @@ def assess(
     audit = shortcut_audit(
         split.labels,
         masked_probabilities(lambda films: predict_probabilities(model, films), split.images),
-        _per_image_shares(heatmaps, len(split)) if explain else None,
+        None if heatmaps is None else heatmaps.shares_of(len(split)),
         sources=None if sources is None else np.asarray(sources, dtype=object),
         resamples=resamples,
         seed=seed,

@@ -30,6 +30,12 @@ class Heatmaps:
     maps: np.ndarray  # float32 (n, h, w), each scaled to [0, 1]
     outside_share: np.ndarray  # (n,): share of each map's mass outside LUNG_BOX
 
+    def shares_of(self, count: int) -> np.ndarray:
+        """One outside share per image of a set of `count` whose first images these maps explain; NaN beyond."""
+        shares = np.full(count, np.nan)
+        shares[: len(self.outside_share)] = self.outside_share
+        return shares
+
 
 _BLOCK_TAIL = (keras.layers.BatchNormalization, keras.layers.Activation, keras.layers.ReLU)
 

@@ -96,7 +96,8 @@ class CxrHyperModel(kt.HyperModel):
     def __init__(self, config: ExperimentConfig, data: PreparedData) -> None:
         super().__init__(name=MODEL_NAME, tunable=True)
         self.config = config
-        self.data = data  # the films; `data.preprocessed(steps)` is what a trial's network sees
+        self.data = data  # the films; `inputs(steps)` is what a trial's network sees
+        self._inputs: dict[str, PreparedData] = {}  # steps key -> the splits as the trials' networks see them
         self._masked: dict[tuple[str, str], np.ndarray] = {}  # (steps, kept) -> preprocessed masked validation films
 
     # -- hyperparameters used by fit(); declared up front so the oracle samples them from trial 1 ----------
@@ -205,6 +206,12 @@ class CxrHyperModel(kt.HyperModel):
         return keras.Sequential([film, layer, *network.layers], name=MODEL_NAME)
 
     # -- training ---------------------------------------------------------------------------------------
+    def inputs(self, steps: FilmSteps) -> PreparedData:
+        """The splits through `steps`: what a trial's network trains and is tested on (once per preprocessing)."""
+        if steps.key() not in self._inputs:
+            self._inputs[steps.key()] = self.data.preprocessed(steps)
+        return self._inputs[steps.key()]
+
     def masked_inputs(self, steps: FilmSteps, keep: str) -> np.ndarray:
         """The validation films with the lungs ('borders' kept) or the borders ('lungs' kept) blacked out,
         through `steps`: what a trial's network sees of them (once per preprocessing)."""
@@ -234,7 +241,7 @@ class CxrHyperModel(kt.HyperModel):
         if epochs is None:
             raise kt.errors.FatalValueError("no epochs: Hyperband passes them, otherwise the search space must")
         steps, _ = self.preprocessing(hp)
-        data = self.data.preprocessed(steps)
+        data = self.inputs(steps)
         seed = trial_seed(self.config.seed, hp.values)
         tuner = self.config.tuner
         first: list[keras.callbacks.Callback] = []
@@ -262,14 +269,14 @@ class CxrHyperModel(kt.HyperModel):
         The masked films go through the same steps as the registered model's layer, computed once per
         preprocessing (data.preprocess holds the two equal), so the network predicts them directly."""
         steps, _ = self.preprocessing(hp)
-        test = evaluate(network, self.data.preprocessed(steps).test)
+        test = evaluate(network, self.inputs(steps).test)
         val = self.data.val
         heatmaps = gradcam(self.registered_model(hp, network), val.images[:TRIAL_GRADCAM_IMAGES].astype(np.float32))
-        shares = np.full(len(val), np.nan)
-        shares[: len(heatmaps.outside_share)] = heatmaps.outside_share
         masked = {
             BORDERS_ONLY: predict_distinct(network, self.masked_inputs(steps, "borders")),
             LUNGS_ONLY: predict_distinct(network, self.masked_inputs(steps, "lungs")),
         }
-        audit = audit_figures(val.labels, masked, shares, resamples=TRIAL_AUDIT_RESAMPLES, seed=self.config.seed)
+        audit = audit_figures(
+            val.labels, masked, heatmaps.shares_of(len(val)), resamples=TRIAL_AUDIT_RESAMPLES, seed=self.config.seed
+        )
         return TrialFigures(test, audit)
