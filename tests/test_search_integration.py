@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import xraycnn.model  # noqa: F401  (as the README says: registers the preprocessing layer the models carry)
 from tests.tiny_search import EPOCH_METRICS, MODEL, TEST_METRICS, Search
 from xraycnn import prepare_images
 from xraycnn.data.dataset import dataset_digest
