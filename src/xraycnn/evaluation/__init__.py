@@ -23,7 +23,6 @@ _EPS = 1e-7  # Keras' epsilon: the same clipping as BinaryCrossentropy, so test_
 class Evaluation:
     labels: np.ndarray  # int (n,)
     probabilities: np.ndarray  # float (n,), P(COVID19)
-    files: tuple[str, ...]
     metrics: dict[str, float]  # unprefixed: accuracy, auc, sensitivity, ...
 
     def prefixed(self, prefix: str = "test_") -> dict[str, float]:
@@ -120,4 +119,4 @@ def predict_probabilities(model, images: np.ndarray, batch_size: int = 256) -> n
 def evaluate(model, split: Split, threshold: float = THRESHOLD) -> Evaluation:
     """Predict `split` with a Keras model and score it."""
     probabilities = predict_probabilities(model, split.images)
-    return Evaluation(split.labels, probabilities, split.files, binary_metrics(split.labels, probabilities, threshold))
+    return Evaluation(split.labels, probabilities, binary_metrics(split.labels, probabilities, threshold))

@@ -17,6 +17,8 @@ import mlflow
 import pandas as pd
 from keras_tuner.engine.trial import TrialStatus
 from mlflow.entities import RunStatus
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 from rich.console import Console
 
 from xraycnn import paths
@@ -416,10 +418,19 @@ def _check_resumable(state: SearchState | None, session: Session, project_dir: P
 
 
 def _run_exists(session: Session, run_id: str) -> bool:
+    """Whether the store holds the search's parent run. Only the store's "not found" means no: any other
+    failure (a tracking server restarting, a locked database) stops the resume instead of silently opening a
+    second parent run."""
     try:
         run = session.runs.client.get_run(run_id)
-    except Exception:
-        return False
+    except MlflowException as exc:
+        if exc.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            return False
+        raise XrayCnnError(
+            f"cannot tell whether the search's parent run {run_id} is in {session.store.uri} "
+            f"({exc.error_code}: {str(exc.message).splitlines()[0]}); check that the tracking store is reachable "
+            "and run the same command again to resume"
+        ) from None
     return run.info.lifecycle_stage == "active" and run.info.experiment_id == session.experiment_id
 
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import mlflow
 from filelock import FileLock
-from mlflow.entities import ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.tracking import MlflowClient
@@ -100,6 +99,3 @@ def ensure_experiment(store: TrackingStore, name: str, tags: dict[str, str] | No
         )
     return existing.experiment_id
 
-
-def active_experiments(store: TrackingStore) -> list[str]:
-    return [e.name for e in store.client().search_experiments(view_type=ViewType.ACTIVE_ONLY)]
