@@ -8,7 +8,7 @@ EXPERIMENT ?= experiments/default.toml
 MODEL ?= models:/xraycnn@champion
 
 .DEFAULT_GOAL := help
-.PHONY: help install search search-robust search-distributed train-seed predict evaluate report ui test bench probe lint format clean-state
+.PHONY: help install search search-robust search-distributed train-seed predict evaluate report ui test test-fast bench probe lint format clean-state
 
 help: ## list the targets
 	@echo "usage: make TARGET [EXPERIMENT=experiments/x.toml] [FRESH=1]"
@@ -50,6 +50,9 @@ ui: install ## open the MLflow UI on the project's store at http://127.0.0.1:500
 
 test: install ## run the test suite (CPU only, about 10 minutes)
 	$(BIN)/pytest
+
+test-fast: install ## the unit tests only, not the ones that run the real CLI end to end (about 1 minute)
+	$(BIN)/pytest -m "not slow"
 
 lint: install ## ruff check
 	$(BIN)/ruff check src tests benchmarks

@@ -17,6 +17,8 @@ from tests import image_zoo
 from tests.conftest import build_dataset
 from tests.tiny_search import xraycnn
 
+pytestmark = pytest.mark.slow  # the real CLI end to end (make test-fast leaves it out)
+
 # One trial of one epoch on a tiny network: the data handling is what is under test.
 EXPERIMENT = """
 seed = 5

@@ -15,6 +15,8 @@ import pytest
 from tests.browser import artifacts_dir, chromium, mlflow_ui
 from tests.tiny_search import MODEL, Search
 
+pytestmark = pytest.mark.slow  # the real CLI end to end (make test-fast leaves it out)
+
 TIMEOUT_MS = 60_000  # the UI's first load compiles a large bundle; on 2 busy cores that takes a while
 
 

@@ -6,9 +6,12 @@ import contextlib
 from pathlib import Path
 
 import psutil
+import pytest
 
 from tests.browser import mlflow_ui
 from xraycnn.cli import build_parser
+
+pytestmark = pytest.mark.slow  # the real CLI end to end (make test-fast leaves it out)
 
 
 def listening_addresses(pid: int) -> set[str]:

@@ -8,10 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from tests.tiny_search import xraycnn
+
+pytestmark = pytest.mark.slow  # the real CLI end to end (make test-fast leaves it out)
 
 EXPERIMENT = """
 seed = 11

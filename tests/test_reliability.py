@@ -14,6 +14,8 @@ from mlflow.tracking import MlflowClient
 
 from tests.tiny_search import XRAYCNN, xraycnn
 
+pytestmark = pytest.mark.slow  # the real CLI end to end (make test-fast leaves it out)
+
 # Random search, 2 trials of 60 epochs each: long enough to be killed in the middle of one, also on a fast
 # machine (~0.1 s an epoch with AVX-512 BF16, ~0.5 s on an AVX2-only 2-core one); the tests strike as soon
 # as the trial has logged its first epoch.

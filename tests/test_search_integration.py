@@ -21,6 +21,8 @@ from xraycnn import prepare_images
 from xraycnn.data.dataset import dataset_digest
 from xraycnn.data.discovery import discover
 
+pytestmark = pytest.mark.slow  # the real CLI end to end (make test-fast leaves it out)
+
 
 def parent_and_children(search: Search) -> tuple:
     runs = search.runs()

@@ -18,6 +18,8 @@ from mlflow.tracking import MlflowClient
 from tests.postgres import postgres_server
 from tests.tiny_search import XRAYCNN
 
+pytestmark = pytest.mark.slow  # the real CLI end to end (make test-fast leaves it out)
+
 EXPERIMENT = """
 seed = 13
 [data]
