@@ -43,3 +43,9 @@ class InterruptedByUserError(XrayCnnError):
     """Ctrl-C: what was running is closed cleanly; the message says how to go on."""
 
     exit_code = 130  # the shell's convention for SIGINT
+
+
+class TrackingIncompleteError(XrayCnnError):
+    """The search itself finished, but some of its MLflow writes failed: some trial runs are incomplete."""
+
+    exit_code = 3  # distinct from 2: the search ran; what it logged is not all there

@@ -3,12 +3,16 @@ store stops the resume with a message instead of opening a second parent run."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
+from mlflow.tracking import MlflowClient
 
+from tests.tiny_search import EXPERIMENT, MODEL, xraycnn
 from xraycnn.errors import XrayCnnError
 from xraycnn.jobs.search import _run_exists
 from xraycnn.tracking.store import ensure_experiment, resolve_store
@@ -44,3 +48,35 @@ def test_a_store_that_fails_stops_the_resume() -> None:
     message = str(info.value)
     assert "cannot tell whether the search's parent run aaaa" in message and "http://tracking:5000" in message
     assert "TEMPORARILY_UNAVAILABLE: API request failed" in message and "run the same command again" in message
+
+
+@pytest.mark.slow
+def test_failed_mlflow_writes_end_the_search_with_exit_status_3(small_dataset: Path, tmp_path: Path) -> None:
+    """The real CLI, with every trial's learning-curve PNG failing to log (a full disk, injected at start-up
+    through sitecustomize): the search finishes, registers its champion, and exits 3 saying why; the parent
+    run carries the count."""
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(
+        "from xraycnn.tracking.runs import RunLogger\n"
+        "def broken(self, *args, **kwargs):\n"
+        "    raise OSError(28, 'No space left on device (injected)')\n"
+        "RunLogger.log_learning_curves = broken\n"
+    )
+    (tmp_path / "tiny.toml").write_text(EXPERIMENT.format(root=small_dataset))
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    env = {"MLFLOW_TRACKING_URI": uri, "PYTHONPATH": f"{inject}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    result = xraycnn("search", str(tmp_path / "tiny.toml"), "--tuner-dir", str(tmp_path / "tuner"), env=env)
+    assert result.returncode == 3, result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert line.startswith("error: the search finished, but 3 MLflow write(s) failed")
+    assert "No space left on device (injected). The trials and the champion are as printed" in line
+    client = MlflowClient(uri, registry_uri=uri)
+    (parent,) = [
+        r
+        for r in client.search_runs([client.get_experiment_by_name("xraycnn-tiny").experiment_id])
+        if "mlflow.parentRunId" not in r.data.tags
+    ]
+    assert parent.info.status == "FINISHED" and parent.data.tags["xraycnn.tracking_failures"] == "3"
+    assert "No space left on device" in parent.data.tags["xraycnn.tracking_failures_first"]
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"

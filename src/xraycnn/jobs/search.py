@@ -6,6 +6,7 @@ Re-running the same experiment resumes it (finished trials are not run again); `
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 import traceback
@@ -23,7 +24,7 @@ from rich.console import Console
 
 from xraycnn import paths
 from xraycnn.assessment import Assessment
-from xraycnn.errors import InterruptedByUserError, XrayCnnError
+from xraycnn.errors import InterruptedByUserError, TrackingIncompleteError, XrayCnnError
 from xraycnn.inputs import Inputs, check_inputs
 from xraycnn.jobs.common import (
     Session,
@@ -160,15 +161,38 @@ def _trial_listeners(
     return tracker, progress
 
 
+TRACKING_FAILURES_TAG = f"{TAG_PREFIX}tracking_failures"  # on the parent run: how many MLflow writes failed
+
+
 def _report_tracking_failures(console: Console, failures: list[str]) -> None:
     """MLflow writes that failed in the background: said once, with the first error, never swallowed."""
     if failures:
-        first = failures[0].strip().splitlines()
-        console.print(
-            f"[yellow]warning:[/] {len(failures)} MLflow write(s) failed; some trial runs may be incomplete. "
-            f"First: {first[0]} ... {first[-1]}",
-            highlight=False,
-        )
+        console.print(f"[yellow]warning:[/] {_failures_in_words(failures)}", highlight=False)
+
+
+def _failures_in_words(failures: list[str]) -> str:
+    first = failures[0].strip().splitlines()
+    return (
+        f"{len(failures)} MLflow write(s) failed; some trial runs may be incomplete. First: {first[0]} ... "
+        f"{first[-1]}"
+    )
+
+
+def _fail_on_tracking_failures(session: Session, parent_run_id: str | None, failures: list[str]) -> None:
+    """A search whose MLflow writes failed ends with exit status 3 (not 0), and says so on its parent run
+    (when the store takes that write)."""
+    if not failures:
+        return
+    if parent_run_id is not None:
+        with contextlib.suppress(MlflowException, OSError):  # the store that failed may refuse this too
+            session.runs.set_tags(
+                parent_run_id,
+                {TRACKING_FAILURES_TAG: len(failures), f"{TRACKING_FAILURES_TAG}_first": failures[0].strip()},
+            )
+    raise TrackingIncompleteError(
+        f"the search finished, but {_failures_in_words(failures)}. The trials and the champion are as printed; "
+        "the runs in MLflow lack those writes (see the tag xraycnn.tracking_failures on the parent run)"
+    )
 
 
 def _search_and_register(
@@ -231,7 +255,8 @@ def _search_and_register(
             ) from None
         raise
     progress.stop()
-    _report_tracking_failures(console, tracker.flush())  # the trial runs are complete from here on
+    failures = tracker.flush()  # the trial runs are complete from here on
+    _report_tracking_failures(console, failures)
 
     trials = trials_table(session, tuner, parent_run_id)
     best_trials = tuner.oracle.get_best_trials(1)
@@ -273,6 +298,7 @@ def _search_and_register(
     if assessment is not None:  # after the end, so the report shows the search's status and duration
         _write_report(session, parent_run_id, reports_dir, console)
     console.print(f"Done in {wall / 60:.1f} min. Compare the runs with `make ui`.")
+    _fail_on_tracking_failures(session, parent_run_id, failures)
     return SearchResult(
         parent_run_id,
         session.experiment_id,
@@ -495,8 +521,10 @@ def _run_worker(
             console, tracker.close_open_runs(RunStatus.to_string(RunStatus.FAILED), traceback.format_exc())
         )
         raise
-    _report_tracking_failures(console, tracker.flush())
+    failures = tracker.flush()
+    _report_tracking_failures(console, failures)
     console.print(f"Worker {cluster.worker_id}: the oracle has no more trials; done.")
+    _fail_on_tracking_failures(session, None, failures)
 
 
 def _last_failure(tuner: Any) -> str:
