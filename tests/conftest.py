@@ -62,7 +62,9 @@ def build_dataset(root: Path, per_class: dict[str, int], real: bool = SHARED_DAT
             folder = root / split / label
             folder.mkdir(parents=True, exist_ok=True)
             if real:
-                for src in sorted((SHARED_DATA / split / label).iterdir())[:n]:
+                # from both ends of the sorted names: files are named by source, so two sources at least
+                names = sorted((SHARED_DATA / split / label).iterdir())
+                for src in names[: n - n // 2] + names[len(names) - n // 2 :]:
                     shutil.copyfile(src, folder / src.name)
                     relative = f"{split}/{label}/{src.name}"
                     manifest.append(f"{relative},{sources.get(relative, 'unknown')}")

@@ -220,12 +220,20 @@ def test_rerun_resumes_without_running_trials_again(search: Search) -> None:
 
 
 def test_predict_prints_probability_and_label(search: Search) -> None:
-    files = [next((search.root / "test" / cls).iterdir()) for cls in ("COVID19", "NORMAL")]
+    files = [f for cls in ("COVID19", "NORMAL") for f in sorted((search.root / "test" / cls).iterdir())[:3]]
     result = search.run("predict", "--model", f"models:/{MODEL}@champion", *map(str, files))
     assert result.returncode == 0, result.stderr
     assert "P(COVID19)" in result.stdout
     for f in files:
         assert f.name[:20] in result.stdout
+    # the printed probabilities and calls are the model's own, at the threshold it carries, in the files' order
+    printed = re.findall(r"│\s*([01]\.\d{4})\s*│\s*(COVID19|NORMAL)\s*│", result.stdout)
+    mlflow.set_tracking_uri(search.env["MLFLOW_TRACKING_URI"])
+    mlflow.set_registry_uri(search.env["MLFLOW_TRACKING_URI"])
+    model = mlflow.keras.load_model(f"models:/{MODEL}@champion")
+    p = model.predict(prepare_images(files, model), verbose=0).ravel()
+    threshold = float(search.client.get_model_version_by_alias(MODEL, "champion").tags["xraycnn.threshold"])
+    assert printed == [(f"{x:.4f}", "COVID19" if x >= threshold else "NORMAL") for x in p]
     missing = search.run("predict", "--model", f"models:/{MODEL}@staging", str(files[0]))
     assert missing.returncode == 2
     assert f"{MODEL} (champion=v1" in missing.stderr
@@ -381,8 +389,15 @@ def test_champion_carries_a_threshold_chosen_on_validation_and_test_figures_with
         "evaluation/metrics.csv",
     } <= artifacts
     assert 0 <= m["test_gradcam_outside_share"] <= 1
-    # the dataset's MANIFEST.csv names each film's source: the champion's figures are split by it too
-    assert any(k.startswith("test_source_") and k.endswith("_auc") for k in m), sorted(m)
+    # the dataset's MANIFEST.csv names each film's source (the subset holds two, each with both classes): the
+    # champion's clinical figures and audit are split by it, for each of them
+    manifest = pd.read_csv(search.root / "MANIFEST.csv")
+    sources = set(manifest.loc[manifest["file"].str.startswith("test/"), "source"])
+    assert len(sources) == 2, sources
+    for source in sources:
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in source)
+        for figure in ("auc", "auc_ci_low", "thr_sensitivity", "thr_specificity", "borders_only_auc"):
+            assert f"test_source_{safe}_{figure}" in m, (source, figure, sorted(m))
 
     # the threshold is Youden's J of the champion on the validation split, which the test recomputes
     from xraycnn.config import load_experiment
