@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from xraycnn.config import Choice, Fixed, FloatRange, IntRange, load_experiment
+from xraycnn.config import Choice, Fixed, FloatRange, IntRange, load_experiment, parse_overrides
 from xraycnn.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -228,3 +228,31 @@ def test_hash_follows_the_bytes(tmp_path: Path) -> None:
     a = load_experiment(write(tmp_path, "seed = 1", "a.toml"))
     b = load_experiment(write(tmp_path, "seed = 1 ", "b.toml"))
     assert a.sha256 != b.sha256 and a.config == b.config
+
+
+def test_overrides_from_the_command_line(tmp_path: Path) -> None:
+    pairs = parse_overrides(
+        ["budget.max_trials=2", "data.preprocess.equalize=clahe", "space.filters=[8, 16]", "space.batch_norm=true"]
+    )
+    assert pairs == (
+        ("budget.max_trials", 2),
+        ("data.preprocess.equalize", "clahe"),
+        ("space.filters", [8, 16]),
+        ("space.batch_norm", True),
+    )
+    path = write(tmp_path, "seed = 3\n[budget]\nmax_trials = 9\n")
+    plain, overridden = load_experiment(path), load_experiment(path, pairs)
+    assert overridden.config.budget.max_trials == 2 and overridden.config.data.preprocess.equalize == Fixed(
+        value="clahe"
+    )
+    assert overridden.config.space.filters == (Fixed(value=8), Fixed(value=16)) and overridden.config.seed == 3
+    assert overridden.sha256 != plain.sha256  # another search: it must not resume the plain one
+    assert parse_overrides(overridden.override_args()[1::2]) == pairs  # what a worker process is started with
+    with pytest.raises(ConfigError, match=r"--set 'max_trials': expected KEY=VALUE"):
+        parse_overrides(["max_trials"])
+    with pytest.raises(
+        ConfigError, match=r"exp.toml: budget.max_trials: Input should be greater than or equal to 1 .*\(from --set\)"
+    ):
+        load_experiment(path, parse_overrides(["budget.max_trials=0"]))
+    with pytest.raises(ConfigError, match=r"--set seed.x: seed is a value, not a table"):
+        load_experiment(path, parse_overrides(["seed.x=1"]))

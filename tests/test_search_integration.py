@@ -295,7 +295,9 @@ def test_a_changed_experiment_file_is_not_resumed_silently(search: Search) -> No
     finally:
         path.write_text(original)
     assert result.returncode == 2
-    assert "the experiment file " in result.stderr and "tiny.toml changed since the search in" in result.stderr
+    assert (
+        "the experiment file " in result.stderr and "tiny.toml (or its --set overrides) changed since" in result.stderr
+    )
     assert "run with --fresh to start over, or restore what changed" in result.stderr
     assert "Traceback" not in result.stderr
     assert len(search.runs()) == before

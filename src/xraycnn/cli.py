@@ -47,6 +47,7 @@ def _search(args: argparse.Namespace, console: Console) -> int:
             tuner_dir=args.tuner_dir,
             reports_dir=args.reports_dir,
             console=console,
+            overrides=args.overrides,
         )
     from xraycnn.jobs.search import run_search
     from xraycnn.tuning.cluster import cluster_role
@@ -65,6 +66,7 @@ def _search(args: argparse.Namespace, console: Console) -> int:
         reports_dir=args.reports_dir,
         console=console,
         cluster=cluster,
+        overrides=args.overrides,
     )
     return 0
 
@@ -72,7 +74,13 @@ def _search(args: argparse.Namespace, console: Console) -> int:
 def _train(args: argparse.Namespace, console: Console) -> int:
     from xraycnn.jobs.train import run_train
 
-    run_train(_experiment_path(args.experiment), data_dir=args.data, tracking_uri=args.tracking_uri, console=console)
+    run_train(
+        _experiment_path(args.experiment),
+        data_dir=args.data,
+        tracking_uri=args.tracking_uri,
+        console=console,
+        overrides=args.overrides,
+    )
     return 0
 
 
@@ -160,6 +168,17 @@ def build_parser() -> argparse.ArgumentParser:
             "data/, ../shared/data/cxr-covid)",
         )
 
+    def overrides(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--set",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override one setting of the experiment file (TOML value; repeatable), e.g. --set budget.max_trials=2 "
+            "--set data.image_size=32; recorded on the run, and a search with other overrides does not resume this one",
+        )
+
     def reports(p: argparse.ArgumentParser) -> None:
         p.add_argument("--reports-dir", help="where search reports are written (default <repo>/reports)")
 
@@ -194,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--oracle", help="with --role: HOST:PORT where the chief serves Keras Tuner's oracle")
     p.add_argument("--worker-id", help="with --role worker: this worker's own id, e.g. worker-1")
+    overrides(p)
     reports(p)
     data(p)
     tracking(p)
@@ -204,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
         "experiment",
         help="experiment file whose search space has one value per entry, e.g. experiments/seed.toml",
     )
+    overrides(p)
     data(p)
     tracking(p)
     p.set_defaults(func=_train)
@@ -267,7 +288,7 @@ def _check_inputs_early(args: argparse.Namespace) -> None:
     if args.command in ("search", "train"):
         from xraycnn.inputs import check_inputs
 
-        check_inputs(_experiment_path(args.experiment), args.data)
+        check_inputs(_experiment_path(args.experiment), args.data, args.overrides)
     if args.command == "evaluate":
         from xraycnn.data.discovery import discover_labeled_folder
 

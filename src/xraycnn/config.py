@@ -14,10 +14,11 @@ A search-space entry is written in one of three ways:
 """
 
 import hashlib
+import json
 import math
 import re
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -524,12 +525,18 @@ def _flatten(model: BaseModel, prefix: str) -> Iterator[tuple[str, Scalar]]:
 
 @dataclass(frozen=True)
 class Experiment:
-    """An experiment file, loaded: its name (the file's stem), where it is, its hash and its config."""
+    """An experiment file, loaded: its name (the file's stem), where it is, its hash (of the file and any
+    overrides) and its config; `overrides` are the command line's `--set KEY=VALUE`, applied over the file."""
 
     name: str
     path: Path
     sha256: str
     config: ExperimentConfig
+    overrides: tuple[tuple[str, Any], ...] = ()
+
+    def override_args(self) -> list[str]:
+        """The overrides as command-line arguments again (`--set key=value` ...), for a process started anew."""
+        return [arg for key, value in self.overrides for arg in ("--set", f"{key}={_toml_value(value)}")]
 
     def resolve(self, relative: str) -> Path:
         """A path written in the file, taken relative to the file."""
@@ -537,8 +544,51 @@ class Experiment:
         return p if p.is_absolute() else (self.path.parent / p).resolve()
 
 
-def load_experiment(path: str | Path) -> Experiment:
-    """Read and validate an experiment file; raise `ConfigError` naming every problem."""
+def parse_overrides(items: Iterable[str]) -> tuple[tuple[str, Any], ...]:
+    """`KEY=VALUE` pairs from the command line: a dotted key of the experiment file and a TOML value
+    (`budget.max_trials=2`, `space.filters=[8, 16]`, `data.preprocess.equalize=clahe`: a bare word is a
+    string). Raises `ConfigError` for a pair that is not one."""
+    out = []
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", key):
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. budget.max_trials=2")
+        try:
+            value = tomllib.loads(f"value = {text.strip()}")["value"]
+        except tomllib.TOMLDecodeError:
+            value = text.strip()  # a bare word: a string
+        out.append((key, value))
+    return tuple(out)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    return repr(value)
+
+
+def _apply_overrides(path: Path, raw: dict[str, Any], overrides: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
+    for key, value in overrides:
+        table = raw
+        parts = key.split(".")
+        for depth, part in enumerate(parts[:-1]):
+            table = table.setdefault(part, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"{path}: --set {key}: {'.'.join(parts[: depth + 1])} is a value, not a table")
+        table[parts[-1]] = value
+    return raw
+
+
+def load_experiment(path: str | Path, overrides: tuple[tuple[str, Any], ...] = ()) -> Experiment:
+    """Read and validate an experiment file, with `overrides` (see `parse_overrides`) set over it; raise
+    `ConfigError` naming every problem."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such experiment file; see experiments/ for examples (default.toml, seed.toml)")
@@ -547,15 +597,21 @@ def load_experiment(path: str | Path) -> Experiment:
         raw = tomllib.loads(raw_bytes.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    raw = _apply_overrides(path, raw, overrides)
     try:
         config = ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(path, exc)) from None
-    return Experiment(path.stem, path.resolve(), hashlib.sha256(raw_bytes).hexdigest(), config)
+        raise ConfigError(format_validation_error(path, exc, {key for key, _ in overrides})) from None
+    digest = hashlib.sha256(raw_bytes)
+    if overrides:  # a search with other overrides is another search: it must not resume this one
+        digest.update(json.dumps(overrides, sort_keys=True, default=str).encode())
+    return Experiment(path.stem, path.resolve(), digest.hexdigest(), config, overrides)
 
 
-def format_validation_error(path: Path, exc: ValidationError) -> str:
+def format_validation_error(path: Path, exc: ValidationError, overridden: set[str] | None = None) -> str:
     problems = [_describe(err) for err in exc.errors(include_url=False)]
+    if overridden:  # say which problems come from the command line, not the file
+        problems = [p + (" (from --set)" if p.split(":", 1)[0] in overridden else "") for p in problems]
     if len(problems) == 1:
         return f"{path}: {problems[0]}"
     return f"{path}: {len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems)

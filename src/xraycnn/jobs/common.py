@@ -129,6 +129,7 @@ def run_tags(session: Session, kind: str) -> dict[str, Any]:
         f"{TAG_PREFIX}tuner": experiment.config.tuner.algorithm,
         f"{TAG_PREFIX}objective": experiment.config.tuner.objective,
         f"{TAG_PREFIX}selection_rule": experiment.config.tuner.selection_rule(),
+        f"{TAG_PREFIX}overrides": " ".join(experiment.override_args()[1::2]) or None,
         f"{TAG_PREFIX}seed": experiment.config.seed,
         f"{TAG_PREFIX}precision": session.precision,
         f"{TAG_PREFIX}precision_reason": session.precision_reason,
@@ -144,6 +145,7 @@ def fixed_params(session: Session) -> dict[str, Any]:
     """Every fixed setting of a run: the experiment's knobs, the data's shape, the resolved precision."""
     return {
         **session.experiment.config.flat(),
+        **{f"override.{key}": value for key, value in session.experiment.overrides},
         **session.data.summary(),
         "training.precision_policy": session.precision,
         "model.optimizer": "adam",

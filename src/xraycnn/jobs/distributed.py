@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -95,11 +96,12 @@ def run_distributed(
     reports_dir: str | Path | None = None,
     oracle_port: int | None = None,
     console: Console | None = None,
+    overrides: Sequence[str] = (),
 ) -> int:
     console = console or Console()
     if workers < 1:
         raise XrayCnnError(f"--workers {workers}: at least 1")
-    inputs = check_inputs(experiment_path, data_dir)
+    inputs = check_inputs(experiment_path, data_dir, overrides)
     experiment = inputs.experiment
     backend = backend_store_uri or default_backend_store_uri()
     project_dir = Path(tuner_dir or paths.tuner_root()).resolve() / experiment.name
@@ -111,7 +113,7 @@ def run_distributed(
         console.print(f"MLflow tracking server {url} on {_redact(backend)} (log {logs / 'mlflow-server.log'})")
         _create_once(url, experiment, console)
         oracle = f"127.0.0.1:{oracle_port or free_port()}"
-        common = [str(experiment.path), "--tracking-uri", url, "--oracle", oracle]
+        common = [str(experiment.path), *experiment.override_args(), "--tracking-uri", url, "--oracle", oracle]
         if data_dir:
             common += ["--data", str(data_dir)]
         if tuner_dir:

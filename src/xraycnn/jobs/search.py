@@ -10,6 +10,7 @@ import contextlib
 import shutil
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,12 +81,13 @@ def run_search(
     reports_dir: str | Path | None = None,
     console: Console | None = None,
     cluster: ClusterRole | None = None,
+    overrides: Sequence[str] = (),
 ) -> SearchResult | None:
     """Run or resume the search. With `cluster`, this process is the chief of a distributed search (serves
     the oracle, owns the parent run, registers the champion) or one of its workers (returns None)."""
     console = console or Console()
     started = time.monotonic()
-    inputs = check_inputs(experiment_path, data_dir)
+    inputs = check_inputs(experiment_path, data_dir, overrides)
     experiment = inputs.experiment
     project_dir = Path(tuner_dir or paths.tuner_root()).resolve() / experiment.name
     if cluster is not None and cluster.role == "worker":
@@ -173,8 +175,7 @@ def _report_tracking_failures(console: Console, failures: list[str]) -> None:
 def _failures_in_words(failures: list[str]) -> str:
     first = failures[0].strip().splitlines()
     return (
-        f"{len(failures)} MLflow write(s) failed; some trial runs may be incomplete. First: {first[0]} ... "
-        f"{first[-1]}"
+        f"{len(failures)} MLflow write(s) failed; some trial runs may be incomplete. First: {first[0]} ... {first[-1]}"
     )
 
 
@@ -433,7 +434,7 @@ def _check_resumable(state: SearchState | None, session: Session, project_dir: P
         return
     changed = []
     if state.experiment_sha256 != session.experiment.sha256:
-        changed.append(f"the experiment file {session.experiment.path}")
+        changed.append(f"the experiment file {session.experiment.path} (or its --set overrides)")
     if state.dataset_digest != session.data.digest:
         changed.append(f"the dataset (digest {state.dataset_digest} -> {session.data.digest})")
     if changed:

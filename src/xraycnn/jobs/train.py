@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,10 +75,11 @@ def run_train(
     data_dir: str | Path | None = None,
     tracking_uri: str | None = None,
     console: Console | None = None,
+    overrides: Sequence[str] = (),
 ) -> TrainResult:
     console = console or Console()
     started = time.monotonic()
-    inputs = check_inputs(experiment_path, data_dir)
+    inputs = check_inputs(experiment_path, data_dir, overrides)
     config = inputs.experiment.config
     ranged = [name for name, spec in config.space.items() if not isinstance(spec, Fixed)]
     if ranged:

@@ -98,4 +98,3 @@ def ensure_experiment(store: TrackingStore, name: str, tags: dict[str, str] | No
             f"(or `mlflow experiments restore --experiment-id {existing.experiment_id}`), or purge it with `mlflow gc`"
         )
     return existing.experiment_id
-
