@@ -10,7 +10,7 @@ from mlflow.entities import Metric, Param, Run, RunData, RunInfo, RunTag
 
 from xraycnn.report.figures import _axis, objective_over_trials, parallel_coordinates
 from xraycnn.report.page import trials_table_html
-from xraycnn.report.snapshot import SearchSnapshot, trials_frame
+from xraycnn.report.snapshot import SearchSnapshot, last_attempts, trials_frame
 
 FIXED = {"seed", "data.image_size"}
 
@@ -51,6 +51,19 @@ def test_one_row_per_trial_its_last_finished_attempt_best_first() -> None:
     assert trials["score"].iloc[-1] is None or np.isnan(trials["score"].iloc[-1])
     assert set(varying) == {"conv_blocks", "filters_2", "learning_rate"}  # filters_1 is the same everywhere
     assert "hp.seed" not in trials and "hp.tuner/epochs" not in trials and trials["epochs"].iloc[0] == 4
+
+
+def test_one_rule_for_the_attempt_that_counts() -> None:
+    """The rule trials.csv (jobs.search) and the report both use: the last FINISHED attempt, else the latest."""
+    attempts = [
+        run("x1", "0", "FAILED", 1, None),
+        run("x2", "0", "KILLED", 2, None),  # no attempt finished: the latest counts
+        run("y1", "1", "KILLED", 3, None),
+        run("y2", "1", "FINISHED", 4, 0.7),
+        run("y3", "1", "FAILED", 5, None),  # a later failure does not undo a finished attempt
+    ]
+    counted = last_attempts(list(reversed(attempts)))  # whatever order the store returns them in
+    assert {k: (r.info.run_id, n) for k, (r, n) in counted.items()} == {"0": ("x2", 2), "1": ("y2", 3)}
 
 
 def test_axes_log_scale_and_unused_values() -> None:

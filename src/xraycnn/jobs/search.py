@@ -42,7 +42,8 @@ from xraycnn.jobs.common import (
 from xraycnn.model.hypermodel import CxrHyperModel
 from xraycnn.registry import Registration, Selection
 from xraycnn.report import write_report
-from xraycnn.tracking.runs import BEST_EPOCH_TAG, GATE_TAG, TAG_PREFIX, TRIAL_ID_TAG
+from xraycnn.report.snapshot import last_attempts
+from xraycnn.tracking.runs import BEST_EPOCH_TAG, GATE_TAG, TAG_PREFIX
 from xraycnn.tracking.trial_tracker import TrialTracker
 from xraycnn.tuning.cluster import ClusterRole, patient_oracle_client
 from xraycnn.tuning.progress import SearchProgress, top_trials_table
@@ -392,14 +393,10 @@ def trials_table(session: Session, tuner: Any, parent_run_id: str) -> pd.DataFra
         order_by=["attributes.start_time ASC"],
         max_results=10_000,
     )
-    latest: dict[str, Any] = {}
-    for run in runs:  # oldest first: a later FINISHED attempt wins
-        trial_id = run.data.tags.get(TRIAL_ID_TAG)
-        if trial_id and (run.info.status == "FINISHED" or trial_id not in latest):
-            latest[trial_id] = run
+    counted = last_attempts(runs)
     rows = []
     for trial in tuner.oracle.trials.values():
-        run = latest.get(trial.trial_id)
+        run = counted[trial.trial_id][0] if trial.trial_id in counted else None
         row: dict[str, Any] = {
             "trial_id": trial.trial_id,
             "status": trial.status,

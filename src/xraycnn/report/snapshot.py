@@ -91,8 +91,9 @@ def _trial_key(trial_id: str) -> tuple[int, str]:
     return (int(trial_id), "") if trial_id.isdigit() else (1 << 30, trial_id)
 
 
-def _last_attempts(children: list[Run]) -> dict[str, tuple[Run, int]]:
-    """trial_id -> (its last FINISHED attempt, else its latest attempt; how many attempts it took)."""
+def last_attempts(children: list[Run]) -> dict[str, tuple[Run, int]]:
+    """trial_id -> (the run that counts for it, how many attempts it took): its last FINISHED attempt, else its
+    latest attempt. The one rule for the trials table of a search (trials.csv) and of its report."""
     attempts: dict[str, list[Run]] = {}
     for run in sorted(children, key=lambda r: r.info.start_time or 0):
         trial_id = run.data.tags.get(TRIAL_ID_TAG)
@@ -116,7 +117,7 @@ def trials_frame(
     axes)."""
     selection = selection or objective
     rows = []
-    for trial_id, (run, attempts) in _last_attempts(children).items():
+    for trial_id, (run, attempts) in last_attempts(children).items():
         hp = {k: _number(v) for k, v in run.data.params.items() if k not in fixed and not k.startswith("tuner/")}
         metrics = run.data.metrics
         end = run.info.end_time or run.info.start_time
