@@ -256,3 +256,27 @@ def test_overrides_from_the_command_line(tmp_path: Path) -> None:
         load_experiment(path, parse_overrides(["budget.max_trials=0"]))
     with pytest.raises(ConfigError, match=r"--set seed.x: seed is a value, not a table"):
         load_experiment(path, parse_overrides(["seed.x=1"]))
+
+
+def test_specs_answer_for_themselves() -> None:
+    import keras_tuner as kt
+
+    assert Fixed(value=3).bounds() == (3, 3) and Fixed(value=3).options() == [3] and Fixed(value=3).mean() == 3
+    assert Choice(values=(5, 3)).bounds() == (3, 5) and Choice(values=(5, 3)).options() == [3, 5]
+    assert Choice(values=("gap", "flatten")).options() == ["gap", "flatten"]
+    assert IntRange(min=2, max=8, step=3).options() == [2, 5, 8] and IntRange(min=2, max=8).mean() == 5
+    assert IntRange(min=1, max=4, step=2, sampling="log").options() == [1, 2, 3, 4]
+    assert FloatRange(min=0.1, max=0.3).bounds() == (0.1, 0.3)
+    with pytest.raises(TypeError):
+        FloatRange(min=0.1, max=0.3).options()
+    hp = kt.HyperParameters()
+    assert Choice(values=(True, False)).declare(hp, "b") is True  # a Boolean, not Keras Tuner's 0 / 1
+    assert Choice(values=(False,)).declare(hp, "f") is False and Fixed(value="gap").declare(hp, "h") == "gap"
+    assert IntRange(min=2, max=8).declare(hp, "i") == 2 and FloatRange(min=0.1, max=0.3).declare(hp, "x") == 0.1
+    assert {p.name: type(p).__name__ for p in hp.space} == {
+        "b": "Boolean",
+        "f": "Fixed",
+        "h": "Fixed",
+        "i": "Int",
+        "x": "Float",
+    }

@@ -44,12 +44,43 @@ class Fixed(_Frozen):
     def describe(self) -> Scalar:
         return self.value
 
+    def bounds(self) -> tuple[float, float]:
+        return self.value, self.value  # type: ignore[return-value]
+
+    def mean(self) -> float:
+        return float(self.value)
+
+    def options(self) -> list[Scalar]:
+        return [self.value]
+
+    def declare(self, hp: Any, name: str) -> Scalar:
+        """Declare `name` on Keras Tuner's `hp` and return its value for the current trial."""
+        return hp.Fixed(name, self.value)
+
 
 class Choice(_Frozen):
     values: tuple[Scalar, ...]
 
     def describe(self) -> str:
         return "|".join(str(v) for v in self.values)
+
+    def bounds(self) -> tuple[float, float]:
+        return min(self.values), max(self.values)  # type: ignore[type-var,return-value]
+
+    def mean(self) -> float:
+        return sum(self.values) / len(self.values)  # type: ignore[arg-type]
+
+    def options(self) -> list[Scalar]:
+        return sorted(self.values) if all(isinstance(v, int | float) for v in self.values) else list(self.values)
+
+    def declare(self, hp: Any, name: str) -> Scalar:
+        if all(isinstance(v, bool) for v in self.values):
+            # Keras Tuner's Choice turns booleans into 0 and 1: its Boolean keeps them booleans
+            if len(self.values) == 1:
+                return hp.Fixed(name, self.values[0])
+            return hp.Boolean(name, default=bool(self.values[0]))
+        numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in self.values)
+        return hp.Choice(name, list(self.values), ordered=numeric)
 
 
 class IntRange(_Frozen):
@@ -61,6 +92,19 @@ class IntRange(_Frozen):
     def describe(self) -> str:
         return f"{self.min}..{self.max}" + (" log" if self.sampling == "log" else "")
 
+    def bounds(self) -> tuple[float, float]:
+        return self.min, self.max
+
+    def mean(self) -> float:
+        return (self.min + self.max) / 2
+
+    def options(self) -> list[Scalar]:
+        """Every value it can take (Keras Tuner ignores the step of a log range)."""
+        return list(range(self.min, self.max + 1, self.step if self.sampling == "linear" else 1))
+
+    def declare(self, hp: Any, name: str) -> Scalar:
+        return hp.Int(name, self.min, self.max, step=self.step, sampling=self.sampling)
+
 
 class FloatRange(_Frozen):
     min: float
@@ -71,17 +115,20 @@ class FloatRange(_Frozen):
     def describe(self) -> str:
         return f"{self.min:g}..{self.max:g}" + (" log" if self.sampling == "log" else "")
 
+    def bounds(self) -> tuple[float, float]:
+        return self.min, self.max
+
+    def mean(self) -> float:
+        return (self.min + self.max) / 2
+
+    def options(self) -> list[Scalar]:
+        raise TypeError(f"a continuous range has no list of options: {self.describe()}")
+
+    def declare(self, hp: Any, name: str) -> Scalar:
+        return hp.Float(name, self.min, self.max, step=self.step, sampling=self.sampling)
+
 
 Spec = Fixed | Choice | IntRange | FloatRange
-
-
-def spec_values(spec: Spec) -> tuple[float, float]:
-    """The smallest and largest value a numeric spec can take."""
-    if isinstance(spec, Fixed):
-        return spec.value, spec.value  # type: ignore[return-value]
-    if isinstance(spec, Choice):
-        return min(spec.values), max(spec.values)  # type: ignore[type-var]
-    return spec.min, spec.max
 
 
 @dataclass(frozen=True)
@@ -193,11 +240,6 @@ def _options(*options: Scalar) -> Any:
     return Annotated[Spec, BeforeValidator(_OptionParser(options))]
 
 
-def spec_options(spec: Spec) -> tuple[Scalar, ...]:
-    """Every value an option spec can take."""
-    return (spec.value,) if isinstance(spec, Fixed) else tuple(spec.values)  # type: ignore[union-attr]
-
-
 def _fmt(x: float) -> str:
     return "inf" if x == math.inf else f"{x:g}"
 
@@ -249,7 +291,7 @@ class SearchSpace(_Frozen):
 
     @property
     def max_conv_blocks(self) -> int:
-        return int(spec_values(self.conv_blocks)[1])
+        return int(self.conv_blocks.bounds()[1])
 
     def filters_for_block(self, block: int) -> Spec:
         """The spec of block `block` (0-based)."""
@@ -358,14 +400,14 @@ class DataConfig(_Frozen):
     @property
     def network_side(self) -> int:
         """The shortest side of what the network sees: the film, or the smallest crop of it."""
-        if True not in spec_options(self.preprocess.crop):
+        if True not in self.preprocess.crop.options():
             return self.image_size
         r0, r1, c0, c1 = box_pixels(self.preprocess.box, self.image_size, self.image_size)
         return min(r1 - r0, c1 - c0)
 
     @model_validator(mode="after")
     def _crop_leaves_pixels(self) -> "DataConfig":
-        if True in spec_options(self.preprocess.crop):
+        if True in self.preprocess.crop.options():
             r0, r1, c0, c1 = box_pixels(self.preprocess.box, self.image_size, self.image_size)
             if self.network_side < MIN_NETWORK_SIDE:
                 raise ValueError(
@@ -481,9 +523,9 @@ class ExperimentConfig(_Frozen):
             )
         if self.tuner.algorithm != "hyperband" and self.budget.max_trials is None:
             raise ValueError(f"budget.max_trials is required by the {self.tuner.algorithm} tuner")
-        if self.space.epochs is not None and spec_values(self.space.epochs)[1] > self.budget.max_epochs:
+        if self.space.epochs is not None and self.space.epochs.bounds()[1] > self.budget.max_epochs:
             raise ValueError(
-                f"space.epochs reaches {spec_values(self.space.epochs)[1]:g}, above budget.max_epochs "
+                f"space.epochs reaches {self.space.epochs.bounds()[1]:g}, above budget.max_epochs "
                 f"({self.budget.max_epochs}); raise the budget or lower the range"
             )
         side = self.data.network_side

@@ -30,7 +30,6 @@ from xraycnn.data.preprocess import FilmPreprocessing, FilmSteps, preprocess_fil
 from xraycnn.evaluation import Evaluation, evaluate, predict_probabilities, ranking_metrics
 from xraycnn.evaluation.gradcam import gradcam
 from xraycnn.evaluation.shortcuts import BORDERS_ONLY, LUNGS_ONLY, AuditFigures, audit_figures, blackout
-from xraycnn.model.space import declare, possible_values
 
 EVAL_BATCH_SIZE = 256
 MODEL_NAME = "cxr_cnn"
@@ -108,8 +107,8 @@ class CxrHyperModel(kt.HyperModel):
     def preprocessing(self, hp: kt.HyperParameters) -> tuple[FilmSteps, bool]:
         """The film steps of this trial, and whether its network standardises each image."""
         pre = self.config.data.preprocess
-        chosen = {key: declare(hp, name, getattr(pre, key)) for key, name in PREPROCESS_HP.items()}
-        standardize = bool(declare(hp, "preprocess_standardize", pre.standardize))
+        chosen = {key: getattr(pre, key).declare(hp, name) for key, name in PREPROCESS_HP.items()}
+        standardize = bool(pre.standardize.declare(hp, "preprocess_standardize"))
         steps = FilmSteps(
             crop=bool(chosen["crop"]),
             equalize=str(chosen["equalize"]),
@@ -121,36 +120,36 @@ class CxrHyperModel(kt.HyperModel):
         return steps, standardize
 
     def augmentation(self, hp: kt.HyperParameters) -> AugmentValues:
-        chosen = {name: declare(hp, f"augment_{name}", spec) for name, spec in self.config.data.augmentation.items()}
+        chosen = {name: spec.declare(hp, f"augment_{name}") for name, spec in self.config.data.augmentation.items()}
         return AugmentValues(**{k: bool(v) if k == "horizontal_flip" else float(v) for k, v in chosen.items()})
 
     def _fit_hyperparameters(self, hp: kt.HyperParameters) -> tuple[int, int | None, AugmentValues]:
-        batch_size = int(declare(hp, "batch_size", self.config.space.batch_size))
+        batch_size = int(self.config.space.batch_size.declare(hp, "batch_size"))
         epochs_spec = self.config.epochs_spec()
-        epochs = None if epochs_spec is None else int(declare(hp, "epochs", epochs_spec))
+        epochs = None if epochs_spec is None else int(epochs_spec.declare(hp, "epochs"))
         return batch_size, epochs, self.augmentation(hp)
 
     # -- the network ------------------------------------------------------------------------------------
     def build(self, hp: kt.HyperParameters) -> keras.Sequential:
         space = self.config.space
         steps, standardize = self.preprocessing(hp)
-        blocks = int(declare(hp, "conv_blocks", space.conv_blocks))
-        kernel = int(declare(hp, "kernel_size", space.kernel_size))
-        batch_norm = bool(declare(hp, "batch_norm", space.batch_norm))
-        head = str(declare(hp, "head", space.head))
-        dropout = float(declare(hp, "dropout", space.dropout))
-        dense_units = int(declare(hp, "dense_units", space.dense_units))
-        learning_rate = float(declare(hp, "learning_rate", space.learning_rate))
-        block_options = possible_values(space.conv_blocks)
+        blocks = int(space.conv_blocks.declare(hp, "conv_blocks"))
+        kernel = int(space.kernel_size.declare(hp, "kernel_size"))
+        batch_norm = bool(space.batch_norm.declare(hp, "batch_norm"))
+        head = str(space.head.declare(hp, "head"))
+        dropout = float(space.dropout.declare(hp, "dropout"))
+        dense_units = int(space.dense_units.declare(hp, "dense_units"))
+        learning_rate = float(space.learning_rate.declare(hp, "learning_rate"))
+        block_options = [int(v) for v in space.conv_blocks.options()]
         filters: list[int] = []
         for block in range(space.max_conv_blocks):
             active_when = [n for n in block_options if n > block]
             name, spec = f"filters_{block + 1}", space.filters_for_block(block)
             if active_when == block_options:
-                filters.append(int(declare(hp, name, spec)))
+                filters.append(int(spec.declare(hp, name)))
             else:  # only exists in networks with more than `block` blocks
                 with hp.conditional_scope("conv_blocks", active_when):
-                    value = declare(hp, name, spec)
+                    value = spec.declare(hp, name)
                 if block < blocks:
                     filters.append(int(value))
 

@@ -18,7 +18,7 @@ import keras
 import keras_tuner as kt
 from keras_tuner.engine.trial import Trial, TrialStatus
 
-from xraycnn.config import Choice, ExperimentConfig, Fixed, FloatRange, IntRange
+from xraycnn.config import ExperimentConfig
 
 
 class SearchListener:
@@ -154,16 +154,6 @@ def hyperband_schedule(
     return trials, epochs
 
 
-def _mean(spec: Any) -> float:
-    if isinstance(spec, Fixed):
-        return float(spec.value)
-    if isinstance(spec, Choice):
-        return sum(spec.values) / len(spec.values)
-    if isinstance(spec, IntRange | FloatRange):
-        return (spec.min + spec.max) / 2
-    raise TypeError(spec)
-
-
 def planned_budget(config: ExperimentConfig) -> tuple[int, int]:
     """(trials, epochs) the search plans at most: for the progress display and time estimates."""
     budget = config.budget
@@ -172,4 +162,5 @@ def planned_budget(config: ExperimentConfig) -> tuple[int, int]:
             budget.max_epochs, budget.hyperband_factor, budget.hyperband_iterations, budget.max_trials
         )
     trials = budget.max_trials or 0
-    return trials, math.ceil(trials * _mean(config.epochs_spec()))
+    epochs = config.epochs_spec()
+    return trials, math.ceil(trials * (epochs.mean() if epochs is not None else 0))
