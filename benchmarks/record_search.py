@@ -58,10 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     from xraycnn.registry import load_keras_model
     from xraycnn.report.snapshot import latest_search_run
     from xraycnn.tracking.store import resolve_store
+    from xraycnn.tracking.tags import search_experiment_name
 
     store = resolve_store(args.tracking_uri)
     client = store.client()
-    run_id = latest_search_run(client, f"xraycnn-{args.experiment}")
+    run_id = latest_search_run(client, search_experiment_name(args.experiment))
     parent = client.get_run(run_id)
     tags, metrics = parent.data.tags, parent.data.metrics
     children = client.search_runs(

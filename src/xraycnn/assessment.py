@@ -32,6 +32,7 @@ from xraycnn.evaluation.shortcuts import (
     shortcut_audit,
 )
 from xraycnn.tracking.runs import RunLogger
+from xraycnn.tracking.tags import METRICS_ARTIFACT, PREDICTIONS_ARTIFACT
 
 GRADCAM_PER_OUTCOME = 4  # images per row (TP, FP, FN, TN) of the logged grid
 GRADCAM_MAX_IMAGES = 3000  # the shortcut indicator is averaged over at most this many images
@@ -178,8 +179,8 @@ def log_assessment(
     )
     if assessment.heatmaps is not None:
         runs.log_figure(run_id, gradcam_figure(assessment, title), "plots/gradcam.png")
-    runs.log_dataframe_csv(run_id, assessment.predictions(), "evaluation/test_predictions.csv")
-    runs.log_dataframe_csv(run_id, assessment.table(), "evaluation/metrics.csv")
+    runs.log_dataframe_csv(run_id, assessment.predictions(), PREDICTIONS_ARTIFACT)
+    runs.log_dataframe_csv(run_id, assessment.table(), METRICS_ARTIFACT)
 
 
 def gradcam_figure(assessment: Assessment, title: str) -> Any:

@@ -28,14 +28,17 @@ from mlflow.types import Schema, TensorSpec
 
 from xraycnn.data.preprocess import film_preprocessing_of
 from xraycnn.errors import ModelNotFoundError, RegistryError, UnsafeModelError
-from xraycnn.tracking.runs import TAG_PREFIX
+from xraycnn.tracking.tags import (
+    BORDERS_ONLY_TAG,
+    GATE_LIMIT_TAG,
+    OBJECTIVE_TAG,
+    OBJECTIVE_VALUE_TAG,
+    THRESHOLD_RULE_TAG,
+    THRESHOLD_TAG,
+)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-OBJECTIVE_TAG = f"{TAG_PREFIX}objective"
-OBJECTIVE_VALUE_TAG = f"{TAG_PREFIX}objective_value"
-BORDERS_ONLY_TAG = f"{TAG_PREFIX}val_borders_only_auc"  # the version's borders-only AUC on validation
-GATE_LIMIT_TAG = f"{TAG_PREFIX}gate_max_borders_only_auc"  # the shortcut gate it was selected under
 MODEL_ARTIFACT = "model"
 
 
@@ -282,10 +285,6 @@ def registered_summary(client: MlflowClient) -> str:
         span = f"versions {min(versions)}-{max(versions)}" if versions else "no versions"
         parts.append(f"{m.name} ({aliases + '; ' if aliases else ''}{span})")
     return "registered: " + ", ".join(parts)
-
-
-THRESHOLD_TAG = f"{TAG_PREFIX}threshold"
-THRESHOLD_RULE_TAG = f"{TAG_PREFIX}threshold_rule"
 
 
 @dataclass(frozen=True)

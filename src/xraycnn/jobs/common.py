@@ -39,8 +39,9 @@ from xraycnn.registry import (
     failure_message,
     log_and_register,
 )
-from xraycnn.tracking.runs import TAG_PREFIX, RunLogger
+from xraycnn.tracking.runs import RunLogger
 from xraycnn.tracking.store import TrackingStore, ensure_experiment, resolve_store
+from xraycnn.tracking.tags import TAG_PREFIX, search_experiment_name
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ class Session:
 
 
 def mlflow_experiment_name(experiment: Experiment) -> str:
-    return f"xraycnn-{experiment.name}"
+    return search_experiment_name(experiment.name)
 
 
 def ensure_search_experiment(store: TrackingStore, experiment: Experiment) -> str:

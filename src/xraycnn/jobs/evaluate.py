@@ -23,10 +23,9 @@ from xraycnn.evaluation import THRESHOLD
 from xraycnn.evaluation.clinical import AT_THRESHOLD, REPORTED, THRESHOLD_FREE, Scored
 from xraycnn.evaluation.shortcuts import FIGURES
 from xraycnn.registry import ModelCard, load_keras_model_with_card
-from xraycnn.tracking.runs import TAG_PREFIX, RunLogger
+from xraycnn.tracking.runs import RunLogger
 from xraycnn.tracking.store import TrackingStore, ensure_experiment, resolve_store
-
-EVALUATIONS_EXPERIMENT = "xraycnn-evaluations"
+from xraycnn.tracking.tags import EVALUATIONS_EXPERIMENT, TAG_PREFIX
 
 
 @dataclass(frozen=True)

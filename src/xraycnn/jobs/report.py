@@ -12,6 +12,7 @@ from xraycnn import paths
 from xraycnn.errors import XrayCnnError
 from xraycnn.report import REPORT_ARTIFACT_DIR, Report, latest_search_run, write_report
 from xraycnn.tracking.store import resolve_store
+from xraycnn.tracking.tags import search_experiment_name
 
 
 def experiment_name(value: str) -> str:
@@ -34,7 +35,7 @@ def run_report(
             client.get_run(run_id)
         except MlflowException:
             raise XrayCnnError(f"no run {run_id} in {client.tracking_uri}; give a search's parent run id") from None
-    parent_run_id = run_id or latest_search_run(client, f"xraycnn-{experiment_name(experiment)}")
+    parent_run_id = run_id or latest_search_run(client, search_experiment_name(experiment_name(experiment)))
     report = write_report(client, parent_run_id, Path(reports_dir or paths.reports_root()))
     console.print(
         f"Report of {report.snapshot.parent.info.run_name} ({len(report.snapshot.trials)} trials): "

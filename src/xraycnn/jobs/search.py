@@ -43,7 +43,14 @@ from xraycnn.model.hypermodel import CxrHyperModel
 from xraycnn.registry import Registration, Selection
 from xraycnn.report import write_report
 from xraycnn.report.snapshot import last_attempts
-from xraycnn.tracking.runs import BEST_EPOCH_TAG, GATE_TAG, TAG_PREFIX
+from xraycnn.tracking.tags import (
+    BEST_EPOCH_TAG,
+    GATE_TAG,
+    ORACLE_TAG,
+    TAG_PREFIX,
+    TRACKING_FAILURES_TAG,
+    WORKER_TAG,
+)
 from xraycnn.tracking.trial_tracker import TrialTracker
 from xraycnn.tuning.cluster import ClusterRole, patient_oracle_client
 from xraycnn.tuning.progress import SearchProgress, top_trials_table
@@ -51,8 +58,6 @@ from xraycnn.tuning.state import SearchState, search_lock
 from xraycnn.tuning.tuners import build_tuner, planned_budget
 
 DONE = (TrialStatus.COMPLETED, TrialStatus.FAILED, TrialStatus.INVALID)
-ORACLE_TAG = f"{TAG_PREFIX}oracle"  # on a distributed search's parent run: where its chief serves the oracle
-WORKER_TAG = f"{TAG_PREFIX}worker"  # on a trial run: the worker that trained it
 PARENT_WAIT_S = 300
 
 
@@ -162,9 +167,6 @@ def _trial_listeners(
         console, config.tuner.objective, config.tuner.direction, *planned_budget(config), tuner=config.tuner
     )
     return tracker, progress
-
-
-TRACKING_FAILURES_TAG = f"{TAG_PREFIX}tracking_failures"  # on the parent run: how many MLflow writes failed
 
 
 def _report_tracking_failures(console: Console, failures: list[str]) -> None:

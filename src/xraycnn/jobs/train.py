@@ -35,7 +35,8 @@ from xraycnn.jobs.common import (
 )
 from xraycnn.model.hypermodel import CxrHyperModel
 from xraycnn.registry import Registration, Selection
-from xraycnn.tracking.runs import BEST_EPOCH_TAG, TAG_PREFIX, RunLogger
+from xraycnn.tracking.runs import RunLogger
+from xraycnn.tracking.tags import BEST_EPOCH_TAG, TAG_PREFIX
 from xraycnn.tracking.trial_tracker import EpochHistory
 from xraycnn.tuning.progress import describe_hyperparameters
 

@@ -14,6 +14,7 @@ from xraycnn.data.discovery import CLASS_NAMES
 from xraycnn.evaluation import THRESHOLD, confusion_counts
 from xraycnn.report import figures, page
 from xraycnn.report.snapshot import SearchSnapshot, latest_search_run, load_snapshot
+from xraycnn.tracking.tags import EXPERIMENT_PREFIX
 
 REPORT_ARTIFACT_DIR = "report"
 PAGE_NAME = "report.html"
@@ -80,7 +81,7 @@ def build_figures(snapshot: SearchSnapshot) -> dict[str, tuple[bytes, str]]:
 def write_report(client: MlflowClient, parent_run_id: str, reports_dir: Path, log: bool = True) -> Report:
     """Write `reports_dir/<experiment>/report.html` and its PNGs; log them to the parent run under report/."""
     snapshot = load_snapshot(client, parent_run_id)
-    folder = Path(reports_dir) / snapshot.experiment.removeprefix("xraycnn-")
+    folder = Path(reports_dir) / snapshot.experiment.removeprefix(EXPERIMENT_PREFIX)
     folder.mkdir(parents=True, exist_ok=True)
     rendered = build_figures(snapshot)
     pngs = []

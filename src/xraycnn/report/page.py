@@ -14,7 +14,7 @@ from typing import Any
 
 from xraycnn.data.regions import uniform_outside_share
 from xraycnn.report.snapshot import AUDIT_COLUMNS, SearchSnapshot
-from xraycnn.tracking.runs import TAG_PREFIX
+from xraycnn.tracking.tags import TAG_PREFIX
 
 TEST_COLUMNS = ("test_auc", "test_accuracy", "test_sensitivity", "test_specificity")
 

@@ -18,9 +18,15 @@ from mlflow.tracking import MlflowClient
 
 from xraycnn.config import OBJECTIVE_DIRECTIONS, TunerConfig
 from xraycnn.errors import XrayCnnError
-from xraycnn.tracking.runs import GATE_TAG, TAG_PREFIX, TRIAL_ID_TAG
+from xraycnn.tracking.tags import (
+    BEST_EPOCH_TAG,
+    EXPERIMENT_PREFIX,
+    GATE_TAG,
+    PREDICTIONS_ARTIFACT,
+    TAG_PREFIX,
+    TRIAL_ID_TAG,
+)
 
-PREDICTIONS_ARTIFACT = "evaluation/test_predictions.csv"
 TOP_CURVES = 5
 
 
@@ -63,7 +69,7 @@ def latest_search_run(client: MlflowClient, experiment_name: str) -> str:
     """The id of the most recent search's parent run in MLflow experiment `experiment_name`."""
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None or experiment.lifecycle_stage != "active":
-        known = sorted(e.name for e in client.search_experiments() if e.name.startswith("xraycnn-"))
+        known = sorted(e.name for e in client.search_experiments() if e.name.startswith(EXPERIMENT_PREFIX))
         raise XrayCnnError(
             f"no MLflow experiment {experiment_name!r} in this store; experiments with searches: "
             f"{', '.join(known) or 'none'} (give the experiment file or its name, e.g. `xraycnn report default`)"
@@ -130,9 +136,7 @@ def trials_frame(
                 "score": metrics.get(f"best_{objective}") if run.info.status == "FINISHED" else None,
                 "_rank": metrics.get(f"best_{selection}") if run.info.status == "FINISHED" else None,
                 "epochs": _number(run.data.params["tuner/epochs"]) if "tuner/epochs" in run.data.params else None,
-                "best_epoch": _number(run.data.tags[f"{TAG_PREFIX}best_epoch"])
-                if f"{TAG_PREFIX}best_epoch" in run.data.tags
-                else None,
+                "best_epoch": _number(run.data.tags[BEST_EPOCH_TAG]) if BEST_EPOCH_TAG in run.data.tags else None,
                 "attempts": attempts,
                 "minutes": round((end - run.info.start_time) / 60_000, 2) if end else None,
                 "gate": run.data.tags.get(GATE_TAG),

@@ -25,11 +25,8 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_I
 from xraycnn import plots
 from xraycnn.data.dataset import PreparedData
 from xraycnn.evaluation import Evaluation
+from xraycnn.tracking.tags import TAG_PREFIX
 
-TAG_PREFIX = "xraycnn."
-TRIAL_ID_TAG = f"{TAG_PREFIX}trial_id"  # on every trial run: which Keras Tuner trial it is an attempt of
-BEST_EPOCH_TAG = f"{TAG_PREFIX}best_epoch"  # on a trial or training run: the epoch whose weights it kept
-GATE_TAG = f"{TAG_PREFIX}gate"  # on a trial run of a gated search: "pass" or "fail" at its best epoch
 MAX_TAG_VALUE = 5000  # MLflow's limit is 8000 on SQL stores; error messages are cut to stay well inside it
 _BATCH = 100  # log_batch accepts at most 100 params and 1000 metrics per call
 

@@ -24,7 +24,8 @@ from xraycnn.data.dataset import PreparedData
 from xraycnn.model.hypermodel import TrialFigures
 from xraycnn.model.space import choice_tokens
 from xraycnn.tracking.background import BackgroundWriter
-from xraycnn.tracking.runs import BEST_EPOCH_TAG, GATE_TAG, TAG_PREFIX, TRIAL_ID_TAG, RunLogger
+from xraycnn.tracking.runs import RunLogger
+from xraycnn.tracking.tags import BEST_EPOCH_TAG, GATE_TAG, TAG_PREFIX, TRIAL_ID_TAG
 from xraycnn.tuning.tuners import SearchListener
 
 
