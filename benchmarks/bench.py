@@ -167,7 +167,7 @@ class _EpochClock:
 
 def child_training(row: str, data_root: Path, workdir: Path) -> dict[str, Any]:
     options = dict(next(opts for name, _, opts in [*LADDER, CEILING] if name == row))
-    from xraycnn import threads
+    from xraycnn.runtime import threads
 
     if options["threads"]:
         threads.configure()
@@ -176,7 +176,7 @@ def child_training(row: str, data_root: Path, workdir: Path) -> dict[str, Any]:
     import tensorflow as tf
 
     from xraycnn.data.images import decode_files
-    from xraycnn.precision import apply_policy
+    from xraycnn.runtime.precision import apply_policy
 
     policy, reason = apply_policy(options["precision"]) if options["precision"] == "auto" else ("float32", "")
     if policy == "float32":
@@ -255,7 +255,7 @@ def child_decode(data_root: Path, workdir: Path) -> dict[str, Any]:
 def child_inference(data_root: Path, workdir: Path) -> dict[str, Any]:
     """Images/s of a model loaded by name from the registry: the notebook's network registered in a
     temporary store, and the project's own champion when there is one."""
-    from xraycnn import threads
+    from xraycnn.runtime import threads
 
     threads.configure()
     import mlflow
@@ -265,8 +265,8 @@ def child_inference(data_root: Path, workdir: Path) -> dict[str, Any]:
     from xraycnn.data.discovery import discover
     from xraycnn.data.images import decode_files
     from xraycnn.errors import ModelNotFoundError
-    from xraycnn.precision import apply_policy
     from xraycnn.registry import Selection, load_keras_model, log_and_register
+    from xraycnn.runtime.precision import apply_policy
     from xraycnn.tracking.store import resolve_store
 
     apply_policy("auto")
@@ -316,16 +316,16 @@ def child_inference(data_root: Path, workdir: Path) -> dict[str, Any]:
 def child_tracking(data_root: Path, workdir: Path, repeats: int) -> dict[str, Any]:
     """Wall time of the same trial (the default search's data, one fixed network, 3 epochs) with the
     MLflow trial tracking on and off, alternated so drift in the machine's speed hits both alike."""
-    from xraycnn import threads
+    from xraycnn.runtime import threads
 
     threads.configure()
     os.environ["XRAYCNN_CACHE"] = str(workdir / "cache")
     from xraycnn.config import ExperimentConfig, load_experiment
     from xraycnn.data.dataset import prepare_data
     from xraycnn.data.discovery import discover
-    from xraycnn.jobs.common import Session, fixed_params
+    from xraycnn.jobs.session import Session, fixed_params
     from xraycnn.model.hypermodel import CxrHyperModel
-    from xraycnn.precision import apply_policy
+    from xraycnn.runtime.precision import apply_policy
     from xraycnn.tracking.store import ensure_experiment, resolve_store
     from xraycnn.tracking.trial_tracker import TrialTracker
     from xraycnn.tuning.tuners import build_tuner
@@ -360,7 +360,7 @@ def child_tracking(data_root: Path, workdir: Path, repeats: int) -> dict[str, An
         """What a trial run's test metrics and validation audit cost to compute, without writing to MLflow."""
 
         def trial_completed(self, trial: Any, model: Any) -> None:
-            hypermodel.trial_figures(trial.hyperparameters, model)
+            hypermodel.trial_scores(trial.hyperparameters, model)
 
     class TimedTracker(TrialTracker):
         """The tracker, with the time its hooks hold the training thread counted."""
@@ -394,7 +394,7 @@ def child_tracking(data_root: Path, workdir: Path, repeats: int) -> dict[str, An
         elif mode == "on":
             TimedTracker.hook_seconds = 0.0
             tracker = TimedTracker(
-                session.runs, experiment_id, parent, fixed_params(session), data, config.tuner, hypermodel.trial_figures
+                session.runs, experiment_id, parent, fixed_params(session), data, config.tuner, hypermodel.trial_scores
             )
             listeners = [tracker]
         tuner = build_tuner(config, hypermodel, workdir / "tuner", f"t{index}", listeners)
@@ -477,7 +477,7 @@ def _probe_network(data_root: Path, crop: bool) -> tuple[Any, Any, Any, Any]:
 def child_augmentation(data_root: Path, workdir: Path, row: str) -> dict[str, Any]:
     """Seconds per training epoch of the probe's network (64x66 lung crops of all 4,327 training films) with
     one augmentation at the probe's strength, all of them, or none."""
-    from xraycnn import threads
+    from xraycnn.runtime import threads
 
     threads.configure()
     os.environ["XRAYCNN_CACHE"] = str(workdir / "cache")
@@ -485,7 +485,7 @@ def child_augmentation(data_root: Path, workdir: Path, row: str) -> dict[str, An
 
     from xraycnn.data.augment import AugmentValues
     from xraycnn.data.pipeline import training_batches
-    from xraycnn.precision import apply_policy
+    from xraycnn.runtime.precision import apply_policy
 
     policy, _ = apply_policy("auto")
     _, data, hypermodel, hp = _probe_network(data_root, crop=True)
@@ -519,12 +519,12 @@ def child_shortcuts(data_root: Path, workdir: Path) -> dict[str, Any]:
     predictions, Grad-CAM of 256 films, bootstrap; plus its test metrics), and the gate's per-epoch
     borders-only AUC, for a model on whole films and one on lung crops (whose borders-only films are all
     black: nothing to predict)."""
-    from xraycnn import threads
+    from xraycnn.runtime import threads
 
     threads.configure()
     os.environ["XRAYCNN_CACHE"] = str(workdir / "cache")
     from xraycnn.model.hypermodel import ShortcutGate
-    from xraycnn.precision import apply_policy
+    from xraycnn.runtime.precision import apply_policy
 
     policy, _ = apply_policy("auto")
     out: dict[str, Any] = {"precision": policy}
@@ -541,9 +541,9 @@ def child_shortcuts(data_root: Path, workdir: Path) -> dict[str, Any]:
         for _ in range(3):
             gate.on_epoch_end(0, {"val_auc": 0.5})
         gate_seconds = (time.perf_counter() - started) / 3
-        hypermodel.trial_figures(hp, network)  # warm-up: tracing
+        hypermodel.trial_scores(hp, network)  # warm-up: tracing
         started = time.perf_counter()
-        hypermodel.trial_figures(hp, network)
+        hypermodel.trial_scores(hp, network)
         out[name] = {
             "epoch_seconds": len(data.train) / clock.rates[-1],
             "gate_seconds_per_epoch": gate_seconds,
@@ -722,7 +722,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
-    from xraycnn import native_stderr
+    from xraycnn.runtime import native_stderr
 
     native_stderr.import_tensorflow()
     from xraycnn.data.discovery import resolve_data_root
@@ -751,7 +751,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from rich.console import Console
 
-    from xraycnn import threads
+    from xraycnn.runtime import threads
 
     console = Console() if sys.stdout.isatty() else Console(width=160)
     parts = args.only or [

@@ -22,8 +22,8 @@ def machine_facts() -> dict[str, Any]:
     import mlflow
     import tensorflow as tf
 
-    from xraycnn.precision import cpu_bf16_flags
-    from xraycnn.threads import usable_cores
+    from xraycnn.runtime.precision import cpu_bf16_flags
+    from xraycnn.runtime.threads import usable_cores
 
     lines = _cpuinfo()
     model = next((x.split(":", 1)[1].strip() for x in lines if x.startswith("model name")), platform.processor())

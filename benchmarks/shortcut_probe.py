@@ -130,15 +130,15 @@ def run_variant(name: str, epochs: int, precision: str, data_root: Path) -> dict
     import keras_tuner as kt
     import numpy as np
 
-    from xraycnn.assessment import assess
     from xraycnn.config import ExperimentConfig
     from xraycnn.data.dataset import prepare_data
     from xraycnn.data.discovery import discover
     from xraycnn.data.external import read_sources
     from xraycnn.evaluation import binary_metrics, predict_probabilities
+    from xraycnn.evaluation.assessment import assess
     from xraycnn.evaluation.threshold import choose_threshold
     from xraycnn.model.hypermodel import CxrHyperModel
-    from xraycnn.precision import apply_policy
+    from xraycnn.runtime.precision import apply_policy
 
     size, preprocess, augmentation, extra = VARIANTS[name]
     config = ExperimentConfig.model_validate(

@@ -128,7 +128,7 @@ def test_registered_champion_predicts_like_the_trained_model(search: Search, tmp
     from xraycnn.config import load_experiment
     from xraycnn.data.dataset import prepare_data
     from xraycnn.model.hypermodel import CxrHyperModel
-    from xraycnn.precision import apply_policy
+    from xraycnn.runtime.precision import apply_policy
     from xraycnn.tuning.tuners import build_tuner
 
     config = load_experiment(search.tmp / "tiny.toml").config

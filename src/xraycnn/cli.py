@@ -12,8 +12,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from xraycnn import __version__, native_stderr, paths, threads
+from xraycnn import __version__, paths
 from xraycnn.errors import InterruptedByUserError, XrayCnnError
+from xraycnn.runtime import native_stderr, threads
 
 DEFAULT_EXPERIMENT = "experiments/default.toml"
 
@@ -286,7 +287,7 @@ def _report(exc: XrayCnnError) -> int:
 def _check_inputs_early(args: argparse.Namespace) -> None:
     """A bad experiment file or data folder is reported before TensorFlow is even imported."""
     if args.command in ("search", "train"):
-        from xraycnn.inputs import check_inputs
+        from xraycnn.jobs.inputs import check_inputs
 
         check_inputs(_experiment_path(args.experiment), args.data, args.overrides)
     if args.command == "evaluate":

@@ -153,7 +153,7 @@ def _decide_on_objective(champion: Any | None, objective: str, value: float, dir
 
 def serving_requirements() -> list[str]:
     """What loading the model needs, pinned to what trained it. MLflow would infer the same list by loading
-    the model in a subprocess, which costs ~12 s per logged model."""
+    the model in a subprocess, seconds per logged model."""
     import tensorflow as tf
 
     return [

@@ -8,7 +8,7 @@ import pytest
 from xraycnn.evaluation import binary_metrics
 from xraycnn.evaluation.bootstrap import bootstrap_intervals, stratified_resamples
 from xraycnn.evaluation.calibration import expected_calibration_error, reliability
-from xraycnn.evaluation.clinical import REPORTED, clinical_evaluation
+from xraycnn.evaluation.clinical import REPORTED, clinical_scores
 from xraycnn.evaluation.threshold import choose_threshold
 
 
@@ -72,8 +72,8 @@ def _auc_rows(y: np.ndarray, q: np.ndarray) -> np.ndarray:
 
 
 def test_intervals_narrow_with_more_data_and_sources_are_scored_apart() -> None:
-    small = clinical_evaluation(*scores(30, 60), 0.5, "fixed", resamples=300, seed=0)
-    large = clinical_evaluation(*scores(600, 1200), 0.5, "fixed", resamples=300, seed=0)
+    small = clinical_scores(*scores(30, 60), 0.5, "fixed", resamples=300, seed=0)
+    large = clinical_scores(*scores(600, 1200), 0.5, "fixed", resamples=300, seed=0)
     for name in ("auc", "thr_sensitivity", "thr_specificity"):
         small_width, large_width = (
             e.overall.intervals[name].high - e.overall.intervals[name].low for e in (small, large)
@@ -85,7 +85,7 @@ def test_intervals_narrow_with_more_data_and_sources_are_scored_apart() -> None:
     p_bad = p.copy()
     sources = np.array(["good"] * 50 + ["bad"] * 50 + ["good"] * 50 + ["bad"] * 50)
     p_bad[sources == "bad"] = np.random.default_rng(0).uniform(0, 1, 100)  # a source the model cannot read
-    evaluation = clinical_evaluation(labels, p_bad, 0.5, "fixed", sources=sources, resamples=200, seed=0)
+    evaluation = clinical_scores(labels, p_bad, 0.5, "fixed", sources=sources, resamples=200, seed=0)
     assert set(evaluation.per_source) == {"good", "bad"}
     assert evaluation.per_source["good"].n == 100 and evaluation.per_source["good"].positives == 50
     assert evaluation.per_source["good"].metrics["auc"] > 0.9 > 0.7 > evaluation.per_source["bad"].metrics["auc"]
@@ -95,7 +95,7 @@ def test_intervals_narrow_with_more_data_and_sources_are_scored_apart() -> None:
 
 def test_threshold_figures_differ_from_the_default_ones() -> None:
     labels, p = scores()
-    evaluation = clinical_evaluation(labels, p * 0.6, 0.3, "fixed", resamples=100, seed=0)  # all p below 0.6
+    evaluation = clinical_scores(labels, p * 0.6, 0.3, "fixed", resamples=100, seed=0)  # all p below 0.6
     m = evaluation.overall.metrics
     assert m["sensitivity"] < 0.2 < 0.8 < m["thr_sensitivity"]
     assert m["auc"] == pytest.approx(binary_metrics(labels, p)["auc"])  # ranking does not move

@@ -7,10 +7,10 @@ import keras
 import numpy as np
 import pytest
 
-from xraycnn.assessment import assess
 from xraycnn.data.dataset import Split
 from xraycnn.data.regions import lung_mask
-from xraycnn.evaluation.shortcuts import BORDERS_ONLY, LUNGS_ONLY, OUTSIDE_SHARE, audit_figures, blackout
+from xraycnn.evaluation.assessment import assess
+from xraycnn.evaluation.shortcuts import BORDERS_ONLY, LUNGS_ONLY, OUTSIDE_SHARE, audit_scores, blackout
 
 SIZE = 40
 
@@ -87,7 +87,7 @@ def test_the_audit_finds_where_the_signal_is(where: str, high: str, low: str) ->
 def test_a_set_with_one_class_has_no_auc_but_keeps_its_share() -> None:
     labels = np.ones(10, int)
     p = {BORDERS_ONLY: np.linspace(0, 1, 10), LUNGS_ONLY: np.linspace(0, 1, 10)}
-    figures = audit_figures(labels, p, np.full(10, 0.3), resamples=100)
+    figures = audit_scores(labels, p, np.full(10, 0.3), resamples=100)
     assert np.isnan(figures.values[BORDERS_ONLY]) and figures.values[OUTSIDE_SHARE] == pytest.approx(0.3)
     assert set(figures.intervals) == {OUTSIDE_SHARE}
     assert figures.describe(BORDERS_ONLY) == "-" and figures.describe(OUTSIDE_SHARE) == "30% [30%, 30%]"

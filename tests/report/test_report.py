@@ -54,7 +54,7 @@ def test_one_row_per_trial_its_last_finished_attempt_best_first() -> None:
 
 
 def test_one_rule_for_the_attempt_that_counts() -> None:
-    """The rule trials.csv (jobs.search) and the report both use: the last FINISHED attempt, else the latest."""
+    """The rule trials.csv (jobs.trials) and the report both use: the last FINISHED attempt, else the latest."""
     attempts = [
         run("x1", "0", "FAILED", 1, None),
         run("x2", "0", "KILLED", 2, None),  # no attempt finished: the latest counts

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from xraycnn.threads import usable_cores
+from xraycnn.runtime.threads import usable_cores
 
 MIN_SIDE = 16  # smaller than this is not an X-ray (icons, 1x1 tracking pixels)
 MAX_PIXELS = 8192 * 8192  # decompression-bomb guard: 64 Mpx is far beyond any radiograph export

@@ -1,35 +1,37 @@
-"""Test-set evaluation: what a trial or a registered model scores on data it was never selected on.
+"""The evaluation stage: what a trial or a final model scores on images it was never selected on.
 
-`binary_metrics` is the one definition of every metric; `clinical` adds the chosen threshold, bootstrap
-intervals and per-source figures for final models; `threshold`, `calibration` and `bootstrap` are its parts.
+One vocabulary, from the smallest part up:
+- *probabilities*: P(COVID19) per image (`predict_probabilities`); a *call* is `probability >= threshold`,
+  and its *outcome* TP, FP, FN or TN (`outcome_of`).
+- *metrics*: name -> value for one set of images; `batch_metrics` is the one definition of every metric.
+- `clinical.Scored`: one set of images scored, at 0.5 and at a chosen threshold (`thr_`), with 95 %
+  bootstrap intervals when resampled. A trial's test set is a `Scored` at 0.5 without intervals.
+- `clinical.ClinicalScores`: a final model's `Scored` overall and per source, at its threshold.
+- `shortcuts.AuditScores` / `shortcuts.ShortcutAudit`: the shortcut audit of one set / overall and per source.
+- `assessment.Assessment`: a final model judged on one labelled set: its probabilities, `ClinicalScores`,
+  `ShortcutAudit` and Grad-CAM heatmaps, and how all of it goes into an MLflow run.
+`threshold`, `calibration`, `bootstrap` and `gradcam` are parts; `plots` draws every figure.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 from scipy.stats import rankdata
 from sklearn.metrics import confusion_matrix
 
-from xraycnn.data.dataset import Split
 from xraycnn.evaluation.calibration import expected_calibration_error
 
 THRESHOLD = 0.5
 _EPS = 1e-7  # Keras' epsilon: the same clipping as BinaryCrossentropy, so test_loss matches val_loss's scale
 
 
-@dataclass(frozen=True)
-class Evaluation:
-    labels: np.ndarray  # int (n,)
-    probabilities: np.ndarray  # float (n,), P(COVID19)
-    metrics: dict[str, float]  # unprefixed: accuracy, auc, sensitivity, ...
+OUTCOMES = ("TP", "FP", "FN", "TN")
 
-    def prefixed(self, prefix: str = "test_") -> dict[str, float]:
-        return {f"{prefix}{k}": v for k, v in self.metrics.items()}
 
-    def confusion(self, threshold: float = THRESHOLD) -> np.ndarray:
-        return confusion_counts(self.labels, self.probabilities, threshold)
+def outcome_of(label: int, probability: float, threshold: float) -> str:
+    """TP, FP, FN or TN: the call `probability >= threshold` against the label (COVID19 = 1)."""
+    called = probability >= threshold
+    return {(1, True): "TP", (0, True): "FP", (1, False): "FN", (0, False): "TN"}[(int(label), bool(called))]
 
 
 def confusion_counts(labels: np.ndarray, probabilities: np.ndarray, threshold: float = THRESHOLD) -> np.ndarray:
@@ -114,9 +116,3 @@ def predict_probabilities(model, images: np.ndarray, batch_size: int = 256) -> n
     if short:
         images = np.concatenate([images, np.zeros((short, *images.shape[1:]), np.float32)])
     return np.asarray(model.predict(images, batch_size=batch_size, verbose=0)).reshape(-1)[:count]
-
-
-def evaluate(model, split: Split, threshold: float = THRESHOLD) -> Evaluation:
-    """Predict `split` with a Keras model and score it."""
-    probabilities = predict_probabilities(model, split.images)
-    return Evaluation(split.labels, probabilities, binary_metrics(split.labels, probabilities, threshold))

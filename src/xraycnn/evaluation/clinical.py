@@ -21,8 +21,8 @@ MIN_PER_CLASS = 2  # a source with fewer images of a class gets no intervals (an
 
 @dataclass(frozen=True)
 class Scored:
-    """One set of images, scored: figures at 0.5 (unprefixed) and at the chosen threshold (`thr_`), and the
-    intervals of the reported ones."""
+    """One set of images, scored: figures at 0.5 (unprefixed) and at the chosen threshold (`thr_`, when there is
+    one), and the intervals of the reported ones (when resampled)."""
 
     n: int
     positives: int
@@ -37,9 +37,16 @@ class Scored:
             out[f"{prefix}{name}_ci_high"] = interval.high
         return out
 
+    def confusion(self, at: str = "") -> np.ndarray:
+        """[[TN, FP], [FN, TP]] of the calls at 0.5 (`at=""`) or at the chosen threshold (`at=AT_THRESHOLD`)."""
+        count = {k: int(self.metrics[f"{at}{k}"]) for k in ("tn", "fp", "fn", "tp")}
+        return np.array([[count["tn"], count["fp"]], [count["fn"], count["tp"]]])
+
 
 @dataclass(frozen=True)
-class ClinicalEvaluation:
+class ClinicalScores:
+    """A final model's scores at its threshold (chosen on validation, never on test), overall and per source."""
+
     threshold: float
     threshold_rule: str
     overall: Scored
@@ -48,28 +55,30 @@ class ClinicalEvaluation:
     seed: int
 
 
-def scores(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> dict[str, np.ndarray]:
-    """Every metric at 0.5 and the threshold-dependent ones again at `threshold`, with the `thr_` prefix; per
-    row of (rows, n) inputs."""
+def scores(labels: np.ndarray, probabilities: np.ndarray, threshold: float | None) -> dict[str, np.ndarray]:
+    """Every metric at 0.5 and, given a chosen `threshold`, the threshold-dependent ones again there with the
+    `thr_` prefix; per row of (rows, n) inputs."""
+    at_half = batch_metrics(labels, probabilities, THRESHOLD)
+    if threshold is None:
+        return at_half
     at_chosen = decision_metrics(labels, probabilities, threshold)
-    return {
-        **batch_metrics(labels, probabilities, THRESHOLD),
-        **{f"{AT_THRESHOLD}{k}": v for k, v in at_chosen.items()},
-    }
+    return {**at_half, **{f"{AT_THRESHOLD}{k}": v for k, v in at_chosen.items()}}
 
 
-def _reported(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> dict[str, np.ndarray]:
+def _reported(labels: np.ndarray, probabilities: np.ndarray, threshold: float | None) -> dict[str, np.ndarray]:
     every = scores(labels, probabilities, threshold)
-    names = [*REPORTED, *(f"{AT_THRESHOLD}{k}" for k in REPORTED if k not in THRESHOLD_FREE)]
-    return {k: every[k] for k in names}
+    return {k: v for k, v in every.items() if k.removeprefix(AT_THRESHOLD) in REPORTED}
 
 
-def score_set(labels: np.ndarray, probabilities: np.ndarray, threshold: float, resamples: int, seed: int) -> Scored:
+def score_set(
+    labels: np.ndarray, probabilities: np.ndarray, threshold: float | None, resamples: int, seed: int
+) -> Scored:
+    """`threshold` None: at 0.5 only (a trial has no threshold of its own); `resamples` 0: no intervals."""
     labels = np.asarray(labels).astype(int)
     probabilities = np.asarray(probabilities, dtype=np.float64)
     positives = int(labels.sum())
     intervals: dict[str, Interval] = {}
-    if min(positives, len(labels) - positives) >= MIN_PER_CLASS:
+    if resamples and min(positives, len(labels) - positives) >= MIN_PER_CLASS:
         intervals = bootstrap_intervals(
             labels, probabilities, lambda y, p: _reported(y, p, threshold), resamples=resamples, seed=seed
         )
@@ -77,7 +86,7 @@ def score_set(labels: np.ndarray, probabilities: np.ndarray, threshold: float, r
     return Scored(len(labels), positives, metrics, intervals)
 
 
-def clinical_evaluation(
+def clinical_scores(
     labels: np.ndarray,
     probabilities: np.ndarray,
     threshold: float,
@@ -86,7 +95,7 @@ def clinical_evaluation(
     sources: Mapping[int, str] | np.ndarray | None = None,
     resamples: int = RESAMPLES,
     seed: int = 0,
-) -> ClinicalEvaluation:
+) -> ClinicalScores:
     """`sources`, one name per image (or None), splits the figures by where the images come from."""
     labels = np.asarray(labels).astype(int)
     probabilities = np.asarray(probabilities, dtype=np.float64)
@@ -97,4 +106,4 @@ def clinical_evaluation(
         for name in sorted(set(names.tolist())):
             members = names == name
             per_source[str(name)] = score_set(labels[members], probabilities[members], threshold, resamples, seed)
-    return ClinicalEvaluation(threshold, threshold_rule, overall, per_source, resamples, seed)
+    return ClinicalScores(threshold, threshold_rule, overall, per_source, resamples, seed)

@@ -15,14 +15,10 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 import tensorflow as tf
-from matplotlib import colormaps
-from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
 
 from xraycnn.data.preprocess import film_preprocessing_of
-from xraycnn.data.regions import LUNG_BOX, lung_mask
-
-OUTCOMES = ("TP", "FP", "FN", "TN")
+from xraycnn.data.regions import lung_mask
+from xraycnn.evaluation import OUTCOMES, outcome_of
 
 
 @dataclass(frozen=True)
@@ -97,11 +93,6 @@ def gradcam(model: keras.Model, images: np.ndarray, batch_size: int = 32) -> Hea
     return Heatmaps(maps, outside_share(maps))
 
 
-def outcome_of(label: int, probability: float, threshold: float) -> str:
-    called = probability >= threshold
-    return {(1, True): "TP", (0, True): "FP", (1, False): "FN", (0, False): "TN"}[(int(label), bool(called))]
-
-
 def seeded_sample(
     labels: np.ndarray, probabilities: np.ndarray, threshold: float, per_outcome: int, seed: int
 ) -> dict[str, np.ndarray]:
@@ -113,49 +104,3 @@ def seeded_sample(
         members = np.flatnonzero(outcomes == outcome)
         picked[outcome] = np.sort(rng.choice(members, size=min(per_outcome, len(members)), replace=False))
     return picked
-
-
-def overlay(ax, image: np.ndarray, heatmap: np.ndarray) -> None:
-    """The film in grey, the heatmap over it, and the lung box the shortcut indicator uses."""
-    ax.imshow(image[..., 0] if image.shape[-1] == 1 else image.astype(np.uint8), cmap="gray", vmin=0, vmax=255)
-    ax.imshow(heatmap, cmap=colormaps["jet"], alpha=0.35, vmin=0, vmax=1)
-    height, width = heatmap.shape
-    top, bottom, left, right = LUNG_BOX
-    ax.add_patch(
-        Rectangle(
-            (left * width, top * height),
-            (right - left) * width,
-            (bottom - top) * height,
-            fill=False,
-            edgecolor="white",
-            linewidth=0.8,
-            linestyle="--",
-        )
-    )
-    ax.set_axis_off()
-
-
-def heatmap_grid(
-    images: np.ndarray,
-    heatmaps: Heatmaps,
-    groups: dict[str, np.ndarray],
-    probabilities: np.ndarray,
-    title: str,
-) -> Figure:
-    """One row per outcome (TP, FP, FN, TN), one column per sampled image; `groups` holds each outcome's
-    indices into `images`, `probabilities` and `heatmaps`."""
-    columns = max([len(v) for v in groups.values()] + [1])
-    fig = Figure(figsize=(1.9 * columns + 0.6, 2.1 * len(OUTCOMES)))
-    axes = fig.subplots(len(OUTCOMES), columns, squeeze=False)
-    for row, outcome in enumerate(OUTCOMES):
-        for col in range(columns):
-            ax = axes[row][col]
-            ax.set_axis_off()
-            if col < len(groups[outcome]):
-                index = groups[outcome][col]
-                overlay(ax, images[index], heatmaps.maps[index])
-                ax.set_title(f"p={probabilities[index]:.2f}, {heatmaps.outside_share[index]:.0%} outside", fontsize=7)
-        axes[row][0].text(-0.08, 0.5, outcome, transform=axes[row][0].transAxes, ha="right", va="center", fontsize=10)
-    fig.suptitle(title, fontsize=10)
-    fig.subplots_adjust(left=0.06, right=0.99, top=0.9, bottom=0.01, wspace=0.05, hspace=0.22)
-    return fig

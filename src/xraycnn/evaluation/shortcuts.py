@@ -47,7 +47,7 @@ def masked_probabilities(predict: Callable[[np.ndarray], np.ndarray], films: np.
 
 
 @dataclass(frozen=True)
-class AuditFigures:
+class AuditScores:
     """One set of images, audited: the three figures and the intervals of those that are defined."""
 
     n: int
@@ -88,14 +88,14 @@ def _figures(columns: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def audit_figures(
+def audit_scores(
     labels: np.ndarray,
     probabilities: Mapping[str, np.ndarray],
     outside_shares: np.ndarray | None = None,
     *,
     resamples: int = RESAMPLES,
     seed: int = 0,
-) -> AuditFigures:
+) -> AuditScores:
     """The audit of one set: `probabilities` from `masked_probabilities`, `outside_shares` one per image
     (NaN where no heatmap was made; None: no Grad-CAM)."""
     labels = np.asarray(labels).astype(int)
@@ -114,13 +114,13 @@ def audit_figures(
             intervals = {k: v for k, v in intervals.items() if k == OUTSIDE_SHARE}
     if not np.isfinite(values[OUTSIDE_SHARE]):
         intervals.pop(OUTSIDE_SHARE, None)
-    return AuditFigures(len(labels), positives, values, intervals)
+    return AuditScores(len(labels), positives, values, intervals)
 
 
 @dataclass(frozen=True)
 class ShortcutAudit:
-    overall: AuditFigures
-    per_source: dict[str, AuditFigures] = field(default_factory=dict)
+    overall: AuditScores
+    per_source: dict[str, AuditScores] = field(default_factory=dict)
 
     def flat(self, prefix: str) -> dict[str, float]:
         out = self.overall.flat(prefix)
@@ -144,14 +144,14 @@ def shortcut_audit(
     seed: int = 0,
 ) -> ShortcutAudit:
     """The audit overall and, given one source name per image, per source."""
-    overall = audit_figures(labels, probabilities, outside_shares, resamples=resamples, seed=seed)
-    per_source: dict[str, AuditFigures] = {}
+    overall = audit_scores(labels, probabilities, outside_shares, resamples=resamples, seed=seed)
+    per_source: dict[str, AuditScores] = {}
     if sources is not None:
         names = np.asarray(sources, dtype=object)
         labels = np.asarray(labels)
         for name in sorted(set(names.tolist())):
             members = names == name
-            per_source[str(name)] = audit_figures(
+            per_source[str(name)] = audit_scores(
                 labels[members],
                 {k: np.asarray(v)[members] for k, v in probabilities.items()},
                 None if outside_shares is None else np.asarray(outside_shares)[members],

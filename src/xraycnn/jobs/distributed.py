@@ -27,8 +27,8 @@ from rich.text import Text
 from xraycnn import paths
 from xraycnn.config import Experiment
 from xraycnn.errors import InterruptedByUserError, XrayCnnError
-from xraycnn.inputs import check_inputs
-from xraycnn.jobs.common import ensure_search_experiment
+from xraycnn.jobs.inputs import check_inputs
+from xraycnn.jobs.session import ensure_search_experiment
 from xraycnn.tracking.server import default_backend_store_uri, free_port, tracking_server
 from xraycnn.tracking.store import beside_database, resolve_store, sqlite_file
 from xraycnn.tuning.state import search_lock

@@ -9,20 +9,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 from rich.console import Console
 from rich.table import Table
 
-from xraycnn.assessment import Assessment, assess, log_assessment
 from xraycnn.data.external import LabeledImages, load_labeled_folder
 from xraycnn.data.images import input_shape_of
 from xraycnn.data.regions import uniform_outside_share
 from xraycnn.evaluation import THRESHOLD
+from xraycnn.evaluation.assessment import Assessment, assess, log_assessment
 from xraycnn.evaluation.clinical import AT_THRESHOLD, REPORTED, THRESHOLD_FREE, Scored
 from xraycnn.evaluation.shortcuts import FIGURES
 from xraycnn.registry import ModelCard, load_keras_model_with_card
+from xraycnn.tracking.lifecycle import closed_run
 from xraycnn.tracking.runs import RunLogger
 from xraycnn.tracking.store import TrackingStore, ensure_experiment, resolve_store
 from xraycnn.tracking.tags import EVALUATIONS_EXPERIMENT, TAG_PREFIX
@@ -100,7 +99,7 @@ def _log(
         tags={k: str(v) for k, v in tags.items() if v is not None},
     )
     run_id = run.info.run_id
-    try:
+    with closed_run(runs, run_id):
         runs.log_params(
             run_id,
             {
@@ -110,15 +109,9 @@ def _log(
             },
         )
         log_assessment(runs, run_id, assessment, f"{model_label} on {data.name}", prefix="", model_id=card.model_id)
-        if data.skipped:
-            frame = pd.DataFrame([{"path": s.path, "reason": s.reason} for s in data.skipped])
-            runs.log_dataframe_csv(run_id, frame, "data/skipped_files.csv")
+        runs.log_skipped_files(run_id, data.skipped)
         if card.version:  # the version points at its latest evaluation on this data
             client.set_model_version_tag(card.name, card.version, f"{TAG_PREFIX}evaluation.{data.digest[:12]}", run_id)
-    except BaseException:
-        client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
-        raise
-    client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
     return run_id
 
 

@@ -9,15 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
 from rich.console import Console
 from rich.table import Table
 
-from xraycnn import plots
 from xraycnn.data.discovery import CLASS_NAMES
 from xraycnn.data.images import UnreadableImageError, input_shape_of, prepare_images
-from xraycnn.evaluation import THRESHOLD, predict_probabilities
-from xraycnn.evaluation.gradcam import gradcam, overlay
+from xraycnn.evaluation import THRESHOLD, plots, predict_probabilities
+from xraycnn.evaluation.gradcam import gradcam
 from xraycnn.registry import load_keras_model_with_card
 from xraycnn.tracking.store import resolve_store
 
@@ -37,11 +35,7 @@ def heatmap_path(image: Path, explain_dir: Path | None) -> Path:
 
 
 def _write_heatmap(image: np.ndarray, heatmap: np.ndarray, title: str, path: Path) -> None:
-    fig = Figure(figsize=(3.2, 3.4))
-    ax = fig.subplots()
-    overlay(ax, image, heatmap)
-    ax.set_title(title, fontsize=8)
-    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.9)
+    fig = plots.heatmap_figure(image, heatmap, title)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plots.close(fig)

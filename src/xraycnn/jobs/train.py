@@ -7,34 +7,26 @@ network (`experiments/seed.toml`).
 from __future__ import annotations
 
 import time
-import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import keras
 import keras_tuner as kt
 import mlflow
-from mlflow.entities import RunStatus
 from rich.console import Console
 
-from xraycnn.assessment import Assessment
 from xraycnn.config import Fixed
 from xraycnn.errors import ConfigError, InterruptedByUserError
+from xraycnn.evaluation.assessment import Assessment
 from xraycnn.evaluation.shortcuts import BORDERS_ONLY
-from xraycnn.inputs import check_inputs
-from xraycnn.jobs.common import (
-    describe_assessment,
-    final_assessment,
-    fixed_params,
-    log_skipped_files,
-    open_session,
-    publish_model,
-    report_registration,
-    run_tags,
-)
+from xraycnn.jobs.inputs import check_inputs
+from xraycnn.jobs.publish import describe_assessment, final_assessment, publish_model, report_registration
+from xraycnn.jobs.session import Session, fixed_params, open_session, run_tags
 from xraycnn.model.hypermodel import CxrHyperModel
 from xraycnn.registry import Registration, Selection
+from xraycnn.tracking.lifecycle import closed_run
 from xraycnn.tracking.runs import RunLogger
 from xraycnn.tracking.tags import BEST_EPOCH_TAG, TAG_PREFIX
 from xraycnn.tracking.trial_tracker import EpochHistory
@@ -94,7 +86,6 @@ def run_train(
     hypermodel.declare_hyperparameters(hp)
     model = hypermodel.build(hp)
     epochs = int(config.space.epochs.value) if isinstance(config.space.epochs, Fixed) else config.budget.max_epochs
-    objective, direction = config.tuner.objective, config.tuner.direction
     params = {**fixed_params(session), **hp.values, "epochs": epochs}
     console.print(f"Training {inputs.experiment.name}: {describe_hyperparameters(params)}, up to {epochs} epochs")
 
@@ -104,57 +95,70 @@ def run_train(
         tags={k: str(v) for k, v in run_tags(session, "train").items() if v is not None},
         log_system_metrics=True,
     )
-    run_id, runs = run.info.run_id, session.runs
+    run_id = run.info.run_id
     try:
-        runs.log_params(run_id, params)
-        runs.log_dataset(run_id, session.data)
-        log_skipped_files(session, run_id)
-        history = EpochHistory()
-        # Where the space holds epochs, fit() reads them from hp; under Hyperband settings they come from here.
-        epochs_from_space = config.epochs_spec() is not None
-        hypermodel.fit(
-            hp,
-            model,
-            callbacks=[_EpochLogger(runs, run_id, history, console, epochs)],
-            epochs=None if epochs_from_space else epochs,
-        )
-        best_epoch = history.best_epoch(config.tuner.selection_metric, direction)
-        best_value = history.metrics[objective][history.epochs.index(best_epoch)] if best_epoch else float("nan")
-        runs.log_metrics(run_id, {f"best_{objective}": best_value})
-        runs.set_tags(run_id, {BEST_EPOCH_TAG: best_epoch})
-        title = f"{inputs.experiment.name}"
-        runs.log_learning_curves(run_id, history.epochs, history.metrics, title)
-        # EarlyStopping restored the best epoch's weights: audited on validation as a trial is, then judged
-        audit = hypermodel.trial_figures(hp, model).audit
-        runs.log_metrics(run_id, audit.flat("best_val_"))
-        model = hypermodel.registered_model(hp, model)
-        assessment = final_assessment(session, model)
-        description = (
-            f"Fixed network of experiment {inputs.experiment.name} ({describe_hyperparameters(params)}); {objective} "
-            f"{best_value:.4f} at epoch {best_epoch}; test {describe_assessment(assessment)}."
-        )
-        selection = Selection(best_value, audit.values[BORDERS_ONLY], config.tuner.max_borders_only_auc)
-        registration = publish_model(
-            session,
-            run_id,
-            model,
-            assessment,
-            selection,
-            title,
-            {f"{TAG_PREFIX}experiment": inputs.experiment.name},
-            description,
-        )
+        with closed_run(session.runs, run_id, fluent=True):
+            registration, assessment, best_value = _train_and_publish(
+                session, hypermodel, hp, model, params, epochs, run_id, console
+            )
     except KeyboardInterrupt:
-        runs.end(run_id, RunStatus.to_string(RunStatus.KILLED), "interrupted by the user (Ctrl-C)")
-        mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
         raise InterruptedByUserError(
             f"training {inputs.experiment.name} stopped; its run {run_id} is closed as KILLED. Run the same "
             "command again to train from the start"
         ) from None
-    except BaseException:
-        runs.end(run_id, RunStatus.to_string(RunStatus.FAILED), traceback.format_exc())
-        mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
-        raise
-    mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
     report_registration(console, registration, assessment)
     return TrainResult(run_id, assessment, registration, best_value, time.monotonic() - started)
+
+
+def _train_and_publish(
+    session: Session,
+    hypermodel: CxrHyperModel,
+    hp: kt.HyperParameters,
+    model: keras.Model,
+    params: dict[str, Any],
+    epochs: int,
+    run_id: str,
+    console: Console,
+) -> tuple[Registration, Assessment, float]:
+    """Train into the open run `run_id`, audit and judge the best epoch's network, publish it."""
+    runs, config, name = session.runs, session.experiment.config, session.experiment.name
+    objective, direction = config.tuner.objective, config.tuner.direction
+    runs.log_params(run_id, params)
+    runs.log_dataset(run_id, session.data)
+    runs.log_skipped_files(run_id, session.data.skipped)
+    history = EpochHistory()
+    # Where the space holds epochs, fit() reads them from hp; under Hyperband settings they come from here.
+    epochs_from_space = config.epochs_spec() is not None
+    hypermodel.fit(
+        hp,
+        model,
+        callbacks=[_EpochLogger(runs, run_id, history, console, epochs)],
+        epochs=None if epochs_from_space else epochs,
+    )
+    best_epoch = history.best_epoch(config.tuner.selection_metric, direction)
+    best_value = history.metrics[objective][history.epochs.index(best_epoch)] if best_epoch else float("nan")
+    runs.log_metrics(run_id, {f"best_{objective}": best_value})
+    runs.set_tags(run_id, {BEST_EPOCH_TAG: best_epoch})
+    title = name
+    runs.log_learning_curves(run_id, history.epochs, history.metrics, title)
+    # EarlyStopping restored the best epoch's weights: audited on validation as a trial is, then judged
+    audit = hypermodel.trial_scores(hp, model).audit
+    runs.log_metrics(run_id, audit.flat("best_val_"))
+    model = hypermodel.registered_model(hp, model)
+    assessment = final_assessment(session, model)
+    description = (
+        f"Fixed network of experiment {name} ({describe_hyperparameters(params)}); {objective} "
+        f"{best_value:.4f} at epoch {best_epoch}; test {describe_assessment(assessment)}."
+    )
+    selection = Selection(best_value, audit.values[BORDERS_ONLY], config.tuner.max_borders_only_auc)
+    registration = publish_model(
+        session,
+        run_id,
+        model,
+        assessment,
+        selection,
+        title,
+        {f"{TAG_PREFIX}experiment": name},
+        description,
+    )
+    return registration, assessment, best_value

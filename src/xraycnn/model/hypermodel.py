@@ -27,9 +27,10 @@ from xraycnn.data.augment import AugmentValues
 from xraycnn.data.dataset import PreparedData
 from xraycnn.data.pipeline import eval_batches, training_batches
 from xraycnn.data.preprocess import FilmPreprocessing, FilmSteps, preprocess_films
-from xraycnn.evaluation import Evaluation, evaluate, predict_probabilities, ranking_metrics
+from xraycnn.evaluation import predict_probabilities, ranking_metrics
+from xraycnn.evaluation.clinical import Scored, score_set
 from xraycnn.evaluation.gradcam import gradcam
-from xraycnn.evaluation.shortcuts import BORDERS_ONLY, LUNGS_ONLY, AuditFigures, audit_figures, blackout
+from xraycnn.evaluation.shortcuts import BORDERS_ONLY, LUNGS_ONLY, AuditScores, audit_scores, blackout
 
 EVAL_BATCH_SIZE = 256
 MODEL_NAME = "cxr_cnn"
@@ -56,12 +57,12 @@ def trial_seed(base_seed: int, values: dict[str, Any]) -> int:
 
 
 @dataclass(frozen=True)
-class TrialFigures:
+class TrialScores:
     """What a finished trial is reported with: test metrics and the shortcut audit on validation, both of its
     best epoch (reported only: the tuner ranks on the selection metric, `TunerConfig.selection_metric`)."""
 
-    test: Evaluation
-    audit: AuditFigures
+    test: Scored  # at 0.5, without intervals
+    audit: AuditScores
 
 
 def predict_distinct(network: keras.Model, inputs: np.ndarray) -> np.ndarray:
@@ -263,19 +264,20 @@ class CxrHyperModel(kt.HyperModel):
         )
 
     # -- reporting --------------------------------------------------------------------------------------
-    def trial_figures(self, hp: kt.HyperParameters, network: keras.Model) -> TrialFigures:
+    def trial_scores(self, hp: kt.HyperParameters, network: keras.Model) -> TrialScores:
         """The test metrics and the validation audit of a trial's network (holding its best epoch's weights).
         The masked films go through the same steps as the registered model's layer, computed once per
         preprocessing (data.preprocess holds the two equal), so the network predicts them directly."""
         steps, _ = self.preprocessing(hp)
-        test = evaluate(network, self.inputs(steps).test)
+        test_inputs = self.inputs(steps).test
+        test = score_set(test_inputs.labels, predict_probabilities(network, test_inputs.images), None, 0, 0)
         val = self.data.val
         heatmaps = gradcam(self.registered_model(hp, network), val.images[:TRIAL_GRADCAM_IMAGES].astype(np.float32))
         masked = {
             BORDERS_ONLY: predict_distinct(network, self.masked_inputs(steps, "borders")),
             LUNGS_ONLY: predict_distinct(network, self.masked_inputs(steps, "lungs")),
         }
-        audit = audit_figures(
+        audit = audit_scores(
             val.labels, masked, heatmaps.shares_of(len(val)), resamples=TRIAL_AUDIT_RESAMPLES, seed=self.config.seed
         )
-        return TrialFigures(test, audit)
+        return TrialScores(test, audit)

@@ -9,9 +9,8 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from mlflow.tracking import MlflowClient
 
-from xraycnn import plots
 from xraycnn.data.discovery import CLASS_NAMES
-from xraycnn.evaluation import THRESHOLD, confusion_counts
+from xraycnn.evaluation import THRESHOLD, confusion_counts, plots
 from xraycnn.report import figures, page
 from xraycnn.report.snapshot import SearchSnapshot, latest_search_run, load_snapshot
 from xraycnn.tracking.tags import EXPERIMENT_PREFIX

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
@@ -22,10 +23,11 @@ from mlflow.tracking import MlflowClient
 from mlflow.types import Schema, TensorSpec
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID
 
-from xraycnn import plots
 from xraycnn.data.dataset import PreparedData
-from xraycnn.evaluation import Evaluation
-from xraycnn.tracking.tags import TAG_PREFIX
+from xraycnn.data.images import SkippedFile
+from xraycnn.evaluation import plots
+from xraycnn.evaluation.clinical import Scored
+from xraycnn.tracking.tags import ERROR_TAG
 
 MAX_TAG_VALUE = 5000  # MLflow's limit is 8000 on SQL stores; error messages are cut to stay well inside it
 _BATCH = 100  # log_batch accepts at most 100 params and 1000 metrics per call
@@ -100,15 +102,21 @@ class RunLogger:
             parent = str(Path(artifact_file).parent)
             self.client.log_artifact(run_id, str(local), None if parent == "." else parent)
 
+    def log_skipped_files(self, run_id: str, skipped: Sequence[SkippedFile]) -> None:
+        """The files a job could not read, with why, as `data/skipped_files.csv` (nothing when none)."""
+        if skipped:
+            frame = pd.DataFrame([{"path": s.path, "reason": s.reason} for s in skipped])
+            self.log_dataframe_csv(run_id, frame, "data/skipped_files.csv")
+
     def log_dataset(self, run_id: str, data: PreparedData) -> None:
         self.client.log_inputs(run_id, datasets=[dataset_input(data)])
 
-    def log_evaluation(self, run_id: str, evaluation: Evaluation, title: str, prefix: str = "test_") -> None:
-        """Test metrics (prefixed, never used for selection) and the confusion matrix."""
-        self.log_metrics(run_id, evaluation.prefixed(prefix))
+    def log_scores(self, run_id: str, scored: Scored, title: str, prefix: str = "test_") -> None:
+        """A trial's test metrics (prefixed, never used for selection) and its confusion matrix at 0.5."""
+        self.log_metrics(run_id, scored.flat(prefix))
         self.log_figure(
             run_id,
-            plots.confusion_matrix_figure(evaluation.confusion(), f"{title}: test confusion matrix"),
+            plots.confusion_matrix_figure(scored.confusion(), f"{title}: test confusion matrix"),
             "plots/confusion_matrix.png",
         )
 
@@ -126,8 +134,12 @@ class RunLogger:
         )
         return run.info.run_id
 
+    def note_error(self, run_id: str, error: str) -> None:
+        """Why a run failed: its last line as the tag `xraycnn.error`, the whole of it as `error.txt`."""
+        self.set_tags(run_id, {ERROR_TAG: error.strip().splitlines()[-1] if error.strip() else error})
+        self.log_text(run_id, error, "error.txt")
+
     def end(self, run_id: str, status: str = "FINISHED", error: str | None = None) -> None:
         if error:
-            self.set_tags(run_id, {f"{TAG_PREFIX}error": error.strip().splitlines()[-1] if error.strip() else error})
-            self.log_text(run_id, error, "error.txt")
+            self.note_error(run_id, error)
         self.client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.from_string(status)))

@@ -12,6 +12,7 @@ BEST_EPOCH_TAG = f"{TAG_PREFIX}best_epoch"  # on a trial or training run: the ep
 GATE_TAG = f"{TAG_PREFIX}gate"  # on a trial run of a gated search: "pass" or "fail" at its best epoch
 WORKER_TAG = f"{TAG_PREFIX}worker"  # on a trial run: the worker that trained it
 ORACLE_TAG = f"{TAG_PREFIX}oracle"  # on a distributed search's parent run: where its chief serves the oracle
+ERROR_TAG = f"{TAG_PREFIX}error"  # on a FAILED run: the last line of its error (the whole of it: error.txt)
 TRACKING_FAILURES_TAG = f"{TAG_PREFIX}tracking_failures"  # on the parent run: how many MLflow writes failed
 
 # -- on model versions ------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from mlflow.entities import RunStatus
 
 from xraycnn.config import TunerConfig
 from xraycnn.data.dataset import PreparedData
-from xraycnn.model.hypermodel import TrialFigures
+from xraycnn.model.hypermodel import TrialScores
 from xraycnn.model.space import choice_tokens
 from xraycnn.tracking.background import BackgroundWriter
 from xraycnn.tracking.runs import RunLogger
@@ -102,7 +102,7 @@ class TrialTracker(SearchListener):
         fixed_params: Mapping[str, Any],
         data: PreparedData,
         tuner: TunerConfig,
-        trial_figures: Callable[[Any, keras.Model], TrialFigures],
+        trial_scores: Callable[[Any, keras.Model], TrialScores],
         writer: BackgroundWriter | None = None,
         run_tags: Mapping[str, Any] | None = None,
     ) -> None:
@@ -114,7 +114,7 @@ class TrialTracker(SearchListener):
         self.tuner = tuner
         self.objective = tuner.objective
         self.direction = tuner.direction
-        self.trial_figures = trial_figures  # (hyperparameters, trained network) -> test metrics and audit
+        self.trial_scores = trial_scores  # (hyperparameters, trained network) -> test metrics and audit
         self.writer = writer or BackgroundWriter()
         self.run_tags = dict(run_tags or {})  # on every trial run, e.g. the worker that trained it
         self.open_runs: dict[str, str] = {}  # trial_id -> run_id of the attempt in progress
@@ -146,8 +146,8 @@ class TrialTracker(SearchListener):
 
     def trial_completed(self, trial: Trial, model: keras.Model) -> None:
         # Predicting needs the model, which the next trial may replace: done here, the rest is submitted.
-        figures = self.trial_figures(trial.hyperparameters, model)
-        self.writer.submit(self._log_completed, trial.trial_id, trial_run_name(trial), figures)
+        scores = self.trial_scores(trial.hyperparameters, model)
+        self.writer.submit(self._log_completed, trial.trial_id, trial_run_name(trial), scores)
 
     def trial_end(self, trial: Trial) -> None:
         self.writer.submit(self._close, trial.trial_id, trial.status, trial.score, trial.message)
@@ -175,10 +175,10 @@ class TrialTracker(SearchListener):
         values = self.histories[trial_id].add(epoch_number, logs)
         self.runs.log_metrics(run_id, values, step=epoch_number)
 
-    def _log_completed(self, trial_id: str, title: str, figures: TrialFigures) -> None:
+    def _log_completed(self, trial_id: str, title: str, scores: TrialScores) -> None:
         run_id = self.open_runs[trial_id]
-        self.runs.log_evaluation(run_id, figures.test, title)
-        self.runs.log_metrics(run_id, figures.audit.flat("best_val_"))
+        self.runs.log_scores(run_id, scores.test, title)
+        self.runs.log_metrics(run_id, scores.audit.flat("best_val_"))
         history = self.histories[trial_id]
         self.runs.log_learning_curves(run_id, history.epochs, history.metrics, title)
 

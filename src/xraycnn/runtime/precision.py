@@ -1,8 +1,9 @@
 """Mixed precision where the hardware computes bfloat16 natively; float32 elsewhere.
 
-On CPUs with AVX-512 BF16 or AMX, oneDNN runs bfloat16 convolutions and matmuls about 1.5-2x faster than
-float32; on CPUs without them bfloat16 is emulated and slower. GPUs of compute capability 8.0+ (Ampere,
-Hopper) have bfloat16 tensor cores. The output layer always stays float32 (see model.hypermodel).
+On CPUs with AVX-512 BF16 or AMX, oneDNN runs bfloat16 convolutions and matmuls faster than float32 (`make
+bench` measures by how much); on CPUs without them bfloat16 is emulated and slower. GPUs of compute
+capability 8.0+ (Ampere, Hopper) have bfloat16 tensor cores. The output layer always stays float32 (see
+model.hypermodel).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def gpu_supports_bf16() -> bool | None:
     """True/False for the first visible GPU; None when there is no GPU."""
     import tensorflow as tf
 
-    from xraycnn import native_stderr
+    from xraycnn.runtime import native_stderr
 
     with native_stderr.silenced():  # "failed call to cuInit" on every machine without a GPU
         gpus = tf.config.list_physical_devices("GPU")

@@ -16,13 +16,12 @@ import keras
 import numpy as np
 import pandas as pd
 
-from xraycnn import plots
 from xraycnn.data.dataset import Split
 from xraycnn.data.discovery import CLASS_NAMES
 from xraycnn.data.regions import uniform_outside_share
-from xraycnn.evaluation import THRESHOLD, confusion_counts, predict_probabilities
-from xraycnn.evaluation.clinical import AT_THRESHOLD, REPORTED, THRESHOLD_FREE, ClinicalEvaluation, clinical_evaluation
-from xraycnn.evaluation.gradcam import Heatmaps, gradcam, heatmap_grid, outcome_of, seeded_sample
+from xraycnn.evaluation import THRESHOLD, outcome_of, plots, predict_probabilities
+from xraycnn.evaluation.clinical import AT_THRESHOLD, REPORTED, THRESHOLD_FREE, ClinicalScores, clinical_scores
+from xraycnn.evaluation.gradcam import Heatmaps, gradcam, seeded_sample
 from xraycnn.evaluation.shortcuts import (
     FIGURES,
     OUTSIDE_SHARE,
@@ -42,7 +41,7 @@ GRADCAM_MAX_IMAGES = 3000  # the shortcut indicator is averaged over at most thi
 class Assessment:
     split: Split
     probabilities: np.ndarray
-    clinical: ClinicalEvaluation
+    clinical: ClinicalScores
     sources: tuple[str, ...] | None
     heatmaps: Heatmaps | None  # of the first GRADCAM_MAX_IMAGES images of `split`
     audit: ShortcutAudit
@@ -115,7 +114,7 @@ def assess(
     explain: bool = True,
 ) -> Assessment:
     probabilities = predict_probabilities(model, split.images)
-    clinical = clinical_evaluation(
+    clinical = clinical_scores(
         split.labels,
         probabilities,
         threshold,
@@ -169,27 +168,27 @@ def log_assessment(
     )
     runs.log_figure(
         run_id,
-        plots.confusion_matrix_figure(confusion_counts(labels, p, threshold), f"{title}: threshold {threshold:.3f}"),
+        plots.confusion_matrix_figure(overall.confusion(AT_THRESHOLD), f"{title}: threshold {threshold:.3f}"),
         "plots/confusion_matrix_threshold.png",
     )
     runs.log_figure(
         run_id,
-        plots.confusion_matrix_figure(confusion_counts(labels, p, THRESHOLD), f"{title}: threshold {THRESHOLD}"),
+        plots.confusion_matrix_figure(overall.confusion(), f"{title}: threshold {THRESHOLD}"),
         "plots/confusion_matrix.png",
     )
     if assessment.heatmaps is not None:
-        runs.log_figure(run_id, gradcam_figure(assessment, title), "plots/gradcam.png")
+        runs.log_figure(run_id, _gradcam_grid(assessment, title), "plots/gradcam.png")
     runs.log_dataframe_csv(run_id, assessment.predictions(), PREDICTIONS_ARTIFACT)
     runs.log_dataframe_csv(run_id, assessment.table(), METRICS_ARTIFACT)
 
 
-def gradcam_figure(assessment: Assessment, title: str) -> Any:
+def _gradcam_grid(assessment: Assessment, title: str) -> Any:
     """The seeded sample of TP, FP, FN and TN images with their heatmaps."""
     explained = len(assessment.heatmaps.maps) if assessment.heatmaps is not None else 0
     labels, p = assessment.split.labels[:explained], assessment.probabilities[:explained]
     groups = seeded_sample(labels, p, assessment.threshold, GRADCAM_PER_OUTCOME, assessment.seed)
     uniform = uniform_outside_share()
-    return heatmap_grid(
+    return plots.heatmap_grid(
         assessment.split.images,
         assessment.heatmaps,
         groups,

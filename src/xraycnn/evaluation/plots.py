@@ -1,4 +1,5 @@
-"""Matplotlib figures logged with runs: learning curves, confusion matrix, ROC, precision-recall, reliability.
+"""Every figure of the project: learning curves, confusion matrix, ROC, precision-recall, reliability, and
+Grad-CAM heatmaps (one film, or a grid of TP/FP/FN/TN films).
 
 Figures are built with the object API (`Figure`), never pyplot: no global figure registry to leak into or
 to race on, so they can be rendered off the training thread.
@@ -7,17 +8,25 @@ to race on, so they can be rendered off the training thread.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
 from xraycnn.data.discovery import CLASS_NAMES
+from xraycnn.data.regions import LUNG_BOX
+from xraycnn.evaluation import OUTCOMES
 from xraycnn.evaluation.calibration import reliability
 
-# Loss and AUC (the objective): every axis costs ~0.1 s of tick layout, and this plot is rendered once per
-# trial on the CPU the training uses. Accuracy, precision and recall per epoch are in MLflow's own charts.
+if TYPE_CHECKING:  # gradcam needs TensorFlow; the figures do not
+    from xraycnn.evaluation.gradcam import Heatmaps
+
+# Loss and AUC (the objective): every axis costs its tick layout, and this plot is rendered once per trial
+# on the CPU the training uses. Accuracy, precision and recall per epoch are in MLflow's own charts.
 CURVE_METRICS = ("loss", "auc")
 
 
@@ -77,13 +86,9 @@ def roc_figure(labels: np.ndarray, probabilities: np.ndarray, title: str) -> Fig
     ax = fig.subplots()
     ax.plot(fpr, tpr, label=f"AUC = {auc:.4f}")
     ax.plot([0, 1], [0, 1], ":", color="grey")
-    ax.set_xlabel("1 - specificity (false-positive rate)")
-    ax.set_ylabel("sensitivity (true-positive rate)")
-    ax.set_title(title, fontsize=10)
-    ax.legend(loc="lower right")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
+    return _curve_done(
+        fig, ax, "1 - specificity (false-positive rate)", "sensitivity (true-positive rate)", title, "lower right"
+    )
 
 
 def precision_recall_figure(
@@ -97,13 +102,7 @@ def precision_recall_figure(
         at = min(int(np.searchsorted(cuts, threshold)), len(cuts) - 1)
         ax.plot(recall[at], precision[at], "o", color="#d62728", label=f"threshold {threshold:.3f}")
     ax.axhline(float(np.mean(labels)), linestyle=":", color="grey")
-    ax.set_xlabel("sensitivity (recall)")
-    ax.set_ylabel("PPV (precision)")
-    ax.set_title(title, fontsize=10)
-    ax.legend(loc="lower left", fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
+    return _curve_done(fig, ax, "sensitivity (recall)", "PPV (precision)", title, "lower left", legend_size=8)
 
 
 def reliability_figure(labels: np.ndarray, probabilities: np.ndarray, title: str, ece: float) -> Figure:
@@ -118,12 +117,77 @@ def reliability_figure(labels: np.ndarray, probabilities: np.ndarray, title: str
         ax.annotate(str(int(n)), (x, y), textcoords="offset points", xytext=(3, -9), fontsize=6, color="grey")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
-    ax.set_xlabel("mean predicted P(COVID19)")
-    ax.set_ylabel("observed share of COVID19")
+    return _curve_done(
+        fig, ax, "mean predicted P(COVID19)", "observed share of COVID19", title, "upper left", legend_size=8
+    )
+
+
+def _curve_done(
+    fig: Figure, ax, xlabel: str, ylabel: str, title: str, legend: str, legend_size: float | None = None
+) -> Figure:
+    """The labels, title, legend and grid every curve of a model's scores carries."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc=legend, fontsize=legend_size)
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    return fig
+
+
+def overlay(ax, image: np.ndarray, heatmap: np.ndarray) -> None:
+    """The film in grey, the heatmap over it, and the lung box the shortcut indicator uses."""
+    ax.imshow(image[..., 0] if image.shape[-1] == 1 else image.astype(np.uint8), cmap="gray", vmin=0, vmax=255)
+    ax.imshow(heatmap, cmap=colormaps["jet"], alpha=0.35, vmin=0, vmax=1)
+    height, width = heatmap.shape
+    top, bottom, left, right = LUNG_BOX
+    ax.add_patch(
+        Rectangle(
+            (left * width, top * height),
+            (right - left) * width,
+            (bottom - top) * height,
+            fill=False,
+            edgecolor="white",
+            linewidth=0.8,
+            linestyle="--",
+        )
+    )
+    ax.set_axis_off()
+
+
+def heatmap_grid(
+    images: np.ndarray,
+    heatmaps: Heatmaps,
+    groups: dict[str, np.ndarray],
+    probabilities: np.ndarray,
+    title: str,
+) -> Figure:
+    """One row per outcome (TP, FP, FN, TN), one column per sampled image; `groups` holds each outcome's
+    indices into `images`, `probabilities` and `heatmaps`."""
+    columns = max([len(v) for v in groups.values()] + [1])
+    fig = Figure(figsize=(1.9 * columns + 0.6, 2.1 * len(OUTCOMES)))
+    axes = fig.subplots(len(OUTCOMES), columns, squeeze=False)
+    for row, outcome in enumerate(OUTCOMES):
+        for col in range(columns):
+            ax = axes[row][col]
+            ax.set_axis_off()
+            if col < len(groups[outcome]):
+                index = groups[outcome][col]
+                overlay(ax, images[index], heatmaps.maps[index])
+                ax.set_title(f"p={probabilities[index]:.2f}, {heatmaps.outside_share[index]:.0%} outside", fontsize=7)
+        axes[row][0].text(-0.08, 0.5, outcome, transform=axes[row][0].transAxes, ha="right", va="center", fontsize=10)
+    fig.suptitle(title, fontsize=10)
+    fig.subplots_adjust(left=0.06, right=0.99, top=0.9, bottom=0.01, wspace=0.05, hspace=0.22)
+    return fig
+
+
+def heatmap_figure(image: np.ndarray, heatmap: np.ndarray, title: str) -> Figure:
+    """One film with its heatmap (`xraycnn predict --explain`)."""
+    fig = Figure(figsize=(3.2, 3.4))
+    ax = fig.subplots()
+    overlay(ax, image, heatmap)
+    ax.set_title(title, fontsize=8)
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.9)
     return fig
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from xraycnn import native_stderr
+from xraycnn.runtime import native_stderr
 
 SMALL_MACHINE_CORES = 4
 

@@ -1,0 +1,74 @@
+"""A worker of a distributed search: it finds the chief's parent run by the oracle address, then trains the
+trials the chief's oracle hands out, each one a child run of that parent run."""
+
+from __future__ import annotations
+
+import time
+import traceback
+from pathlib import Path
+
+from mlflow.entities import RunStatus
+from rich.console import Console
+
+from xraycnn.errors import InterruptedByUserError, XrayCnnError
+from xraycnn.jobs.inputs import Inputs
+from xraycnn.jobs.session import Session, mlflow_experiment_name, open_session
+from xraycnn.jobs.trials import close_orphans, fail_on_tracking_failures, report_tracking_failures, trial_listeners
+from xraycnn.model.hypermodel import CxrHyperModel
+from xraycnn.tracking.lifecycle import INTERRUPTED
+from xraycnn.tracking.tags import ORACLE_TAG, WORKER_TAG
+from xraycnn.tuning.cluster import ClusterRole, patient_oracle_client
+from xraycnn.tuning.tuners import build_tuner
+
+PARENT_WAIT_S = 300
+
+
+def run_worker(
+    inputs: Inputs, project_dir: Path, tracking_uri: str | None, console: Console, cluster: ClusterRole
+) -> None:
+    session = open_session(inputs, tracking_uri, console)
+    config = session.experiment.config
+    parent_run_id = find_parent(session, cluster)
+    close_orphans(session, parent_run_id, cluster.worker_id)
+    cluster.apply()
+    hypermodel = CxrHyperModel(config, session.data)
+    tracker, progress = trial_listeners(session, parent_run_id, console, hypermodel, {WORKER_TAG: cluster.worker_id})
+    tuner = build_tuner(config, hypermodel, project_dir.parent, project_dir.name, [tracker, progress])
+    patient_oracle_client(tuner)
+    console.print(f"Worker {cluster.worker_id}: trials from the oracle on {cluster.oracle}, parent run {parent_run_id}")
+    try:
+        tuner.search(verbose=0)
+    except KeyboardInterrupt:
+        tracker.close_open_runs(RunStatus.to_string(RunStatus.KILLED), INTERRUPTED)
+        raise InterruptedByUserError(f"worker {cluster.worker_id} stopped; its open run is closed as KILLED") from None
+    except BaseException:
+        report_tracking_failures(
+            console, tracker.close_open_runs(RunStatus.to_string(RunStatus.FAILED), traceback.format_exc())
+        )
+        raise
+    failures = tracker.flush()
+    report_tracking_failures(console, failures)
+    console.print(f"Worker {cluster.worker_id}: the oracle has no more trials; done.")
+    fail_on_tracking_failures(session, None, failures)
+
+
+def find_parent(session: Session, cluster: ClusterRole, timeout: float = PARENT_WAIT_S) -> str:
+    """The chief's parent run, found by the oracle address it carries (no shared files between hosts)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = session.runs.client.search_runs(
+            [session.experiment_id],
+            filter_string=f"tags.`{ORACLE_TAG}` = '{cluster.oracle}' and attributes.status = 'RUNNING'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if runs:
+            return runs[0].info.run_id
+        if time.monotonic() > deadline:
+            raise XrayCnnError(
+                f"no running search with oracle {cluster.oracle} in MLflow experiment "
+                f"{mlflow_experiment_name(session.experiment)!r} at {session.store.uri} after {timeout:.0f} s: start "
+                "the chief first (`xraycnn search EXPERIMENT --role chief --oracle HOST:PORT`), with the same "
+                "experiment file and tracking URI"
+            )
+        time.sleep(1.0)
