@@ -8,7 +8,7 @@ EXPERIMENT ?= experiments/default.toml
 MODEL ?= models:/xraycnn@champion
 
 .DEFAULT_GOAL := help
-.PHONY: help install search search-robust search-distributed train-seed predict evaluate report ui test test-fast bench probe lint format clean-state
+.PHONY: help install search search-robust search-distributed train-seed predict evaluate serve report ui test test-fast bench probe lint format clean-state
 
 help: ## list the targets
 	@echo "usage: make TARGET [EXPERIMENT=experiments/x.toml] [FRESH=1]"
@@ -42,6 +42,10 @@ DATA ?= ../shared/data/cxr-covid
 evaluate: install ## evaluate MODEL on DATA (a folder of class folders; default the test split of cxr-covid)
 	$(BIN)/xraycnn evaluate --model $(MODEL) --data $(DATA)
 
+PORT ?= 5001
+serve: install ## serve MODEL over HTTP on 127.0.0.1:PORT (default 5001): image files in, P(COVID19) and call out
+	$(BIN)/xraycnn serve --model $(MODEL) --port $(PORT)
+
 report: install ## write the HTML report of EXPERIMENT's latest search to reports/ (and log it to its run)
 	$(BIN)/xraycnn report $(EXPERIMENT)
 
@@ -65,7 +69,7 @@ clean-state: ## delete all tuner state and the MLflow store (runs and registered
 	@read -p "Delete tuner/* and mlruns/* (all runs and registered models)? [y/N] " ok && [ "$$ok" = y ]
 	find tuner mlruns -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
 
-bench: install ## measure training/inference speed, augmentation and audit costs, decode, tracking, memory (~35 min)
+bench: install ## measure training/inference speed, augmentation and audit costs, decode, serving, tracking, memory (~40 min)
 	$(BIN)/python benchmarks/bench.py
 
 probe: install ## the shortcut probe: one network per preprocessing/augmentation choice, audited on test (~35 min)

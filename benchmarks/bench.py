@@ -5,17 +5,19 @@ and peak memory is its own), one after the other, so the rows of the table are c
 table, writes the figures as JSON under benchmarks/results/ and logs them to the MLflow run
 `bench-<time>` of the experiment `xraycnn-bench` in the project's store.
 
-    python benchmarks/bench.py            # everything (about 25 min on 2 CPU cores)
+    python benchmarks/bench.py            # everything (about 40 min on 2 CPU cores)
     python benchmarks/bench.py --only training
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import re
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -650,6 +652,122 @@ prepare_data(discover({root!r}), DataConfig(image_size=64), 21)
 """
 
 
+SERVING_SEQUENTIAL = 300  # one-image requests, one after another, for the latency percentiles
+SERVING_CONCURRENT = 400  # one-image requests from SERVING_CLIENTS clients at once
+SERVING_CLIENTS = 4
+SERVING_BATCH = 32
+SERVING_BATCHES = 20
+
+
+def _default_champion(data_root: Path, workdir: Path, env: dict[str, str]) -> str:
+    """The default search's champion, made by the real CLI in this bench's own store."""
+    _timed_search(REPO / "experiments" / "default.toml", data_root, workdir / "tuner", env)
+    return "models:/xraycnn@champion"
+
+
+def child_serving(data_root: Path, workdir: Path) -> dict[str, Any]:
+    """`xraycnn serve` on the default search's champion (127.0.0.1): latency of one-image requests, throughput
+    with 4 concurrent clients and with batches of 32 images per request; `xraycnn predict`'s in-process rate
+    on the same films for reference, and the largest difference between their probabilities."""
+    import base64
+    import urllib.request
+    from concurrent.futures import ThreadPoolExecutor
+
+    from xraycnn.runtime.local_http import free_port, wait_until_answering
+
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'store' / 'mlflow.db'}",
+        "XRAYCNN_CACHE": str(workdir / "cache"),
+    }
+    search_started = time.perf_counter()
+    model_uri = _default_champion(data_root, workdir, env)
+    search_seconds = time.perf_counter() - search_started
+    films = sorted((data_root / "test").glob("*/*.jpg"))[: SERVING_BATCH * SERVING_BATCHES]
+    payloads = [base64.b64encode(f.read_bytes()).decode() for f in films]
+
+    def body(images: list[str]) -> bytes:
+        return json.dumps({"dataframe_split": {"columns": ["image"], "data": [[i] for i in images]}}).encode()
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+
+    def post(data: bytes) -> list[dict[str, Any]]:
+        request = urllib.request.Request(f"{url}/invocations", data, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return json.loads(response.read())["predictions"]
+
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("xraycnn")), "serve", "--model", model_uri, "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        started = time.perf_counter()
+        wait_until_answering(f"{url}/ping", server, 300, "xraycnn serve")
+        startup_seconds = time.perf_counter() - started
+        for i in range(10):  # warm-up: the first calls trace the network
+            post(body([payloads[i]]))
+        latencies = []
+        for i in range(SERVING_SEQUENTIAL):
+            t0 = time.perf_counter()
+            post(body([payloads[i % len(payloads)]]))
+            latencies.append(1000 * (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(SERVING_CLIENTS) as pool:
+            list(pool.map(lambda i: post(body([payloads[i % len(payloads)]])), range(SERVING_CONCURRENT)))
+        concurrent_seconds = time.perf_counter() - t0
+        batches = [payloads[i : i + SERVING_BATCH] for i in range(0, len(payloads), SERVING_BATCH)]
+        t0 = time.perf_counter()
+        served = [answer for batch in batches for answer in post(body(batch))]
+        batch_seconds = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(SERVING_CLIENTS) as pool:
+            list(pool.map(lambda batch: post(body(batch)), batches))
+        batch_concurrent_seconds = time.perf_counter() - t0
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=60)
+
+    os.environ["MLFLOW_TRACKING_URI"] = env["MLFLOW_TRACKING_URI"]
+    from rich.console import Console
+
+    from xraycnn.jobs.predict import run_predict
+
+    quiet = Console(file=io.StringIO())
+    run_predict(model_uri, films[:SERVING_BATCH], console=quiet)  # loads and traces, like the warm-up above
+    t0 = time.perf_counter()
+    predicted = run_predict(model_uri, films, console=quiet)
+    predict_seconds = time.perf_counter() - t0
+    differences = [abs(a["probability_covid19"] - p.probability) for a, p in zip(served, predicted, strict=True)]
+    calls_equal = all(a["call"] == p.label for a, p in zip(served, predicted, strict=True))
+    import numpy as np
+
+    def percentile(q: float) -> float:
+        return float(np.percentile(latencies, q))
+
+    return {
+        "model": model_uri,
+        "search_seconds": search_seconds,
+        "films": len(films),
+        "film_bytes_mean": sum(f.stat().st_size for f in films) / len(films),
+        "startup_seconds": startup_seconds,
+        "latency_ms_p50": percentile(50),
+        "latency_ms_p95": percentile(95),
+        "latency_ms_p99": percentile(99),
+        "latency_ms_mean": sum(latencies) / len(latencies),
+        "single_concurrent_images_per_s": SERVING_CONCURRENT / concurrent_seconds,
+        "batch_images_per_s": len(films) / batch_seconds,
+        "batch_concurrent_images_per_s": len(films) / batch_concurrent_seconds,
+        "predict_images_per_s": len(films) / predict_seconds,
+        "max_abs_difference_from_predict": max(differences),
+        "calls_equal_predict": calls_equal,
+        "clients": SERVING_CLIENTS,
+        "batch": SERVING_BATCH,
+    }
+
+
 def _metric_cost(workdir: Path) -> dict[str, float]:
     """Milliseconds per metric of per-epoch `log_batch` calls (10 metrics each, as a trial logs them)."""
     from mlflow.tracking import MlflowClient
@@ -701,12 +819,15 @@ def _machine() -> dict[str, Any]:
     return machine_facts()
 
 
+PARTS = ("training", "augmentation", "shortcuts", "decode", "inference", "serving", "tracking", "memory", "distributed")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", help="dataset folder (default: as the CLI resolves it)")
     parser.add_argument(
         "--only",
-        choices=["training", "augmentation", "shortcuts", "decode", "inference", "tracking", "memory", "distributed"],
+        choices=PARTS,
         action="append",
         help="run only these parts (repeatable)",
     )
@@ -744,6 +865,8 @@ def main(argv: list[str] | None = None) -> int:
             out = child_augmentation(data_root, workdir, args.child[2])
         elif kind == "shortcuts":
             out = child_shortcuts(data_root, workdir)
+        elif kind == "serving":
+            out = child_serving(data_root, workdir)
         else:
             out = child_search_memory(data_root, workdir, int(args.child[2]))
         print(json.dumps(out))
@@ -754,16 +877,7 @@ def main(argv: list[str] | None = None) -> int:
     from xraycnn.runtime import threads
 
     console = Console() if sys.stdout.isatty() else Console(width=160)
-    parts = args.only or [
-        "training",
-        "augmentation",
-        "shortcuts",
-        "decode",
-        "inference",
-        "tracking",
-        "memory",
-        "distributed",
-    ]
+    parts = args.only or list(PARTS)
     results: dict[str, Any] = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(["python", "benchmarks/bench.py", *(argv if argv is not None else sys.argv[1:])]),
@@ -794,6 +908,7 @@ def main(argv: list[str] | None = None) -> int:
             ("shortcuts", []),
             ("decode", []),
             ("inference", []),
+            ("serving", []),
             ("tracking", [str(args.tracking_repeats)]),
             ("memory", [str(args.memory_trials)]),
             ("distributed", []),
@@ -861,6 +976,9 @@ def summarise(results: dict[str, Any]) -> dict[str, float]:
         figures |= {f"decode_{k}": v for k, v in d.items() if k.endswith("seconds")}
     if "inference" in results:
         figures |= {f"inference_{k}": v for k, v in results["inference"].items() if k.endswith("per_s")}
+    if "serving" in results:
+        kept = ("per_s", "_ms_p50", "_ms_p95", "_ms_p99", "from_predict")
+        figures |= {f"serving_{k}": float(v) for k, v in results["serving"].items() if k.endswith(kept)}
     if "tracking" in results:
         t = results["tracking"]
         off, evaluated, on = (
@@ -1001,6 +1119,30 @@ def print_table(console: Any, results: dict[str, Any], figures: dict[str, float]
                 f"{i['champion_images_per_s']:.0f}",
                 f"{i['champion_size']}px",
             )
+    if "serving" in results:
+        v = results["serving"]
+        table.add_row(
+            "serve: one-image request latency p50 / p95 / p99 (target p95 <= 50 ms)",
+            f"{v['latency_ms_p50']:.1f} / {v['latency_ms_p95']:.1f} / {v['latency_ms_p99']:.1f} ms",
+            f"{v['model']} of the default search, real JPEG films ({v['film_bytes_mean'] / 1024:.0f} KiB mean), "
+            "one server process, one client",
+        )
+        table.add_row(
+            f"serve: img/s, one image per request, {v['clients']} clients",
+            f"{v['single_concurrent_images_per_s']:.0f}",
+            "",
+        )
+        table.add_row(
+            f"serve: img/s, {v['batch']} images per request (target >= 300)",
+            f"{v['batch_images_per_s']:.0f}",
+            f"{v['batch_concurrent_images_per_s']:.0f} with {v['clients']} clients",
+        )
+        table.add_row(
+            "xraycnn predict img/s on the same films (reference)",
+            f"{v['predict_images_per_s']:.0f}",
+            f"largest |server - predict| {v['max_abs_difference_from_predict']:.1e}; calls equal: "
+            f"{v['calls_equal_predict']}",
+        )
     if "tracking" in results:
         table.add_row(
             "tracking overhead per trial, all of it (target <= 3 %)",

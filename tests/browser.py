@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.tiny_search import XRAYCNN
-from xraycnn.tracking.server import free_port, wait_until_healthy
+from xraycnn.runtime.local_http import free_port, wait_until_answering
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("XRAYCNN_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -83,7 +83,7 @@ def mlflow_ui(tracking_uri: str, log: Path) -> Iterator[tuple[str, int]]:
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_until_healthy(url, ui, 120, log)
+        wait_until_answering(f"{url}/health", ui, 120, "the MLflow UI", log)
         yield url, ui.pid
     finally:
         os.killpg(ui.pid, signal.SIGTERM)

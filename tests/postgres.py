@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from xraycnn.tracking.server import free_port
+from xraycnn.runtime.local_http import free_port
 
 REQUIRE_ENV = "XRAYCNN_REQUIRE_POSTGRES"  # set by .ci/run: there a missing server is a failure, not a skip
 

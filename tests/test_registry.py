@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from types import SimpleNamespace
 
 import keras
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
+from PIL import Image
 
 from xraycnn.errors import ModelNotFoundError, RegistryError, UnsafeModelError
 from xraycnn.registry import (
@@ -25,6 +28,7 @@ from xraycnn.registry import (
     load_keras_model_with_card,
     log_and_register,
 )
+from xraycnn.serving.flavor import serves_images
 from xraycnn.tracking.store import resolve_store
 
 
@@ -113,8 +117,13 @@ def test_champion_moves_only_to_a_better_version(store_uri: str) -> None:
     )
     requirements = Path(mlflow.artifacts.download_artifacts(f"{better.model_uri}/requirements.txt")).read_text()
     assert f"keras=={keras.__version__}" in requirements.split() and "tensorflow==" in requirements
+    # the pyfunc flavour takes image bytes and answers with the call at the model's threshold (0.5 here)
     pyfunc = mlflow.pyfunc.load_model("models:/m@challenger")
-    assert float(np.asarray(pyfunc.predict(x)).ravel()[0]) == pytest.approx(1 / (1 + np.exp(-1)))
+    png = io.BytesIO()
+    Image.new("L", (32, 32)).save(png, format="PNG")
+    answer = pyfunc.predict(pd.DataFrame({"image": [png.getvalue()]}))
+    assert answer.loc[0, "probability_covid19"] == pytest.approx(1 / (1 + np.exp(-1)))
+    assert (answer.loc[0, "call"], answer.loc[0, "threshold"]) == ("COVID19", 0.5)
 
 
 def test_missing_model_lists_what_is_registered(store_uri: str) -> None:
@@ -133,7 +142,7 @@ def champion_output(x: np.ndarray) -> float:
 @pytest.mark.parametrize(
     ("target", "step"),
     [
-        ("mlflow.keras.log_model", "logging the model of m"),
+        ("xraycnn.serving.flavor.log_model", "logging the model of m"),
         ("mlflow.register_model", "registering m"),
         ("mlflow.tracking.MlflowClient.update_model_version", "finishing m v2"),
         ("mlflow.tracking.MlflowClient.set_registered_model_alias", "finishing m v2"),
@@ -173,9 +182,12 @@ def test_models_are_saved_as_keras_files(store_uri: str) -> None:
         Path(f.path).name
         for f in mlflow.MlflowClient().list_artifacts(mlflow.MlflowClient().get_model_version("m", "1").run_id, "model")
     }
-    assert first.version == "1" and files >= {"MLmodel", "data"}
+    assert first.version == "1" and files >= {"MLmodel", "artifacts", "pyfunc_entry.py"}
     local = Path(mlflow.artifacts.download_artifacts("models:/m@champion"))
-    assert [p.name for p in (local / "data").glob("*.keras")] == ["model.keras"]
+    # one .keras file behind both flavours: keras for Keras users, python_function (image bytes) for serving
+    assert [p.name for p in local.rglob("*.keras")] == ["model.keras"]
+    mlmodel = mlflow.models.Model.load(local / "MLmodel")
+    assert mlmodel.flavors["keras"]["data"] == "artifacts" and serves_images(mlmodel)
 
 
 def test_a_model_that_would_run_code_is_refused(store_uri: str) -> None:

@@ -119,11 +119,13 @@ def test_registered_champion_predicts_like_the_trained_model(search: Search, tmp
     model = mlflow.keras.load_model(f"models:/{MODEL}@champion")
     loaded = model.predict(images, batch_size=256, verbose=0).ravel()
     np.testing.assert_allclose(loaded, logged["probability_covid19"], atol=1e-6)
+    # the pyfunc flavour takes the image files' bytes (the README's way) and decodes them as training did
     pyfunc = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
-    np.testing.assert_allclose(np.asarray(pyfunc.predict(images)).ravel(), loaded, atol=1e-6)
-    # the README's way: the project's helper reads the geometry from the pyfunc model's signature
-    readme = prepare_images([search.root / logged["file"][0]], pyfunc)
-    np.testing.assert_allclose(np.asarray(pyfunc.predict(readme)).ravel(), loaded[:1], atol=1e-6)
+    answers = pyfunc.predict(pd.DataFrame({"image": [(search.root / f).read_bytes() for f in logged["file"]]}))
+    np.testing.assert_allclose(answers["probability_covid19"].astype(float), loaded, atol=1e-6)
+    assert answers["error"].isna().all() and set(answers["call"]) <= {"COVID19", "NORMAL"}
+    # and the project's helper still reads the geometry from the pyfunc model's metadata
+    assert prepare_images([search.root / logged["file"][0]], pyfunc).shape == (1, 64, 64, 1)
     # and the trained model itself, as Keras Tuner checkpointed it
     from xraycnn.config import load_experiment
     from xraycnn.data.dataset import prepare_data
@@ -168,7 +170,8 @@ def test_every_path_applies_the_same_preprocessing(search: Search, tmp_path: Pat
     assert type(keras_model.layers[0]).__name__ == "FilmPreprocessing"
     by_keras = keras_model.predict(prepare_images(paths, keras_model), verbose=0).ravel()
     pyfunc = mlflow.pyfunc.load_model(uri)
-    by_pyfunc = np.asarray(pyfunc.predict(prepare_images(paths, pyfunc))).ravel()
+    by_pyfunc = pyfunc.predict(pd.DataFrame({"image": [p.read_bytes() for p in paths]}))["probability_covid19"]
+    by_pyfunc = by_pyfunc.astype(float).to_numpy()
     by_predict = [p.probability for p in run_predict(uri, paths, tracking_uri=search.env["MLFLOW_TRACKING_URI"])]
     result = search.run("evaluate", "--model", uri, "--data", str(search.root), "--resamples", "100")
     assert result.returncode == 0, result.stderr

@@ -1,4 +1,4 @@
-"""The `xraycnn` command: search, train, evaluate, predict, report, ui."""
+"""The `xraycnn` command: search, train, evaluate, predict, serve, report, ui."""
 
 from __future__ import annotations
 
@@ -111,6 +111,21 @@ def _predict(args: argparse.Namespace, console: Console) -> int:
         console=console,
     )
     return 0 if all(p.probability is not None for p in predictions) else 1
+
+
+def _serve(args: argparse.Namespace, console: Console) -> int:
+    from xraycnn.jobs.serve import run_serve
+
+    run_serve(
+        args.model,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        max_request_mb=args.max_request_mb,
+        tracking_uri=args.tracking_uri,
+        console=console,
+    )
+    return 0
 
 
 def _report_command(args: argparse.Namespace, console: Console) -> int:
@@ -249,6 +264,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--explain-dir", help="with --explain: write the heatmaps here instead")
     tracking(p)
     p.set_defaults(func=_predict)
+
+    p = sub.add_parser("serve", help="serve a model over HTTP on MLflow's model server: image files in, calls out")
+    p.add_argument("--model", default="models:/xraycnn@champion", help="model URI (default models:/xraycnn@champion)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=5001, help="port (default 5001)")
+    p.add_argument("--workers", type=int, default=1, help="server processes, each with its own copy of the model (1)")
+    p.add_argument(
+        "--max-request-mb", type=float, default=32.0, help="refuse larger request bodies before reading them (32)"
+    )
+    tracking(p)
+    p.set_defaults(func=_serve)
 
     p = sub.add_parser("report", help="write the HTML report of an experiment's latest search (and log it)")
     p.add_argument("experiment", nargs="?", default="default", help="experiment file or name (default: default)")

@@ -22,12 +22,13 @@ import mlflow
 import numpy as np
 from filelock import FileLock, Timeout
 from mlflow.exceptions import MlflowException
-from mlflow.models import Model, ModelSignature
+from mlflow.models import Model
 from mlflow.tracking import MlflowClient
-from mlflow.types import Schema, TensorSpec
 
 from xraycnn.data.preprocess import film_preprocessing_of
 from xraycnn.errors import ModelNotFoundError, RegistryError, UnsafeModelError
+from xraycnn.evaluation import THRESHOLD
+from xraycnn.serving import flavor as serving_flavor
 from xraycnn.tracking.tags import (
     BORDERS_ONLY_TAG,
     GATE_LIMIT_TAG,
@@ -70,14 +71,6 @@ class Registration:
     previous_value: float | None
     reason: str
     preprocessed: bool = False  # it carries a FilmPreprocessing layer (loading it needs `import xraycnn.model`)
-
-
-def signature_for(input_shape: tuple[int, int, int]) -> ModelSignature:
-    """float32 images (n, size, size, channels), values 0-255 -> float32 P(COVID19) (n, 1)."""
-    return ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *input_shape))]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 1))]),
-    )
 
 
 def current_champion(client: MlflowClient, name: str) -> Any | None:
@@ -176,17 +169,22 @@ def log_and_register(
     metadata: dict[str, Any] | None = None,
 ) -> Registration:
     """Log `model` to the active run, register it under `model_name` and set its alias (last). `metadata`
-    travels inside the model (its MLmodel file), e.g. the decision threshold, wherever the model is copied."""
+    travels inside the model (its MLmodel file), e.g. the decision threshold, wherever the model is copied;
+    the model has a keras flavour and a pyfunc flavour that takes image bytes (xraycnn.serving)."""
     client = MlflowClient()
     before = current_champion(client, model_name)  # named in the error if anything below fails
     input_shape = tuple(int(d) for d in model.input_shape[1:])
+    metadata = metadata or {}
+    threshold = float(metadata.get("threshold", THRESHOLD))
+    threshold_rule = str(metadata.get("threshold_rule", "0.5: no threshold chosen on validation"))
     try:
-        info = mlflow.keras.log_model(
-            model,  # type: ignore[arg-type]
-            name=MODEL_ARTIFACT,
-            signature=signature_for(input_shape),
+        info = serving_flavor.log_model(
+            model,
+            MODEL_ARTIFACT,
+            threshold=threshold,
+            threshold_rule=threshold_rule,
             pip_requirements=serving_requirements(),
-            metadata=metadata,
+            metadata={**metadata, "input_shape": list(input_shape)},
         )
     except (MlflowException, OSError) as exc:
         raise RegistryError(failure_message(f"logging the model of {model_name}", exc, before)) from exc
@@ -334,6 +332,13 @@ def _logged_model_id(version: Any) -> str | None:
         return version.model_id
     source = version.source or ""
     return source.removeprefix("models:/") if source.startswith("models:/m-") else None
+
+
+def download_model(model_uri: str) -> tuple[Path, ModelCard, Model]:
+    """The model's local folder, its card and its MLmodel description, from one download."""
+    local = _download(model_uri)
+    mlmodel = _read_mlmodel(model_uri, local)
+    return local, _card(model_uri, mlmodel), mlmodel
 
 
 def describe_model(model_uri: str) -> ModelCard:

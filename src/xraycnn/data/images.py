@@ -8,6 +8,7 @@ instead of failing, so one bad file never stops a search.
 
 from __future__ import annotations
 
+import io
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -54,13 +55,17 @@ def _flatten_alpha(image: Image.Image) -> Image.Image:
     return image
 
 
-def decode_image(path: str | Path, size: int, channels: int) -> np.ndarray:
-    """uint8 (size, size, channels) array of one file, or `UnreadableImageError`."""
-    path = Path(path)
+def decode_image(source: str | Path | bytes, size: int, channels: int) -> np.ndarray:
+    """uint8 (size, size, channels) array of one file (a path, or its bytes as a server receives them), or
+    `UnreadableImageError`."""
+    in_memory = isinstance(source, bytes | bytearray | memoryview)
+    if in_memory and not len(source):
+        raise UnreadableImageError("empty file (0 bytes)")
+    opener: Any = io.BytesIO(bytes(source)) if in_memory else Path(source)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as opened:
+            with Image.open(opener) as opened:
                 width, height = opened.size
                 if width * height > MAX_PIXELS:
                     raise UnreadableImageError(
@@ -78,7 +83,8 @@ def decode_image(path: str | Path, size: int, channels: int) -> np.ndarray:
     except FileNotFoundError as exc:
         raise UnreadableImageError("file not found") from exc
     except UnidentifiedImageError as exc:
-        reason = "empty file (0 bytes)" if path.stat().st_size == 0 else "not an image file PIL can read"
+        empty = not in_memory and opener.stat().st_size == 0
+        reason = "empty file (0 bytes)" if empty else "not an image file PIL can read"
         raise UnreadableImageError(reason) from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise UnreadableImageError(f"over the decompression-bomb limit: {exc}") from exc
@@ -119,14 +125,19 @@ def decode_files(
 
 
 def input_shape_of(model: Any) -> tuple[int, int, int]:
-    """(height, width, channels) a Keras model, or an MLflow pyfunc model through its signature, takes."""
+    """(height, width, channels) a Keras model takes; of an MLflow pyfunc model, the shape its metadata
+    records (this project's models) or its tensor signature gives."""
     if getattr(model, "inputs", None):
         shape = tuple(model.inputs[0].shape[1:])
     elif hasattr(model, "metadata"):  # mlflow.pyfunc.PyFuncModel
+        recorded = (model.metadata.metadata or {}).get("input_shape")
         schema = model.metadata.get_input_schema()
-        if schema is None or not schema.is_tensor_spec():
-            raise ValueError("the MLflow model has no tensor signature to read the input shape from")
-        shape = tuple(schema.inputs[0].shape[1:])
+        if recorded is not None:
+            shape = tuple(recorded)
+        elif schema is not None and schema.is_tensor_spec():
+            shape = tuple(schema.inputs[0].shape[1:])
+        else:
+            raise ValueError("the MLflow model records no input shape and has no tensor signature to read it from")
     else:
         shape = tuple(model.input_shape[1:])
     if len(shape) != 3 or any(d is None for d in shape):

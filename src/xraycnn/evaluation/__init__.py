@@ -15,6 +15,9 @@ One vocabulary, from the smallest part up:
 
 from __future__ import annotations
 
+import weakref
+from typing import Any
+
 import numpy as np
 from scipy.stats import rankdata
 from sklearn.metrics import confusion_matrix
@@ -106,13 +109,37 @@ def binary_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: flo
 
 
 def predict_probabilities(model, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """P(COVID19) per image. Beyond one batch, the last batch is padded to full size: oneDNN's kernels for a
-    smaller batch can round differently in the last bit, and the same film must score the same wherever it
-    falls (a model that crops to the lungs gives every borders-only film one probability, and the audit's
-    AUC is then exactly 0.5, not 0.498 from rounding)."""
+    """P(COVID19) per image, in batches of `batch_size` through the model's compiled forward pass (Keras'
+    `predict` sets up a dataset and a progress loop per call: most of the time of a one-image request).
+    Beyond one batch, the last batch is padded to full size: oneDNN's kernels for a smaller batch can round
+    differently in the last bit, and the same film must score the same wherever it falls (a model that crops
+    to the lungs gives every borders-only film one probability, and the audit's AUC is then exactly 0.5)."""
     images = images.astype(np.float32)
     count = len(images)
-    short = -count % batch_size if count > batch_size else 0
-    if short:
-        images = np.concatenate([images, np.zeros((short, *images.shape[1:]), np.float32)])
-    return np.asarray(model.predict(images, batch_size=batch_size, verbose=0)).reshape(-1)[:count]
+    forward = _forward_pass(model)
+    out = []
+    for start in range(0, count, batch_size):
+        batch = images[start : start + batch_size]
+        short = batch_size - len(batch) if count > batch_size else 0
+        if short:
+            batch = np.concatenate([batch, np.zeros((short, *batch.shape[1:]), np.float32)])
+        out.append(np.asarray(forward(batch)).reshape(-1)[: batch_size - short])
+    return np.concatenate(out) if out else np.empty(0, np.float32)
+
+
+_FORWARD: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def _forward_pass(model: Any) -> Any:
+    """`model(x, training=False)` as one TensorFlow graph per model, for any batch size (traced once). Kept
+    beside the model, not on it (an attribute would be tracked, and saved, by Keras), and holding the model
+    only weakly, so a search's finished networks are freed with their graphs."""
+    forward = _FORWARD.get(model)
+    if forward is None:
+        import tensorflow as tf
+
+        spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
+        held = weakref.ref(model)
+        forward = tf.function(lambda x: held()(x, training=False), input_signature=[spec], autograph=False)
+        _FORWARD[model] = forward
+    return forward

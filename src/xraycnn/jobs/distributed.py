@@ -29,7 +29,8 @@ from xraycnn.config import Experiment
 from xraycnn.errors import InterruptedByUserError, XrayCnnError
 from xraycnn.jobs.inputs import check_inputs
 from xraycnn.jobs.session import ensure_search_experiment
-from xraycnn.tracking.server import default_backend_store_uri, free_port, tracking_server
+from xraycnn.runtime.local_http import free_port
+from xraycnn.tracking.server import default_backend_store_uri, tracking_server
 from xraycnn.tracking.store import beside_database, resolve_store, sqlite_file
 from xraycnn.tuning.state import search_lock
 

@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from xraycnn import paths
-from xraycnn.errors import XrayCnnError
+from xraycnn.runtime.local_http import free_port, wait_until_answering
 
 BACKEND_ENV = "XRAYCNN_BACKEND_STORE_URI"
 START_TIMEOUT_S = 180
@@ -28,31 +25,6 @@ START_TIMEOUT_S = 180
 
 def default_backend_store_uri() -> str:
     return os.environ.get(BACKEND_ENV) or paths.default_tracking_uri()
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until_healthy(url: str, process: subprocess.Popen | None, timeout: float, log: Path | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            tail = log.read_text(errors="replace").strip().splitlines()[-5:] if log and log.is_file() else []
-            raise XrayCnnError(
-                f"the MLflow tracking server exited with status {process.returncode} before it answered: "
-                f"{' | '.join(tail) or 'no output'} (full log: {log})"
-            )
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise XrayCnnError(f"the MLflow tracking server at {url} did not answer within {timeout:.0f} s (log: {log})")
 
 
 @contextmanager
@@ -89,7 +61,7 @@ def tracking_server(
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://{host}:{port}"
     try:
-        wait_until_healthy(url, process, START_TIMEOUT_S, log_path)
+        wait_until_answering(f"{url}/health", process, START_TIMEOUT_S, "the MLflow tracking server", log_path)
         yield url
     finally:
         _stop(process)

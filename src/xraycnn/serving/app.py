@@ -1,0 +1,157 @@
+"""MLflow's own model server (`mlflow.pyfunc.scoring_server.init`: /ping, /health, /version, /invocations)
+over one model, behind a guard: a request body over the size limit is refused (413) before it is read into
+memory or decoded, and a refused request's message says what was wrong without echoing the request back.
+
+`xraycnn serve` runs it under uvicorn (`from_environment` is the factory each worker process calls).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+MODEL_ENV = "XRAYCNN_SERVE_MODEL"  # local folder of the MLflow model
+CONFIG_ENV = "XRAYCNN_SERVE_CONFIG"  # JSON: model_version, model_name (the pyfunc model's model_config)
+MAX_BYTES_ENV = "XRAYCNN_SERVE_MAX_BYTES"
+DEFAULT_MAX_BYTES = 32 * 1024 * 1024
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def create_app(model_path: str, model_config: dict[str, Any], max_bytes: int = DEFAULT_MAX_BYTES) -> ASGIApp:
+    import mlflow
+    from mlflow.pyfunc import scoring_server
+
+    model = mlflow.pyfunc.load_model(model_path, model_config=model_config or None)
+    return RequestGuard(scoring_server.init(model), max_bytes)
+
+
+def from_environment() -> ASGIApp:
+    return create_app(
+        os.environ[MODEL_ENV],
+        json.loads(os.environ.get(CONFIG_ENV) or "{}"),
+        int(os.environ.get(MAX_BYTES_ENV) or DEFAULT_MAX_BYTES),
+    )
+
+
+class RequestGuard:
+    """ASGI middleware: the body-size limit, and concise 4xx messages from /invocations."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await _refuse(send, int(declared), self.max_bytes)
+            await _drain(receive)
+            return
+        body, over = await _read_capped(receive, self.max_bytes)
+        if over:
+            await _refuse(send, len(body), self.max_bytes, at_least=True)
+            await _drain(receive)
+            return
+        await self.app(scope, _replay(body), _concise_errors(send))
+
+
+async def _read_capped(receive: Receive, limit: int) -> tuple[bytes, bool]:
+    """The whole body, or as much as was read when it passed `limit` (then True)."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            return b"".join(chunks), True
+        if not message.get("more_body"):
+            break
+    return b"".join(chunks), False
+
+
+async def _drain(receive: Receive) -> None:
+    """Read the rest of a refused body and drop it (never held), so the client, still sending, gets the 413
+    instead of a broken connection."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect" or not message.get("more_body"):
+            return
+
+
+def _replay(body: bytes) -> Receive:
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
+
+
+async def _refuse(send: Send, size: int, limit: int, at_least: bool = False) -> None:
+    message = (
+        f"the request body is {'over ' if at_least else ''}{size:,} bytes; the limit is {limit:,} "
+        "(send fewer images per request, or start the server with a larger --max-request-mb)"
+    )
+    await _send_json(send, 413, {"error_code": "REQUEST_TOO_LARGE", "message": message})
+
+
+async def _send_json(send: Send, status: int, payload: dict[str, Any]) -> None:
+    body = json.dumps(payload).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def concise(message: str) -> str:
+    """MLflow prefixes a failed prediction's message with the whole input ("Failed to predict data '<the
+    DataFrame>'"); keep what says why."""
+    marker = "\nError: "
+    if message.startswith("Failed to predict data") and marker in message:
+        return message.rsplit(marker, 1)[1].strip()
+    return message
+
+
+def _concise_errors(send: Send) -> Send:
+    """Hold a 4xx response until its body is complete (MLflow's app streams it through its middleware), then
+    send it with `concise` applied to its JSON message."""
+    held: Message | None = None
+    chunks: list[bytes] = []
+
+    async def wrapped(message: Message) -> None:
+        nonlocal held
+        if message["type"] == "http.response.start" and 400 <= message["status"] < 500:
+            held = message
+            return
+        if held is None or message["type"] != "http.response.body":
+            await send(message)
+            return
+        chunks.append(message.get("body", b""))
+        if message.get("more_body"):
+            return
+        start, body = held, b"".join(chunks)
+        held = None
+        try:
+            payload = json.loads(body or b"{}")
+            payload["message"] = concise(str(payload.get("message", "")))
+        except (ValueError, AttributeError, TypeError):
+            await send(start)
+            await send({"type": "http.response.body", "body": body})
+            return
+        await _send_json(send, start["status"], payload)
+
+    return wrapped

@@ -1,0 +1,140 @@
+"""The pyfunc flavour of a registered model: a DataFrame column of image bytes in (MLflow's scoring protocol
+carries a binary column as base64), per image the probability of COVID-19, the call at the model's threshold,
+the threshold and the model version out.
+
+Images are decoded with the code training used (`data.images.decode_image`: EXIF orientation, 16-bit, alpha,
+palette, resize); the Keras model inside carries the experiment's preprocessing as its first layer. An image
+that cannot be used gets its reason in the `error` column and no probability, and the others their answers;
+a request none of whose images can be used is refused as a whole (HTTP 400 from the server).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.pyfunc import PythonModel
+from mlflow.types import ColSpec, DataType, Schema
+
+from xraycnn.data.discovery import CLASS_NAMES
+
+IMAGE_COLUMN = "image"
+KERAS_ARTIFACT = "keras_model"  # the key of the .keras file among the pyfunc model's artifacts
+OUTPUT_COLUMNS = ("probability_covid19", "call", "threshold", "model_version", "error")
+
+
+def model_config(threshold: float, threshold_rule: str) -> dict[str, Any]:
+    """What the pyfunc flavour is logged with; `model_version` and `model_name` are filled in when served."""
+    return {"threshold": float(threshold), "threshold_rule": threshold_rule, "model_version": "", "model_name": ""}
+
+
+def serving_signature() -> ModelSignature:
+    """Image bytes in; per image its probability, call, threshold, model version and error (if any) out."""
+    return ModelSignature(
+        inputs=Schema([ColSpec(DataType.binary, IMAGE_COLUMN)]),
+        outputs=Schema(
+            [
+                ColSpec(DataType.double, "probability_covid19", required=False),
+                ColSpec(DataType.string, "call", required=False),
+                ColSpec(DataType.double, "threshold"),
+                ColSpec(DataType.string, "model_version", required=False),
+                ColSpec(DataType.string, "error", required=False),
+            ]
+        ),
+    )
+
+
+class ImageServingModel(PythonModel):
+    """The Keras model behind a column of image bytes. Built by `serving.pyfunc_entry` (models from code);
+    `load_context` loads the network from the model's artifacts in Keras safe mode and reads the threshold
+    and the model's name and version from its model config (`model_config` below, which whoever loads or
+    serves the model may override: `xraycnn serve` sets the version it resolved)."""
+
+    # The signature is given explicitly when logged; MLflow's type-hint wrapping of `predict` would try to
+    # derive another one from the annotations.
+    _skip_type_hint_validation = True
+
+    def __init__(self) -> None:
+        self.threshold = 0.5
+        self.threshold_rule = ""
+        self.model_version = ""
+        self._network: Any = None
+        self._shape: tuple[int, int, int] | None = None
+
+    def load_context(self, context: Any) -> None:
+        import keras
+
+        import xraycnn.model  # noqa: F401  registers FilmPreprocessing, the network's first layer
+        from xraycnn.data.images import input_shape_of
+
+        self._network = keras.saving.load_model(context.artifacts[KERAS_ARTIFACT], safe_mode=True)
+        self._shape = input_shape_of(self._network)
+        config = context.model_config or {}
+        self.threshold = float(config.get("threshold", self.threshold))
+        self.threshold_rule = str(config.get("threshold_rule") or "")
+        self.model_version = str(config.get("model_version") or "")
+
+    # `model_input` unannotated on purpose: MLflow would derive a signature from its annotation.
+    def predict(self, context: Any, model_input, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        return self.answer(_image_column(model_input))
+
+    def answer(self, images: list[Any]) -> pd.DataFrame:
+        """One row per image, in order; see the module's docstring."""
+        from xraycnn.data.images import UnreadableImageError, decode_image
+        from xraycnn.evaluation import predict_probabilities
+
+        assert self._shape is not None, "load_context first"
+        height, _, channels = self._shape
+        decoded: list[np.ndarray] = []
+        good: list[int] = []
+        errors: list[str | None] = [None] * len(images)
+        for index, image in enumerate(images):
+            try:
+                decoded.append(decode_image(_as_bytes(image), height, channels))
+                good.append(index)
+            except UnreadableImageError as exc:
+                errors[index] = f"image {index}: {exc}"
+        if images and not good:
+            raise MlflowException("; ".join(e for e in errors if e), INVALID_PARAMETER_VALUE)
+        probabilities = np.full(len(images), np.nan)
+        if good:
+            films = np.stack(decoded).astype(np.float32)
+            probabilities[good] = predict_probabilities(self._network, films)
+        calls = [None if np.isnan(p) else CLASS_NAMES[int(p >= self.threshold)] for p in probabilities]
+        column = {
+            "probability_covid19": [None if np.isnan(p) else float(p) for p in probabilities],
+            "call": calls,
+            "threshold": [self.threshold] * len(images),
+            "model_version": [self.model_version or None] * len(images),
+            "error": errors,
+        }
+        # object columns: a failed image's fields are JSON null, not NaN (pandas would make floats or str of them)
+        return pd.DataFrame({name: pd.Series(column[name], dtype=object) for name in OUTPUT_COLUMNS})
+
+
+def _image_column(model_input: Any) -> list[Any]:
+    if isinstance(model_input, pd.DataFrame):
+        if IMAGE_COLUMN not in model_input.columns:
+            raise MlflowException(
+                f"expected a column {IMAGE_COLUMN!r} of image bytes, got columns {list(model_input.columns)}",
+                INVALID_PARAMETER_VALUE,
+            )
+        return model_input[IMAGE_COLUMN].tolist()
+    if isinstance(model_input, dict) and IMAGE_COLUMN in model_input:
+        return list(model_input[IMAGE_COLUMN])
+    raise MlflowException(
+        f"expected a DataFrame with a column {IMAGE_COLUMN!r} of image bytes, got {type(model_input).__name__}",
+        INVALID_PARAMETER_VALUE,
+    )
+
+
+def _as_bytes(image: Any) -> bytes:
+    from xraycnn.data.images import UnreadableImageError
+
+    if isinstance(image, bytes | bytearray | memoryview):
+        return bytes(image)
+    raise UnreadableImageError(f"expected image bytes, got {type(image).__name__}")

@@ -1,0 +1,72 @@
+"""The request guard in front of MLflow's scoring server, as plain ASGI calls."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from xraycnn.serving.app import RequestGuard, concise
+
+
+def _call(guard: RequestGuard, chunks: list[bytes], headers: list[tuple[bytes, bytes]]) -> tuple[int, dict, int]:
+    """(status, JSON body, how many body chunks were read) of one POST through `guard`."""
+    sent: list[dict] = []
+    read = 0
+
+    async def receive() -> dict:
+        nonlocal read
+        if read >= len(chunks):
+            return {"type": "http.disconnect"}
+        read += 1
+        return {"type": "http.request", "body": chunks[read - 1], "more_body": read < len(chunks)}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/invocations", "headers": headers}
+    asyncio.run(guard(scope, receive, send))
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return sent[0]["status"], json.loads(body), read
+
+
+async def _echo_size(scope, receive, send) -> None:
+    """An app that answers with the size of the body it got, or MLflow's kind of 400."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    if body == b"bad":
+        payload = {"error_code": "BAD_REQUEST", "message": "Failed to predict data '  image\n0 b'...'. \nError: why"}
+        content = json.dumps(payload).encode()
+        await send({"type": "http.response.start", "status": 400, "headers": []})
+        await send({"type": "http.response.body", "body": content[:10], "more_body": True})  # streamed, as
+        await send({"type": "http.response.body", "body": content[10:], "more_body": False})  # MLflow's is
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": json.dumps({"size": len(body)}).encode()})
+
+
+def test_a_body_within_the_limit_reaches_the_app_whole() -> None:
+    status, payload, _ = _call(RequestGuard(_echo_size, 10), [b"12345", b"67890"], [])
+    assert (status, payload) == (200, {"size": 10})
+
+
+def test_a_declared_length_over_the_limit_is_refused_before_the_app_sees_it() -> None:
+    status, payload, _ = _call(RequestGuard(_echo_size, 10), [b"x" * 11], [(b"content-length", b"11")])
+    assert status == 413 and payload["error_code"] == "REQUEST_TOO_LARGE"
+    assert "11 bytes; the limit is 10" in payload["message"]
+
+
+def test_an_undeclared_body_is_refused_once_it_passes_the_limit() -> None:
+    chunks = [b"x" * 6] * 5
+    status, payload, read = _call(RequestGuard(_echo_size, 10), chunks, [])
+    assert status == 413 and "over 12 bytes" in payload["message"]
+    assert read == len(chunks)  # the rest is drained, not held, so the client gets the answer
+
+
+def test_mlflow_s_messages_do_not_echo_the_request() -> None:
+    status, payload, _ = _call(RequestGuard(_echo_size, 100), [b"bad"], [])
+    assert (status, payload["message"], payload["error_code"]) == (400, "why", "BAD_REQUEST")
+    assert concise("Schema mismatch") == "Schema mismatch"

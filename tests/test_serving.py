@@ -1,0 +1,184 @@
+"""`xraycnn serve`: the real MLflow model server on 127.0.0.1 over the tiny search's champion, fed real JPEG
+and PNG files; its answers against `xraycnn predict`'s, bad requests, concurrency, and a clean stop."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import signal
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.tiny_search import MODEL, XRAYCNN, Search
+from xraycnn.errors import XrayCnnError
+from xraycnn.runtime.local_http import free_port, wait_until_answering
+
+pytestmark = pytest.mark.slow  # the real CLI end to end (make test-fast leaves it out)
+URI = f"models:/{MODEL}@champion"
+LIMIT_MB = 1.0
+
+
+def _post(url: str, body: bytes, timeout: float = 60) -> tuple[int, dict]:
+    request = urllib.request.Request(url, body, {"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def _request(images: list[bytes], column: str = "image") -> bytes:
+    rows = [[base64.b64encode(b).decode()] for b in images]
+    return json.dumps({"dataframe_split": {"columns": [column], "data": rows}}).encode()
+
+
+def _answers(url: str, images: list[bytes]) -> list[dict]:
+    status, payload = _post(f"{url}/invocations", _request(images))
+    assert status == 200, payload
+    return payload["predictions"]
+
+
+@pytest.fixture(scope="module")
+def server(search: Search) -> Iterator[tuple[str, subprocess.Popen]]:
+    port = free_port()
+    process = subprocess.Popen(
+        [XRAYCNN, "serve", "--model", URI, "--port", str(port), "--max-request-mb", str(LIMIT_MB)],
+        env={**os.environ, **search.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_answering(f"{url}/ping", process, 180, "xraycnn serve")
+    except XrayCnnError:
+        process.kill()
+        raise AssertionError(process.stdout.read()) from None
+    yield url, process
+    if process.poll() is None:
+        process.kill()
+
+
+@pytest.fixture(scope="module")
+def films(search: Search, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Real JPEG test films of both classes, and the same films as PNG (grey, RGBA, 16-bit)."""
+    jpegs = [f for cls in ("COVID19", "NORMAL") for f in sorted((search.root / "test" / cls).iterdir())[:3]]
+    out = tmp_path_factory.mktemp("films")
+    pngs = []
+    for i, (source, mode) in enumerate(zip(jpegs, ("L", "RGBA", "I;16"), strict=False)):
+        with Image.open(source) as image:
+            grey = image.convert("L")
+        if mode == "RGBA":
+            converted = grey.convert("RGBA")
+        elif mode == "I;16":
+            converted = Image.fromarray((np.asarray(grey, np.uint16) * 257).astype(np.uint16))
+        else:
+            converted = grey
+        path = out / f"{source.stem}-{i}.png"
+        converted.save(path)
+        pngs.append(path)
+    return jpegs + pngs
+
+
+def test_the_server_answers_as_predict_does(search: Search, server, films: list[Path]) -> None:
+    from xraycnn.jobs.predict import run_predict
+
+    url, _ = server
+    answers = _answers(url, [f.read_bytes() for f in films])
+    expected = run_predict(URI, films, tracking_uri=search.env["MLFLOW_TRACKING_URI"])
+    version = search.client.get_model_version_by_alias(MODEL, "champion")
+    threshold = float(version.tags["xraycnn.threshold"])
+    assert len(answers) == len(films)
+    for answer, mine in zip(answers, expected, strict=True):
+        assert answer["probability_covid19"] == pytest.approx(mine.probability, abs=1e-6)
+        assert answer["call"] == mine.label
+        assert answer["threshold"] == pytest.approx(threshold)
+        assert answer["model_version"] == str(version.version)
+        assert answer.get("error") is None
+    # one image per request gives the same answer as in a batch
+    single = _answers(url, [films[0].read_bytes()])[0]
+    assert single["probability_covid19"] == pytest.approx(answers[0]["probability_covid19"], abs=1e-6)
+
+
+def _png(size: tuple[int, int], mode: str = "L") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("image", "reason"),
+    [
+        (b"", "empty"),
+        (b"this is not an image", "not an image"),
+        ("truncated", "truncated"),
+        (_png((8, 8)), "too small"),
+        (_png((9000, 9000), "1"), "decompression-bomb"),
+    ],
+)
+def test_a_bad_image_is_a_400_naming_it_and_the_server_goes_on(
+    server, films: list[Path], image: bytes | str, reason: str
+) -> None:
+    url, _ = server
+    data = films[0].read_bytes()[:300] if image == "truncated" else image
+    status, payload = _post(f"{url}/invocations", _request([data]))
+    assert status == 400
+    assert payload["message"].startswith("image 0: ") and reason in payload["message"], payload
+    assert "Failed to predict data" not in payload["message"]  # the request is not echoed back
+    assert _answers(url, [films[0].read_bytes()])[0]["error"] is None
+
+
+def test_one_bad_image_does_not_hide_the_others(server, films: list[Path]) -> None:
+    url, _ = server
+    good = _answers(url, [films[0].read_bytes(), films[1].read_bytes()])
+    mixed = _answers(url, [films[0].read_bytes(), b"not an image", films[1].read_bytes()])
+    assert [a["probability_covid19"] for a in (mixed[0], mixed[2])] == pytest.approx(
+        [a["probability_covid19"] for a in good], abs=1e-6
+    )
+    assert mixed[1]["probability_covid19"] is None and mixed[1]["call"] is None
+    assert mixed[1]["error"].startswith("image 1: not an image")
+
+
+def test_bad_requests_are_4xx_with_a_message(server, films: list[Path]) -> None:
+    url, _ = server
+    status, payload = _post(f"{url}/invocations", _request([films[0].read_bytes()], column="picture"))
+    assert status == 400 and "image" in payload["message"], payload
+    status, payload = _post(f"{url}/invocations", b"{not json")
+    assert status == 400, payload
+    not_base64 = json.dumps({"dataframe_split": {"columns": ["image"], "data": [["abcde"]]}}).encode()
+    status, payload = _post(f"{url}/invocations", not_base64)
+    assert status == 400 and "base64" in payload["message"], payload
+    too_big = _request([b"\0" * int(LIMIT_MB * 2**20)])
+    status, payload = _post(f"{url}/invocations", too_big)
+    assert status == 413 and "limit is" in payload["message"], payload
+    assert _answers(url, [films[0].read_bytes()])[0]["error"] is None
+
+
+def test_fifty_concurrent_requests_are_all_answered(server, films: list[Path]) -> None:
+    url, _ = server
+    expected = {f: _answers(url, [f.read_bytes()])[0]["probability_covid19"] for f in films}
+    chosen = [films[i % len(films)] for i in range(50)]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(lambda f: _answers(url, [f.read_bytes()])[0], chosen))
+    assert len(answers) == 50
+    for f, answer in zip(chosen, answers, strict=True):
+        assert answer["probability_covid19"] == pytest.approx(expected[f], abs=1e-6)
+
+
+def test_the_server_stops_cleanly(server) -> None:
+    """Last in this file: Ctrl-C stops it, it exits 0 and the port is closed."""
+    url, process = server
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=30) == 0, process.stdout.read()
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{url}/ping", timeout=2)
