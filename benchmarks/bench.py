@@ -227,6 +227,128 @@ def child_training(row: str, data_root: Path, workdir: Path) -> dict[str, Any]:
     return result
 
 
+# The default search's champion (benchmarks/results/search-default-20261127-1448-*.json, trial 7), as --set
+# overrides of experiments/default.toml: the architecture the efficiency rows train.
+DEFAULT_CHAMPION = (
+    "space.conv_blocks=4",
+    "space.filters=[16, 32, 64, 64]",
+    "space.kernel_size=3",
+    "space.batch_norm=true",
+    'space.head="gap"',
+    "space.dropout=0.2",
+    "space.dense_units=128",
+    "space.learning_rate=0.00147172",
+    "space.batch_size=32",
+)
+EFFICIENCY_STEPS = 40  # training steps per timed epoch
+MATMUL_SIDE = 2048
+
+
+def training_flops_per_image(network: Any) -> float:
+    """FLOPs of one training step per image, from the model's own graph: TensorFlow's profiler counts the
+    forward pass (a multiply-add is 2); the backward pass of convolutions and dense layers costs about twice
+    the forward (gradients of the inputs and of the weights), so a training step is about 3x."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    spec = tf.TensorSpec((1, *network.input_shape[1:]), tf.float32)
+    concrete = tf.function(lambda x: network(x, training=False)).get_concrete_function(spec)
+    frozen = convert_variables_to_constants_v2(concrete)
+    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    info = tf.compat.v1.profiler.profile(
+        graph=frozen.graph, run_meta=tf.compat.v1.RunMetadata(), cmd="op", options=options
+    )
+    return 3.0 * float(info.total_float_ops)
+
+
+def matmul_gflops(side: int = MATMUL_SIDE, repeats: int = 20) -> float:
+    """The CPU's float32 rate on a large matrix product (TensorFlow's own kernel): the peak to compare with."""
+    import tensorflow as tf
+
+    a = tf.random.uniform((side, side), dtype=tf.float32)
+    b = tf.random.uniform((side, side), dtype=tf.float32)
+    product = tf.function(lambda x, y: tf.reduce_sum(tf.matmul(x, y)))
+    product(a, b).numpy()
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        for _ in range(repeats):
+            product(a, b).numpy()
+        best = min(best, (time.perf_counter() - started) / repeats)
+    return 2 * side**3 / best / 1e9
+
+
+def _efficiency_networks() -> dict[str, tuple[Any, int, str]]:
+    """name -> (compiled network, batch size, what it is)."""
+    import keras_tuner as kt
+
+    from xraycnn.config import load_experiment, parse_overrides
+    from xraycnn.data.dataset import PreparedData
+    from xraycnn.model.hypermodel import CxrHyperModel
+
+    networks = {}
+    for name, path, overrides, what in (
+        ("notebook", REPO / "experiments" / "seed.toml", (), "the notebook's network"),
+        ("default_champion", REPO / "experiments" / "default.toml", DEFAULT_CHAMPION, "the default search's champion"),
+    ):
+        config = load_experiment(path, parse_overrides(overrides)).config
+        size = SIZE if name == "notebook" else config.data.image_size
+        channels = 3 if name == "notebook" else 1
+        shape_only = PreparedData("", "", size, channels, None, None, None)  # type: ignore[arg-type]
+        hypermodel = CxrHyperModel(config, shape_only)
+        hp = kt.HyperParameters()
+        hypermodel.declare_hyperparameters(hp)
+        network = hypermodel.build(hp)
+        shape = "x".join(map(str, network.input_shape[1:]))
+        networks[name] = (network, int(config.space.batch_size.declare(hp, "batch_size")), f"{what}, input {shape}")
+    return networks
+
+
+def child_efficiency(data_root: Path, workdir: Path) -> dict[str, Any]:
+    """Achieved training GFLOP/s of the notebook's network and of the default champion's architecture (float32,
+    the project's threads; random tensors of the right shape: the arithmetic does not depend on the pixels),
+    against the float32 matmul rate measured before and after them in the same process."""
+    from xraycnn.runtime import threads
+
+    threads.configure()
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    keras.mixed_precision.set_global_policy("float32")
+    peak_before = matmul_gflops()
+    rows: dict[str, Any] = {}
+    for name, (network, batch, what) in _efficiency_networks().items():
+        flops = training_flops_per_image(network)
+        rng = np.random.default_rng(0)
+        images = rng.uniform(0, 255, (batch * 8, *network.input_shape[1:])).astype(np.float32)
+        labels = rng.integers(0, 2, (batch * 8, 1)).astype(np.float32)
+        dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch).repeat().prefetch(2)
+        clock = _EpochClock(batch * EFFICIENCY_STEPS)
+        network.fit(dataset, epochs=3, steps_per_epoch=EFFICIENCY_STEPS, verbose=0, callbacks=[clock.callback])
+        rate = max(clock.rates[1:])  # epoch 1 traces the step function
+        rows[name] = {
+            "what": what,
+            "batch": batch,
+            "training_flops_per_image": flops,
+            "images_per_s": rate,
+            "gflops": rate * flops / 1e9,
+        }
+    peak_after = matmul_gflops()
+    peak = max(peak_before, peak_after)
+    for row in rows.values():
+        row["share_of_matmul_peak"] = row["gflops"] / peak
+    return {
+        "matmul_gflops_before": peak_before,
+        "matmul_gflops_after": peak_after,
+        "matmul_side": MATMUL_SIDE,
+        "precision": "float32",
+        "threads": threads.describe(),
+        "networks": rows,
+    }
+
+
 def child_decode(data_root: Path, workdir: Path) -> dict[str, Any]:
     """First-epoch cost of the project's pipeline: digest, decode and cache write of the whole dataset at the
     default search's and the notebook's size, then the cache read a later search pays instead."""
@@ -819,7 +941,18 @@ def _machine() -> dict[str, Any]:
     return machine_facts()
 
 
-PARTS = ("training", "augmentation", "shortcuts", "decode", "inference", "serving", "tracking", "memory", "distributed")
+PARTS = (
+    "efficiency",
+    "training",
+    "augmentation",
+    "shortcuts",
+    "decode",
+    "inference",
+    "serving",
+    "tracking",
+    "memory",
+    "distributed",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -867,6 +1000,8 @@ def main(argv: list[str] | None = None) -> int:
             out = child_shortcuts(data_root, workdir)
         elif kind == "serving":
             out = child_serving(data_root, workdir)
+        elif kind == "efficiency":
+            out = child_efficiency(data_root, workdir)
         else:
             out = child_search_memory(data_root, workdir, int(args.child[2]))
         print(json.dumps(out))
@@ -907,6 +1042,7 @@ def main(argv: list[str] | None = None) -> int:
         for part, extra in (
             ("shortcuts", []),
             ("decode", []),
+            ("efficiency", []),
             ("inference", []),
             ("serving", []),
             ("tracking", [str(args.tracking_repeats)]),
@@ -976,6 +1112,13 @@ def summarise(results: dict[str, Any]) -> dict[str, float]:
         figures |= {f"decode_{k}": v for k, v in d.items() if k.endswith("seconds")}
     if "inference" in results:
         figures |= {f"inference_{k}": v for k, v in results["inference"].items() if k.endswith("per_s")}
+    if "efficiency" in results:
+        e = results["efficiency"]
+        figures["matmul_peak_gflops"] = max(e["matmul_gflops_before"], e["matmul_gflops_after"])
+        for name, row in e["networks"].items():
+            figures[f"efficiency_{name}_gflops"] = row["gflops"]
+            figures[f"efficiency_{name}_percent_of_peak"] = 100 * row["share_of_matmul_peak"]
+            figures[f"efficiency_{name}_train_mflops_per_image"] = row["training_flops_per_image"] / 1e6
     if "serving" in results:
         kept = ("per_s", "_ms_p50", "_ms_p95", "_ms_p99", "from_predict")
         figures |= {f"serving_{k}": float(v) for k, v in results["serving"].items() if k.endswith(kept)}
@@ -1118,6 +1261,21 @@ def print_table(console: Any, results: dict[str, Any], figures: dict[str, float]
                 "inference img/s: models:/xraycnn@champion",
                 f"{i['champion_images_per_s']:.0f}",
                 f"{i['champion_size']}px",
+            )
+    if "efficiency" in results:
+        e = results["efficiency"]
+        table.add_row(
+            f"float32 matmul {e['matmul_side']}x{e['matmul_side']}: the CPU's peak",
+            f"{figures['matmul_peak_gflops']:.1f} GFLOP/s",
+            f"{e['matmul_gflops_before']:.1f} before, {e['matmul_gflops_after']:.1f} after the rows below; "
+            f"{e['threads']}",
+        )
+        for row in e["networks"].values():
+            table.add_row(
+                f"training GFLOP/s, {row['what']} (target >= 35 % of peak)",
+                f"{row['gflops']:.1f} ({100 * row['share_of_matmul_peak']:.0f} %)",
+                f"{row['training_flops_per_image'] / 1e6:.1f} MFLOP per image per step (3x the profiled forward pass), "
+                f"{row['images_per_s']:.0f} img/s, batch {row['batch']}, float32",
             )
     if "serving" in results:
         v = results["serving"]
