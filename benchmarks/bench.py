@@ -305,6 +305,17 @@ def _efficiency_networks() -> dict[str, tuple[Any, int, str]]:
     return networks
 
 
+def _unfused(layer: Any) -> Any:
+    """The same layer, with Keras' own batch normalisation in place of the project's fused one."""
+    import keras
+
+    from xraycnn.model.layers import FusedBatchNormalization
+
+    if isinstance(layer, FusedBatchNormalization):
+        return keras.layers.BatchNormalization.from_config(layer.get_config())
+    return layer.__class__.from_config(layer.get_config())
+
+
 def child_efficiency(data_root: Path, workdir: Path) -> dict[str, Any]:
     """Achieved training GFLOP/s of the notebook's network and of the default champion's architecture (float32,
     the project's threads; random tensors of the right shape: the arithmetic does not depend on the pixels),
@@ -325,10 +336,13 @@ def child_efficiency(data_root: Path, workdir: Path) -> dict[str, Any]:
     # Changes to the champion's training, one per row, each against the champion's own row in the same
     # process (the learning rate does not change the arithmetic).
     for variant, change, what in (
+        ("default_champion_keras_bn", {"keras_bn": True}, "with Keras' own BatchNormalization (unfused)"),
         ("default_champion_spe8", {"steps_per_execution": 8}, "+ 8 steps per execution"),
         ("default_champion_no_batch_metrics", {"metrics": ["accuracy"]}, "+ AUC, precision, recall left out"),
     ):
         network, batch, base_what = _efficiency_networks()["default_champion"]
+        if change.get("keras_bn"):
+            network = keras.models.clone_model(network, clone_function=_unfused)
         network.compile(
             optimizer=keras.optimizers.Adam(1e-3),
             loss=keras.losses.BinaryCrossentropy(),

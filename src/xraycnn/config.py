@@ -487,6 +487,9 @@ class BudgetConfig(_Frozen):
 class TrainingConfig(_Frozen):
     early_stopping_patience: int = Field(3, ge=1)
     precision: Literal["auto", "float32", "mixed_bfloat16"] = "auto"
+    # Training steps per call into TensorFlow's graph: fewer Python round trips per epoch, the same weights
+    # and per-epoch metrics as one step at a time (tests/model/test_steps_per_execution.py).
+    steps_per_execution: int = Field(8, ge=1, le=1000)
 
 
 class EvaluationConfig(_Frozen):

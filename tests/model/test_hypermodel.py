@@ -208,7 +208,8 @@ def test_batch_norm_and_global_pooling_and_standardisation(data: PreparedData) -
     hm.declare_hyperparameters(hp)
     model = hm.build(hp)
     kinds = [type(layer).__name__ for layer in model.layers]
-    assert kinds[:6] == ["LayerNormalization", "Conv2D", "BatchNormalization", "Activation", "MaxPooling2D", "Dropout"]
+    block = ["Conv2D", "FusedBatchNormalization", "Activation", "MaxPooling2D", "Dropout"]
+    assert kinds[:6] == ["LayerNormalization", *block]
     assert "GlobalAveragePooling2D" in kinds and "Flatten" not in kinds and "Rescaling" not in kinds
     assert all(not c.use_bias for c in model.layers if isinstance(c, keras.layers.Conv2D))
     # standardisation: zero mean and unit variance per image, whatever its brightness

@@ -31,6 +31,7 @@ from xraycnn.evaluation import predict_probabilities, ranking_metrics
 from xraycnn.evaluation.clinical import Scored, score_set
 from xraycnn.evaluation.gradcam import gradcam
 from xraycnn.evaluation.shortcuts import BORDERS_ONLY, LUNGS_ONLY, AuditScores, audit_scores, blackout
+from xraycnn.model.layers import FusedBatchNormalization
 
 EVAL_BATCH_SIZE = 256
 MODEL_NAME = "cxr_cnn"
@@ -172,7 +173,7 @@ class CxrHyperModel(kt.HyperModel):
                 model.add(keras.layers.Conv2D(filters[block], kernel, padding="same", use_bias=False, name=f"conv{n}"))
                 # momentum 0.9, not Keras' 0.99: a trial of 2-3 epochs (Hyperband's first rung) has ~400 steps, and
                 # the moving statistics must have caught up by then, or its val_auc and calibration suffer
-                model.add(keras.layers.BatchNormalization(momentum=0.9, name=f"bn{n}"))
+                model.add(FusedBatchNormalization(momentum=0.9, name=f"bn{n}"))
                 model.add(keras.layers.Activation("relu", name=f"relu{n}"))
             else:
                 model.add(
@@ -192,6 +193,7 @@ class CxrHyperModel(kt.HyperModel):
             optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
             loss=keras.losses.BinaryCrossentropy(),
             metrics=metrics(),
+            steps_per_execution=self.config.training.steps_per_execution,
         )
         return model
 
