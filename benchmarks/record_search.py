@@ -35,6 +35,32 @@ def _with_interval(metrics: dict[str, float], key: str) -> dict[str, float] | No
     return out
 
 
+def timeline(parent: Any, children: list[Any], wall_seconds_outside: float | None) -> dict[str, Any]:
+    """Where a search's wall time went, from its runs' start and end times: before the first trial (tuner
+    set-up), the span of the trials, after the last one (the champion's assessment and registration), and
+    outside the parent run (imports, decoding, the report); and each trial's seconds and epochs."""
+    ordered = sorted(children, key=lambda r: r.info.start_time)
+    parent_seconds = (parent.info.end_time - parent.info.start_time) / 1000
+    trials = [
+        {
+            "trial_id": r.data.tags.get("xraycnn.trial_id"),
+            "status": r.info.status,
+            "epochs": int(r.data.params.get("tuner/epochs", 0)) - int(r.data.params.get("tuner/initial_epoch", 0)),
+            "seconds": (r.info.end_time - r.info.start_time) / 1000,
+        }
+        for r in ordered
+    ]
+    last_end = max(r.info.end_time for r in ordered)
+    return {
+        "parent_seconds": parent_seconds,
+        "before_first_trial_seconds": (ordered[0].info.start_time - parent.info.start_time) / 1000,
+        "trials_span_seconds": (last_end - ordered[0].info.start_time) / 1000,
+        "after_last_trial_seconds": (parent.info.end_time - last_end) / 1000,
+        "outside_parent_run_seconds": None if wall_seconds_outside is None else wall_seconds_outside - parent_seconds,
+        "trials": trials,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("experiment", help="the experiment's name (its file's stem), e.g. robust")
@@ -99,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             if r.info.status == "FINISHED"
         ),
         "selection_rule": tags.get("xraycnn.selection_rule"),
+        "timeline": timeline(parent, children, args.wall_seconds),
         "champion": {
             "model": uri,
             "alias": tags.get("xraycnn.registered_alias"),
