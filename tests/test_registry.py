@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -232,3 +233,44 @@ def test_the_threshold_travels_with_the_model(store_uri: str) -> None:
     assert old.threshold is None and old.version == "1"
     logged = describe_model(f"runs:/{mlflow.MlflowClient().get_model_version('m', '2').run_id}/model")
     assert logged.threshold == 0.37 and logged.version is None  # read from the model's own metadata
+
+
+def test_a_model_with_the_project_s_batch_norm_loads_in_a_fresh_process(store_uri: str, tmp_path: Path) -> None:
+    """`xraycnn predict` (a new process, nothing imported but the CLI) loads a network with the project's
+    own layers: the registry registers them, not the caller."""
+    import subprocess
+
+    from tests.tiny_search import XRAYCNN
+    from xraycnn.model.layers import FusedBatchNormalization
+
+    resolve_store(store_uri)
+    network = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(2, 3, use_bias=False),
+            FusedBatchNormalization(momentum=0.9),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
+    with mlflow.start_run():
+        log_and_register(
+            network,
+            model_name="bn",
+            objective="val_auc",
+            selection=Selection(0.9),
+            direction="max",
+            tags={},
+            description="test",
+        )
+    image = tmp_path / "film.png"
+    Image.new("L", (32, 32), 120).save(image)
+    result = subprocess.run(
+        [XRAYCNN, "predict", "--model", "models:/bn@champion", str(image)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MLFLOW_TRACKING_URI": store_uri},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "film.png" in result.stdout

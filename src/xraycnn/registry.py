@@ -25,7 +25,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 
-from xraycnn.data.preprocess import film_preprocessing_of
+import xraycnn.model  # noqa: F401  registers the project's layers, which its models are loaded with
 from xraycnn.errors import ModelNotFoundError, RegistryError, UnsafeModelError
 from xraycnn.evaluation import THRESHOLD
 from xraycnn.serving import flavor as serving_flavor
@@ -70,7 +70,7 @@ class Registration:
     previous_champion: str | None  # version
     previous_value: float | None
     reason: str
-    preprocessed: bool = False  # it carries a FilmPreprocessing layer (loading it needs `import xraycnn.model`)
+    own_layers: bool = False  # it has layers of this project (loading it with Keras needs `import xraycnn.model`)
 
 
 def current_champion(client: MlflowClient, name: str) -> Any | None:
@@ -229,7 +229,7 @@ def log_and_register(
         previous_champion=None if champion is None else str(champion.version),
         previous_value=None if champion is None else float(champion.tags.get(OBJECTIVE_VALUE_TAG, "nan")),
         reason=reason,
-        preprocessed=film_preprocessing_of(model) is not None,
+        own_layers=any(type(layer).__module__.startswith("xraycnn.") for layer in model._flatten_layers()),
     )
 
 

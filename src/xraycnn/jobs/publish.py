@@ -150,5 +150,5 @@ def report_registration(console: Console, registration: Registration, assessment
     )
     console.print(
         f"Load it with mlflow.keras.load_model('models:/{registration.name}@{registration.alias}')"
-        + (" after `import xraycnn.model` (it carries its preprocessing layer)." if registration.preprocessed else ".")
+        + (" after `import xraycnn.model` (it has this project's layers)." if registration.own_layers else ".")
     )
