@@ -12,6 +12,7 @@ import os
 from rich.console import Console
 
 from xraycnn.errors import XrayCnnError
+from xraycnn.evaluation import THRESHOLD
 from xraycnn.registry import download_model
 from xraycnn.serving import app
 from xraycnn.serving.flavor import serves_images
@@ -48,7 +49,7 @@ def run_serve(
     os.environ[app.CONFIG_ENV] = json.dumps({"model_version": card.version, "model_name": card.name})
     os.environ[app.MAX_BYTES_ENV] = str(int(max_request_mb * 2**20))
     label = f"{card.name} v{card.version}" if card.version else model_uri
-    threshold = card.threshold if card.threshold is not None else 0.5
+    threshold = card.threshold if card.threshold is not None else THRESHOLD
     console.print(
         f"Serving {model_uri} ({label}, threshold {threshold:.4f}) on http://{host}:{port} with {workers} "
         f"worker(s): POST /invocations with a column {IMAGE_COLUMN!r} of base64 images (dataframe_split), GET /ping. "

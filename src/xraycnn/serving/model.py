@@ -51,7 +51,7 @@ def serving_signature() -> ModelSignature:
 class ImageServingModel(PythonModel):
     """The Keras model behind a column of image bytes. Built by `serving.pyfunc_entry` (models from code);
     `load_context` loads the network from the model's artifacts in Keras safe mode and reads the threshold
-    and the model's name and version from its model config (`model_config` below, which whoever loads or
+    and the model's version from its model config (`model_config` below, which whoever loads or
     serves the model may override: `xraycnn serve` sets the version it resolved)."""
 
     # The signature is given explicitly when logged; MLflow's type-hint wrapping of `predict` would try to
@@ -60,7 +60,6 @@ class ImageServingModel(PythonModel):
 
     def __init__(self) -> None:
         self.threshold = 0.5
-        self.threshold_rule = ""
         self.model_version = ""
         self._network: Any = None
         self._shape: tuple[int, int, int] | None = None
@@ -75,7 +74,6 @@ class ImageServingModel(PythonModel):
         self._shape = input_shape_of(self._network)
         config = context.model_config or {}
         self.threshold = float(config.get("threshold", self.threshold))
-        self.threshold_rule = str(config.get("threshold_rule") or "")
         self.model_version = str(config.get("model_version") or "")
 
     # `model_input` unannotated on purpose: MLflow would derive a signature from its annotation.
