@@ -339,8 +339,11 @@ def child_efficiency(data_root: Path, workdir: Path) -> dict[str, Any]:
         ("default_champion_keras_bn", {"keras_bn": True}, "with Keras' own BatchNormalization (unfused)"),
         ("default_champion_spe8", {"steps_per_execution": 8}, "+ 8 steps per execution"),
         ("default_champion_no_batch_metrics", {"metrics": ["accuracy"]}, "+ AUC, precision, recall left out"),
+        ("default_champion_batch64", {"batch": 64, "steps_per_execution": 8}, "at batch 64 (8 steps per execution)"),
+        ("default_champion_batch128", {"batch": 128, "steps_per_execution": 8}, "at batch 128 (8 steps per execution)"),
     ):
         network, batch, base_what = _efficiency_networks()["default_champion"]
+        batch = change.get("batch", batch)
         if change.get("keras_bn"):
             network = keras.models.clone_model(network, clone_function=_unfused)
         network.compile(

@@ -35,7 +35,9 @@ def _with_interval(metrics: dict[str, float], key: str) -> dict[str, float] | No
     return out
 
 
-def timeline(parent: Any, children: list[Any], wall_seconds_outside: float | None) -> dict[str, Any]:
+def timeline(
+    parent: Any, children: list[Any], epochs: dict[str, int], wall_seconds_outside: float | None
+) -> dict[str, Any]:
     """Where a search's wall time went, from its runs' start and end times: before the first trial (tuner
     set-up), the span of the trials, after the last one (the champion's assessment and registration), and
     outside the parent run (imports, decoding, the report); and each trial's seconds and epochs."""
@@ -45,7 +47,7 @@ def timeline(parent: Any, children: list[Any], wall_seconds_outside: float | Non
         {
             "trial_id": r.data.tags.get("xraycnn.trial_id"),
             "status": r.info.status,
-            "epochs": int(r.data.params.get("tuner/epochs", 0)) - int(r.data.params.get("tuner/initial_epoch", 0)),
+            "epochs": epochs[r.info.run_id],
             "seconds": (r.info.end_time - r.info.start_time) / 1000,
         }
         for r in ordered
@@ -94,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     children = client.search_runs(
         [parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{run_id}'", max_results=10_000
     )
+    # Epochs each trial trained, as logged (early stopping included; a Hyperband continuation's own epochs).
+    epochs = {r.info.run_id: len(client.get_metric_history(r.info.run_id, "val_auc")) for r in children}
     best = client.get_run(tags["xraycnn.best_run_id"])
     uri = f"models:/{tags['xraycnn.registered_model']}/{tags['xraycnn.registered_version']}"
     mlflow.set_tracking_uri(store.uri)
@@ -119,13 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         "peak_rss_mib": None if args.peak_rss_kib is None else args.peak_rss_kib / 1024,
         "trials": len({r.data.tags.get("xraycnn.trial_id") for r in children}),
         "trials_finished": int(metrics.get("trials_completed", 0)),
-        "epochs_trained": sum(
-            int(r.data.params.get("tuner/epochs", 0)) - int(r.data.params.get("tuner/initial_epoch", 0))
-            for r in children
-            if r.info.status == "FINISHED"
-        ),
+        "epochs_trained": sum(epochs[r.info.run_id] for r in children if r.info.status == "FINISHED"),
         "selection_rule": tags.get("xraycnn.selection_rule"),
-        "timeline": timeline(parent, children, args.wall_seconds),
+        "timeline": timeline(parent, children, epochs, args.wall_seconds),
         "champion": {
             "model": uri,
             "alias": tags.get("xraycnn.registered_alias"),

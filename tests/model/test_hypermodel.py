@@ -15,6 +15,7 @@ from xraycnn.data.dataset import PreparedData, prepare_data
 from xraycnn.data.discovery import discover
 from xraycnn.data.preprocess import FilmPreprocessing
 from xraycnn.model.hypermodel import CxrHyperModel, ShortcutGate, trial_seed
+from xraycnn.model.hypermodel import metrics as hm_metrics
 
 SPACE = {
     "conv_blocks": {"min": 1, "max": 3},
@@ -192,6 +193,49 @@ def test_early_stopping_stops_a_trial(data: PreparedData) -> None:
     hm.declare_hyperparameters(hp)
     history = hm.fit(hp, hm.build(hp), callbacks=[], epochs=6)
     assert len(history.history["val_auc"]) == 2
+
+
+def test_a_trial_traces_its_training_step_once_and_trains_as_with_a_lazy_optimizer(data: PreparedData) -> None:
+    hm = CxrHyperModel(config(space__conv_blocks=2, space__batch_norm=True, space__batch_size=4), data)
+    hp = kt.HyperParameters()
+    hm.declare_hyperparameters(hp)
+
+    def trained(lazy: bool) -> tuple[list[np.ndarray], int]:
+        model = hm.build(hp)
+        if lazy:  # Keras' own way: the optimizer creates its slots inside the first traced step
+            model.compile(
+                optimizer=keras.optimizers.Adam(float(model.optimizer.learning_rate.numpy())),
+                loss=model.loss,
+                metrics=hm_metrics(),
+                steps_per_execution=hm.config.training.steps_per_execution,
+            )
+        traces: list[int] = []
+        step = model.train_step
+        model.train_step = lambda batch: (traces.append(1), step(batch))[1]  # type: ignore[method-assign]
+        hm.fit(hp, model, callbacks=[], epochs=2)
+        return model.get_weights(), len(traces)
+
+    built, traces = trained(lazy=False)
+    lazy, lazy_traces = trained(lazy=True)
+    assert (traces, lazy_traces) == (1, 2)  # a tf.function that creates variables is traced twice
+    for a, b in zip(built, lazy, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_continued_trial_resumes_the_optimizer_state_of_its_checkpoint(data: PreparedData, tmp_path: Path) -> None:
+    # Hyperband continues a trial by building its network and loading the checkpoint's weights file; the file
+    # holds Adam's step count and moments, which Keras loads only into an optimizer that is already built.
+    hm = CxrHyperModel(config(space__conv_blocks=1, space__batch_size=4), data)
+    hp = kt.HyperParameters()
+    hm.declare_hyperparameters(hp)
+    first = hm.build(hp)
+    hm.fit(hp, first, callbacks=[], epochs=1)
+    first.save_weights(tmp_path / "checkpoint.weights.h5")
+    continued = hm.build(hp)
+    continued.load_weights(tmp_path / "checkpoint.weights.h5")
+    assert int(continued.optimizer.iterations.numpy()) == int(first.optimizer.iterations.numpy()) > 0
+    for a, b in zip(first.optimizer.variables, continued.optimizer.variables, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
 def test_batch_norm_and_global_pooling_and_standardisation(data: PreparedData) -> None:

@@ -7,10 +7,21 @@ films.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import tensorflow as tf
 
 from xraycnn.data.augment import AugmentValues, augment
 from xraycnn.data.dataset import Split
+
+
+@functools.lru_cache(maxsize=16)
+def augmentation_function(values: AugmentValues) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+    """`augment` with `values` as one traced function, shared by every pipeline with those values: each trial
+    builds its own pipeline, and tracing the augmentation graph again cost ~0.2-0.4 s a trial. One trace per
+    image shape (a searched crop changes it): the geometry needs the static height and width."""
+    return tf.function(lambda images, seed: augment(images, values, seed))
 
 
 def training_batches(split: Split, batch_size: int, values: AugmentValues, seed: int) -> tf.data.Dataset:
@@ -27,9 +38,11 @@ def training_batches(split: Split, batch_size: int, values: AugmentValues, seed:
     # One stateless seed per batch, a new stream every epoch: reproducible from `seed`, whatever the parallelism.
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
 
+    augment_batch = augmentation_function(values)
+
     def augmented(batch: tuple[tf.Tensor, tf.Tensor], batch_seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         images, labels = batch
-        return augment(tf.cast(images, tf.float32), values, batch_seed), labels
+        return augment_batch(tf.cast(images, tf.float32), batch_seed), labels
 
     return (
         tf.data.Dataset.zip((dataset, seeds))

@@ -195,6 +195,11 @@ class CxrHyperModel(kt.HyperModel):
             metrics=metrics(),
             steps_per_execution=self.config.training.steps_per_execution,
         )
+        # The optimizer's slots created now, not on the first step: a tf.function that creates variables is
+        # traced twice, and the training step's trace is the larger part of a short trial's fixed cost. Built,
+        # the optimizer also takes its step count and moments from a checkpoint: a Hyperband continuation
+        # resumes Adam where the trial it continues left it (Keras skips them for an optimizer not built yet).
+        model.optimizer.build(model.trainable_variables)
         return model
 
     def registered_model(self, hp: kt.HyperParameters, network: keras.Model) -> keras.Model:

@@ -19,6 +19,7 @@ import keras_tuner as kt
 from keras_tuner.engine.trial import Trial, TrialStatus
 
 from xraycnn.config import ExperimentConfig
+from xraycnn.runtime.heap import freeze_long_lived, thaw
 
 
 class SearchListener:
@@ -46,6 +47,13 @@ class _Tracked:
         self.listeners = tuple(listeners)
         self._trained: dict[str, keras.Model] = {}  # trial_id -> the model being trained
         super().__init__(*args, **kwargs)
+
+    def search(self, *args: Any, **kwargs: Any) -> None:
+        freeze_long_lived()  # the data, the hypermodel and the tracking clients exist by now
+        try:
+            super().search(*args, **kwargs)  # type: ignore[misc]
+        finally:
+            thaw()
 
     def on_search_begin(self) -> None:
         super().on_search_begin()  # type: ignore[misc]

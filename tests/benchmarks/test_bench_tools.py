@@ -1,0 +1,71 @@
+"""The bench's own arithmetic: the anytime curves and the sorting of a profiled search's samples."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _load(name: str) -> ModuleType:
+    sys.path.insert(0, str(BENCHMARKS))  # their sibling `machine` module
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_best_so_far_is_a_running_maximum_on_the_grid() -> None:
+    anytime = _load("anytime")
+    points = [(3.0, 0.80), (7.0, 0.85), (9.0, 0.83), (12.0, 0.90), (200.0, 0.99)]
+    assert anytime.best_so_far(points, [0.0, 5.0, 10.0, 15.0]) == [None, 0.80, 0.85, 0.90]
+
+
+def test_summary_averages_only_where_every_seed_has_a_value() -> None:
+    anytime = _load("anytime")
+    runs = [
+        {
+            "points": [(1.0, 0.8)],
+            "champion_test_auc": 0.9,
+            "stopped_at_budget": False,
+            "epochs_logged": 3,
+            "trials_started": 1,
+        },
+        {
+            "points": [(6.0, 0.6)],
+            "champion_test_auc": None,
+            "stopped_at_budget": True,
+            "epochs_logged": 1,
+            "trials_started": 1,
+        },
+    ]
+    summary = anytime.summarise({"random": runs}, [0.0, 5.0, 10.0])["random"]
+    assert summary["mean"] == [None, None, 0.7]
+    assert summary["finished_inside_budget"] == [True, False]
+
+
+def test_profile_samples_go_to_the_first_matching_phase_of_the_main_thread(tmp_path: Path) -> None:
+    profile = _load("search_profile")
+    main = "_run_module_as_main (<frozen runpy>:198);_tuner (xraycnn/jobs/search.py:158)"
+    fit = f"{main};TensorFlowTrainer.fit (keras/src/backend/tensorflow/trainer.py:390)"
+    raw = tmp_path / "samples.txt"
+    raw.write_text(
+        "\n".join(
+            [
+                f"{fit};Function._call (x.py:1) 100",
+                f"{fit};trace_function (tracing_compilation.py:144) 20",  # a step's first call: tracing
+                f"{main};_try_build (keras_tuner/src/engine/tuner.py:161) 7",
+                "Thread._bootstrap (threading.py:1002);BackgroundWriter._work (background.py:1) 50",  # not main
+            ]
+        )
+        + "\n"
+    )
+    phases = profile.classify(raw)
+    assert phases["training steps"] == 100
+    assert phases["graph tracing (train, validation, augmentation)"] == 20
+    assert phases["garbage collection before each trial"] == 7
+    assert sum(phases.values()) == 127
