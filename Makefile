@@ -72,10 +72,10 @@ clean-state: ## delete all tuner state and the MLflow store (runs and registered
 bench: install ## measure training/inference speed, augmentation and audit costs, decode, serving, tracking, memory (~40 min)
 	$(BIN)/python benchmarks/bench.py
 
-bench-profile: install ## where a whole default search's wall time goes, by phase (py-spy samples; ~4 min)
+bench-profile: install ## where a whole default search's wall time goes, by phase (py-spy samples; ~3 min)
 	$(BIN)/python benchmarks/search_profile.py --set training.precision=float32
 
-bench-anytime: install ## best val_auc so far against wall time: Hyperband, random, Bayesian, 3 seeds (~35 min)
+bench-anytime: install ## best val_auc so far against wall time: Hyperband, random, Bayesian, 3 seeds (~40 min)
 	$(BIN)/python benchmarks/anytime.py
 
 probe: install ## the shortcut probe: one network per preprocessing/augmentation choice, audited on test (~35 min)

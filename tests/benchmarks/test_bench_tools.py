@@ -69,3 +69,20 @@ def test_profile_samples_go_to_the_first_matching_phase_of_the_main_thread(tmp_p
     assert phases["graph tracing (train, validation, augmentation)"] == 20
     assert phases["garbage collection before each trial"] == 7
     assert sum(phases.values()) == 127
+
+
+def test_the_anytime_variants_set_their_algorithm_and_budget_in_full() -> None:
+    from xraycnn.config import load_experiment, parse_overrides
+    from xraycnn.tuning.tuners import planned_budget
+
+    anytime = _load("anytime")
+    schedules = {}
+    for name, (_, overrides) in anytime.VARIANTS.items():
+        config = load_experiment(anytime.EXPERIMENT, parse_overrides(overrides)).config
+        schedules[name] = (config.tuner.algorithm, planned_budget(config))
+    assert schedules == {
+        "hyperband": ("hyperband", (8, 36)),  # 6 networks x 3 epochs, the best 2 on to 12
+        "hyperband_rung2": ("hyperband", (8, 24)),
+        "random": ("random", (100, 1200)),  # stopped by the wall budget
+        "bayesian": ("bayesian", (100, 1200)),
+    }
