@@ -30,6 +30,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from machine import machine_facts, machine_slug  # noqa: E402
+from searches import search_command, search_runs  # noqa: E402
 
 RESULTS = HERE / "results"
 EXPERIMENT = REPO / "experiments" / "default.toml"
@@ -62,25 +63,7 @@ GRID_STEP = 5.0  # seconds between the points of the curves
 def run_variant(overrides: list[str], seed: int, budget: float, workdir: Path, precision: str) -> dict[str, Any]:
     """One search under the wall budget; its best-so-far curve and what it got to."""
     workdir.mkdir(parents=True)
-    command = [
-        sys.executable,
-        "-m",
-        "xraycnn",
-        "search",
-        str(EXPERIMENT),
-        "--fresh",
-        "--tuner-dir",
-        str(workdir / "tuner"),
-        "--tracking-uri",
-        f"sqlite:///{workdir / 'mlflow.db'}",
-        "--reports-dir",
-        str(workdir / "reports"),
-        "--set",
-        f"seed={seed}",
-        "--set",
-        f'training.precision="{precision}"',
-        *[arg for override in overrides for arg in ("--set", override)],
-    ]
+    command = search_command(EXPERIMENT, workdir, [f"seed={seed}", f'training.precision="{precision}"', *overrides])
     started = time.time()
     with open(workdir / "output.txt", "w") as log:
         process = subprocess.Popen(
@@ -105,19 +88,13 @@ def run_variant(overrides: list[str], seed: int, budget: float, workdir: Path, p
                 process.wait()
     ended = time.time() - started
     outcome = {"seed": seed, "stopped_at_budget": stopped, "exit_code": process.returncode, "process_seconds": ended}
-    return outcome | read_back(workdir / "mlflow.db", started, budget)
+    return outcome | read_back(workdir, started, budget)
 
 
-def read_back(db: Path, started: float, budget: float) -> dict[str, Any]:
+def read_back(workdir: Path, started: float, budget: float) -> dict[str, Any]:
     """Every trial epoch's `val_auc` with the seconds since the process started; the champion's test AUC where
     the search finished inside the budget."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
-    experiments = client.search_experiments()
-    runs = client.search_runs([e.experiment_id for e in experiments], max_results=10_000)
-    trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    parents = [r for r in runs if r.data.tags.get("xraycnn.kind") == "search"]
+    client, trials, parents = search_runs(workdir)
     points: list[tuple[float, float]] = []
     epochs = 0
     for run in trials:
@@ -125,13 +102,12 @@ def read_back(db: Path, started: float, budget: float) -> dict[str, Any]:
         epochs += len(history)
         points.extend((m.timestamp / 1000 - started, m.value) for m in history)
     points = sorted(p for p in points if p[0] <= budget)
-    champion = parents[0].data.metrics.get("test_auc") if parents else None
     return {
         "trials_started": len(trials),
         "trials_finished": sum(r.info.status == "FINISHED" for r in trials),
         "epochs_logged": epochs,
         "points": points,
-        "champion_test_auc": champion,
+        "champion_test_auc": parents[0].data.metrics.get("test_auc") if parents else None,
         "search_wall_seconds": parents[0].data.metrics.get("search_wall_seconds") if parents else None,
     }
 

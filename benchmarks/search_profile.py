@@ -27,6 +27,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from machine import machine_facts, machine_slug  # noqa: E402
+from searches import search_command, search_runs  # noqa: E402
 
 RESULTS = HERE / "results"
 RATE = 50  # samples a second
@@ -64,18 +65,11 @@ def classify(raw: Path) -> Counter[str]:
     return phases
 
 
-def trial_epochs(db: Path) -> dict[str, int]:
+def trial_epochs(workdir: Path) -> dict[str, int]:
     """Epochs each trial trained (its logged `val_auc` steps): early stopping makes two searches of the same
     seed differ, and the training steps' seconds are to be read per epoch."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=10_000)
-    return {
-        run.info.run_name: len(client.get_metric_history(run.info.run_id, "val_auc"))
-        for run in runs
-        if "mlflow.parentRunId" in run.data.tags
-    }
+    client, trials, _ = search_runs(workdir)
+    return {run.info.run_name: len(client.get_metric_history(run.info.run_id, "val_auc")) for run in trials}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,21 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep_cache:
             env["XRAYCNN_CACHE"] = str(work / "cache")
         raw = work / "samples.txt"
-        search = [
-            sys.executable,
-            "-m",
-            "xraycnn",
-            "search",
-            args.experiment,
-            "--fresh",
-            "--tuner-dir",
-            str(work / "tuner"),
-            "--tracking-uri",
-            f"sqlite:///{work / 'mlflow.db'}",
-            "--reports-dir",
-            str(work / "reports"),
-            *[a for s in args.set for a in ("--set", s)],
-        ]
+        search = search_command(args.experiment, work, args.set)
         started = time.perf_counter()
         done = subprocess.run(
             [spy, "record", "--idle", "-r", str(RATE), "-f", "raw", "-o", str(raw), "--", *search],
@@ -120,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         if done.returncode != 0 or not raw.exists():
             raise SystemExit(f"the profiled search failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
         phases = classify(raw)
-        trials = trial_epochs(work / "mlflow.db")
+        trials = trial_epochs(work)
     total = sum(phases.values())
     rows = [
         {"phase": name, "seconds": round(count / RATE, 2), "share": round(count / total, 4)}
