@@ -13,9 +13,12 @@ def _call(guard: RequestGuard, chunks: list[bytes], headers: list[tuple[bytes, b
     sent: list[dict] = []
     read = 0
 
+    def response_complete() -> bool:
+        return any(m["type"] == "http.response.body" and not m.get("more_body") for m in sent)
+
     async def receive() -> dict:
         nonlocal read
-        if read >= len(chunks):
+        if read >= len(chunks) or response_complete():  # as uvicorn: a finished response ends the reading
             return {"type": "http.disconnect"}
         read += 1
         return {"type": "http.request", "body": chunks[read - 1], "more_body": read < len(chunks)}
@@ -64,6 +67,14 @@ def test_an_undeclared_body_is_refused_once_it_passes_the_limit() -> None:
     status, payload, read = _call(RequestGuard(_echo_size, 10), chunks, [])
     assert status == 413 and "over 12 bytes" in payload["message"]
     assert read == len(chunks)  # the rest is drained, not held, so the client gets the answer
+
+
+def test_a_refused_body_is_drained_before_the_response_ends() -> None:
+    # Drained after the response, the server would have stopped reading: the client, still sending, would
+    # get a broken pipe instead of the 413 (seen once in CI with a 32 MiB body).
+    chunks = [b"x" * 6] * 5
+    status, _, read = _call(RequestGuard(_echo_size, 10), chunks, [(b"content-length", b"30")])
+    assert status == 413 and read == len(chunks)
 
 
 def test_mlflow_s_messages_do_not_echo_the_request() -> None:

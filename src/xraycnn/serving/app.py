@@ -52,13 +52,11 @@ class RequestGuard:
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await _refuse(send, int(declared), self.max_bytes)
-            await _drain(receive)
+            await _refuse(send, receive, int(declared), self.max_bytes)
             return
         body, over = await _read_capped(receive, self.max_bytes)
         if over:
-            await _refuse(send, len(body), self.max_bytes, at_least=True)
-            await _drain(receive)
+            await _refuse(send, receive, len(body), self.max_bytes, at_least=True)
             return
         await self.app(scope, _replay(body), _concise_errors(send))
 
@@ -102,19 +100,31 @@ def _replay(body: bytes) -> Receive:
     return receive
 
 
-async def _refuse(send: Send, size: int, limit: int, at_least: bool = False) -> None:
+async def _refuse(send: Send, receive: Receive, size: int, limit: int, at_least: bool = False) -> None:
     message = (
         f"the request body is {'over ' if at_least else ''}{size:,} bytes; the limit is {limit:,} "
         "(send fewer images per request, or start the server with a larger --max-request-mb)"
     )
-    await _send_json(send, 413, {"error_code": "REQUEST_TOO_LARGE", "message": message})
+    start, body = _json_response(413, {"error_code": "REQUEST_TOO_LARGE", "message": message})
+    await send(start)  # the status goes out before the rest of the body is read
+    # Drained while the response is still open: once it is complete the server stops reading (uvicorn answers
+    # `receive` with a disconnect) and closes, and a client still sending gets a broken pipe, not the 413.
+    await _drain(receive)
+    await send(body)
 
 
 async def _send_json(send: Send, status: int, payload: dict[str, Any]) -> None:
+    for message in _json_response(status, payload):
+        await send(message)
+
+
+def _json_response(status: int, payload: dict[str, Any]) -> tuple[Message, Message]:
     body = json.dumps(payload).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    return {"type": "http.response.start", "status": status, "headers": headers}, {
+        "type": "http.response.body",
+        "body": body,
+    }
 
 
 def concise(message: str) -> str:
