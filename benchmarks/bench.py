@@ -279,30 +279,31 @@ def matmul_gflops(side: int = MATMUL_SIDE, repeats: int = 20) -> float:
     return 2 * side**3 / best / 1e9
 
 
-def _efficiency_networks() -> dict[str, tuple[Any, int, str]]:
-    """name -> (compiled network, batch size, what it is)."""
+EFFICIENCY_NETWORKS = {
+    "notebook": (REPO / "experiments" / "seed.toml", (), "the notebook's network"),
+    "default_champion": (REPO / "experiments" / "default.toml", DEFAULT_CHAMPION, "the default search's champion"),
+}
+
+
+def _efficiency_network(name: str) -> tuple[Any, int, str]:
+    """(network compiled as its experiment compiles it, batch size, what it is) of EFFICIENCY_NETWORKS[name]."""
     import keras_tuner as kt
 
     from xraycnn.config import load_experiment, parse_overrides
     from xraycnn.data.dataset import PreparedData
     from xraycnn.model.hypermodel import CxrHyperModel
 
-    networks = {}
-    for name, path, overrides, what in (
-        ("notebook", REPO / "experiments" / "seed.toml", (), "the notebook's network"),
-        ("default_champion", REPO / "experiments" / "default.toml", DEFAULT_CHAMPION, "the default search's champion"),
-    ):
-        config = load_experiment(path, parse_overrides(overrides)).config
-        size = SIZE if name == "notebook" else config.data.image_size
-        channels = 3 if name == "notebook" else 1
-        shape_only = PreparedData("", "", size, channels, None, None, None)  # type: ignore[arg-type]
-        hypermodel = CxrHyperModel(config, shape_only)
-        hp = kt.HyperParameters()
-        hypermodel.declare_hyperparameters(hp)
-        network = hypermodel.build(hp)
-        shape = "x".join(map(str, network.input_shape[1:]))
-        networks[name] = (network, int(config.space.batch_size.declare(hp, "batch_size")), f"{what}, input {shape}")
-    return networks
+    path, overrides, what = EFFICIENCY_NETWORKS[name]
+    config = load_experiment(path, parse_overrides(overrides)).config
+    size = SIZE if name == "notebook" else config.data.image_size
+    channels = 3 if name == "notebook" else 1
+    shape_only = PreparedData("", "", size, channels, None, None, None)  # type: ignore[arg-type]
+    hypermodel = CxrHyperModel(config, shape_only)
+    hp = kt.HyperParameters()
+    hypermodel.declare_hyperparameters(hp)
+    network = hypermodel.build(hp)
+    shape = "x".join(map(str, network.input_shape[1:]))
+    return network, int(config.space.batch_size.declare(hp, "batch_size")), f"{what}, input {shape}"
 
 
 def _unfused(layer: Any) -> Any:
@@ -332,25 +333,27 @@ def child_efficiency(data_root: Path, workdir: Path) -> dict[str, Any]:
     keras.mixed_precision.set_global_policy("float32")
     peak_before = matmul_gflops()
     rows: dict[str, Any] = {}
-    networks = _efficiency_networks()
+    networks = {name: _efficiency_network(name) for name in EFFICIENCY_NETWORKS}
     # Changes to the champion's training, one per row, each against the champion's own row in the same
-    # process (the learning rate does not change the arithmetic).
+    # process (the learning rate does not change the arithmetic); what a row does not change is compiled as
+    # the experiment compiles it (its steps per execution included).
     for variant, change, what in (
         ("default_champion_keras_bn", {"keras_bn": True}, "with Keras' own BatchNormalization (unfused)"),
-        ("default_champion_spe8", {"steps_per_execution": 8}, "+ 8 steps per execution"),
-        ("default_champion_no_batch_metrics", {"metrics": ["accuracy"]}, "+ AUC, precision, recall left out"),
-        ("default_champion_batch64", {"batch": 64, "steps_per_execution": 8}, "at batch 64 (8 steps per execution)"),
-        ("default_champion_batch128", {"batch": 128, "steps_per_execution": 8}, "at batch 128 (8 steps per execution)"),
+        ("default_champion_spe1", {"steps_per_execution": 1}, "one step per execution (Keras' default)"),
+        ("default_champion_no_batch_metrics", {"metrics": ["accuracy"]}, "AUC, precision, recall left out"),
+        ("default_champion_batch64", {"batch": 64}, "at batch 64"),
+        ("default_champion_batch128", {"batch": 128}, "at batch 128"),
     ):
-        network, batch, base_what = _efficiency_networks()["default_champion"]
+        network, batch, base_what = _efficiency_network("default_champion")
         batch = change.get("batch", batch)
+        steps_per_execution = change.get("steps_per_execution", network.steps_per_execution)
         if change.get("keras_bn"):
             network = keras.models.clone_model(network, clone_function=_unfused)
         network.compile(
             optimizer=keras.optimizers.Adam(1e-3),
             loss=keras.losses.BinaryCrossentropy(),
             metrics=change.get("metrics", project_metrics()),
-            steps_per_execution=change.get("steps_per_execution", 1),
+            steps_per_execution=steps_per_execution,
         )
         networks[variant] = (network, batch, f"{base_what} {what}")
     for name, (network, batch, what) in networks.items():
