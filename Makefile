@@ -8,7 +8,7 @@ EXPERIMENT ?= experiments/default.toml
 MODEL ?= models:/xraycnn@champion
 
 .DEFAULT_GOAL := help
-.PHONY: help install search search-robust search-distributed train-seed predict evaluate serve report ui test test-fast bench probe lint format clean-state
+.PHONY: help install search search-robust search-distributed sync train-seed predict evaluate serve report ui test test-fast bench probe lint format clean-state
 
 help: ## list the targets
 	@echo "usage: make TARGET [EXPERIMENT=experiments/x.toml] [FRESH=1]"
@@ -31,6 +31,9 @@ search-robust: install ## the longer search of experiments/robust.toml (lung cro
 WORKERS ?= 2
 search-distributed: install ## the same search on WORKERS workers (default 2) behind an MLflow tracking server
 	$(BIN)/xraycnn search $(EXPERIMENT) --workers $(WORKERS) $(if $(FRESH),--fresh)
+
+sync: install ## send the MLflow writes searches left in their spools (the store was away) and finish them
+	$(BIN)/xraycnn sync
 
 train-seed: install ## train the published notebook's network (experiments/seed.toml) as one tracked run
 	$(BIN)/xraycnn train experiments/seed.toml

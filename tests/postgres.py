@@ -10,8 +10,9 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -26,9 +27,15 @@ def _bin_dir() -> Path | None:
     return Path(found[-1]).parent if found else None
 
 
+@dataclass(frozen=True)
+class Postgres:
+    uri: str  # postgresql://postgres@127.0.0.1:PORT/mlflow
+    restart: Callable[[], None]  # a fast shutdown (every connection dropped) and a start on the same port
+
+
 @contextmanager
-def postgres_server() -> Iterator[str]:
-    """Yields postgresql://postgres@127.0.0.1:PORT/mlflow."""
+def postgres_server() -> Iterator[Postgres]:
+    """A running server with an empty database `mlflow`."""
     bin_dir = _bin_dir()
     if bin_dir is None:
         message = "PostgreSQL is not installed (apt-get install postgresql; .ci/run does)"
@@ -61,7 +68,9 @@ def postgres_server() -> Iterator[str]:
         )
         try:
             pg(str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "mlflow")
-            yield f"postgresql://postgres@127.0.0.1:{port}/mlflow"
+            log = str(root / "server.log")  # the server's output there: on a pipe, `pg` would wait for its end
+            restart = lambda: pg(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", log, "-m", "fast", "-w", "restart")  # noqa: E731
+            yield Postgres(f"postgresql://postgres@127.0.0.1:{port}/mlflow", restart)
         finally:
             pg(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
     finally:

@@ -1,10 +1,11 @@
-"""The `xraycnn` command: search, train, evaluate, predict, serve, report, ui."""
+"""The `xraycnn` command: search, sync, train, evaluate, predict, serve, report, ui."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -69,6 +70,13 @@ def _search(args: argparse.Namespace, console: Console) -> int:
         cluster=cluster,
         overrides=args.overrides,
     )
+    return 0
+
+
+def _sync(args: argparse.Namespace, console: Console) -> int:
+    from xraycnn.jobs.sync import run_sync
+
+    run_sync(args.experiment, tuner_dir=args.tuner_dir, reports_dir=args.reports_dir, console=console)
     return 0
 
 
@@ -235,6 +243,15 @@ def build_parser() -> argparse.ArgumentParser:
     tracking(p)
     p.set_defaults(func=_search)
 
+    p = sub.add_parser(
+        "sync",
+        help="send the MLflow writes searches left in their spools (the store was away) and finish those searches",
+    )
+    p.add_argument("experiment", nargs="?", help="an experiment file or name (default: every search in --tuner-dir)")
+    p.add_argument("--tuner-dir", help="where Keras Tuner keeps its state (default <repo>/tuner)")
+    reports(p)
+    p.set_defaults(func=_sync)
+
     p = sub.add_parser("train", help="train the experiment's fixed network as one tracked run and register it")
     p.add_argument(
         "experiment",
@@ -304,6 +321,10 @@ def _quiet_libraries() -> None:
     logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
 
 
+def _stop_as_interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _report(exc: XrayCnnError) -> int:
     label = "interrupted" if isinstance(exc, InterruptedByUserError) else "error"
     Console(stderr=True).print(f"[bold red]{label}:[/] {exc}", highlight=False, soft_wrap=True)
@@ -334,6 +355,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         native_stderr.import_tensorflow()
         _quiet_libraries()
         threads.configure()
+    if args.command == "search" and args.workers is None:
+        # A supervisor's SIGTERM (the launcher's, systemd's, Kubernetes') stops a search as Ctrl-C does: its
+        # open runs are closed and it can be resumed, instead of dying with runs left RUNNING.
+        signal.signal(signal.SIGTERM, _stop_as_interrupted)
     # In a log (CI, `| tee`) rich would wrap at 80 columns; a wide console keeps one line per trial.
     console = Console() if sys.stdout.isatty() else Console(width=160)
     try:

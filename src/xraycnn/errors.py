@@ -49,3 +49,15 @@ class TrackingIncompleteError(XrayCnnError):
     """The search itself finished, but some of its MLflow writes failed: some trial runs are incomplete."""
 
     exit_code = 3  # distinct from 2: the search ran; what it logged is not all there
+
+
+class TrackingStoreUnavailableError(XrayCnnError):
+    """The tracking store stayed away: what the search logged is safe in its spool, to be sent by `xraycnn sync`."""
+
+    exit_code = 75  # EX_TEMPFAIL (sysexits.h): a temporary failure, the same command can be retried later
+
+
+class ChiefGoneError(XrayCnnError):
+    """A worker of a distributed search whose chief stopped answering: it stopped cleanly, its run closed."""
+
+    exit_code = 75  # temporary: the same command works again once the chief is back

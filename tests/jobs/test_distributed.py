@@ -1,6 +1,6 @@
 """`xraycnn search --workers 2` for real: an MLflow tracking server on a PostgreSQL database started for
 the test, Keras Tuner's chief oracle over gRPC and two worker processes, one of them SIGKILLed in the middle
-of a trial."""
+of a trial, and the tracking server with it (the launcher starts both again)."""
 
 from __future__ import annotations
 
@@ -48,8 +48,8 @@ model_name = "xraycnn-dist"
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[str]:
-    with postgres_server() as uri:
-        yield uri
+    with postgres_server() as server:
+        yield server.uri
 
 
 def worker_process(launcher: subprocess.Popen, worker_id: str) -> psutil.Process | None:
@@ -59,6 +59,13 @@ def worker_process(launcher: subprocess.Popen, worker_id: str) -> psutil.Process
                 return child
         except psutil.NoSuchProcess:
             continue
+    return None
+
+
+def tracking_server_process(launcher: subprocess.Popen) -> psutil.Process | None:
+    for child in psutil.Process(launcher.pid).children():
+        if "mlflow" in " ".join(child.cmdline()) and "server" in child.cmdline():
+            return child
     return None
 
 
@@ -102,6 +109,9 @@ def test_two_workers_one_killed_on_postgres(small_dataset: Path, tmp_path: Path,
                 if process is not None:
                     process.send_signal(signal.SIGKILL)
                     killed_run = runs[0]
+                    server = tracking_server_process(launcher)
+                    assert server is not None
+                    os.killpg(server.pid, signal.SIGKILL)  # and the tracking server with its own workers
             time.sleep(0.3)
         output, _ = launcher.communicate(timeout=600)
     finally:
@@ -111,6 +121,7 @@ def test_two_workers_one_killed_on_postgres(small_dataset: Path, tmp_path: Path,
     assert killed_run is not None, "worker-1 was never seen in the middle of a trial"
     assert launcher.returncode == 0
     assert "worker-1 exited with status -9; starting it again" in output
+    assert "the MLflow tracking server exited with status -9; starting it again" in output
 
     experiment = client.get_experiment_by_name("xraycnn-dist")
     runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])

@@ -30,11 +30,12 @@ from xraycnn.errors import InterruptedByUserError, XrayCnnError
 from xraycnn.jobs.inputs import check_inputs
 from xraycnn.jobs.session import ensure_search_experiment
 from xraycnn.runtime.local_http import free_port
-from xraycnn.tracking.server import default_backend_store_uri, tracking_server
+from xraycnn.tracking.server import TrackingServer, default_backend_store_uri
 from xraycnn.tracking.store import beside_database, resolve_store, sqlite_file
 from xraycnn.tuning.state import search_lock
 
 MAX_RESTARTS = 3  # per worker: a worker that keeps dying points at a bug, not at bad luck
+SERVER_RETRY_S = 10.0
 STOP_GRACE_S = 60
 
 
@@ -110,7 +111,10 @@ def run_distributed(
         pass  # fail now, not after the server has started; the chief holds the lock for the search
     logs = project_dir.parent / f"{experiment.name}.logs"
     artifacts = Path(artifacts_destination) if artifacts_destination else _default_artifacts(backend)
-    with tracking_server(backend, artifacts, logs / "mlflow-server.log") as url:
+    server = TrackingServer(backend, artifacts, logs / "mlflow-server.log")
+    server.start()
+    url = server.url
+    try:
         console.print(f"MLflow tracking server {url} on {_redact(backend)} (log {logs / 'mlflow-server.log'})")
         _create_once(url, experiment, console)
         oracle = f"127.0.0.1:{oracle_port or free_port()}"
@@ -149,7 +153,7 @@ def run_distributed(
         for worker in pool:
             worker.start()
         try:
-            return _supervise(chief, pool, console)
+            return _supervise(chief, pool, console, server)
         except KeyboardInterrupt:
             # The terminal sent SIGINT to every process of the group: they close their runs; wait for them.
             for process in (chief, *pool):
@@ -157,10 +161,15 @@ def run_distributed(
             raise InterruptedByUserError(
                 f"the distributed search of {experiment.name} stopped; run the same command again to resume"
             ) from None
+    finally:
+        server.stop()
 
 
-def _supervise(chief: _Process, pool: list[_Process], console: Console) -> int:
+def _supervise(chief: _Process, pool: list[_Process], console: Console, server: TrackingServer) -> int:
+    next_server_try = 0.0
     while chief.poll() is None:
+        if server.exit_status() is not None and time.monotonic() >= next_server_try:
+            next_server_try = _restart_server(server, console)
         for worker in pool:
             code = worker.poll()
             if code is None or code == 0:
@@ -183,6 +192,22 @@ def _supervise(chief: _Process, pool: list[_Process], console: Console) -> int:
         worker.wait(STOP_GRACE_S)
     chief.wait(STOP_GRACE_S)
     return code
+
+
+def _restart_server(server: TrackingServer, console: Console) -> float:
+    """Start a dead tracking server again on its port; when that fails, the time to try again."""
+    console.print(
+        f"[yellow]the MLflow tracking server exited with status {server.exit_status()}; starting it again on "
+        f"{server.url} (the search goes on; its writes wait in the processes' spools)[/]",
+        highlight=False,
+    )
+    try:
+        server.restart()
+    except XrayCnnError as exc:
+        console.print(f"[yellow]{exc}; trying again in {SERVER_RETRY_S:.0f} s[/]", highlight=False)
+        return time.monotonic() + SERVER_RETRY_S
+    console.print(f"the MLflow tracking server answers again on {server.url}", highlight=False)
+    return 0.0
 
 
 def _create_once(url: str, experiment: Experiment, console: Console) -> None:

@@ -17,14 +17,21 @@ from xraycnn.errors import XrayCnnError
 from xraycnn.jobs.session import Session, fixed_params, run_tags
 from xraycnn.jobs.trials import close_orphans
 from xraycnn.tracking.lifecycle import closed_run
+from xraycnn.tracking.spooled_runs import SpooledRuns
+from xraycnn.tracking.system_metrics import SpooledSystemMetrics
 from xraycnn.tuning.state import SearchState
 from xraycnn.tuning.tuners import planned_budget
 
+FINAL_DRAIN_S = 30.0
+
 
 @contextlib.contextmanager
-def parent_run(session: Session, project_dir: Path, console: Console, *, resume: bool) -> Iterator[SearchState]:
-    """The search's state with its parent run open as MLflow's active run (for system metrics) for the block;
-    the run ends FINISHED, KILLED or FAILED with the block (tracking.lifecycle)."""
+def parent_run(
+    session: Session, runs: SpooledRuns, project_dir: Path, console: Console, *, resume: bool
+) -> Iterator[SearchState]:
+    """The search's state with its parent run open as MLflow's active run (the champion is logged to it) for
+    the block; its writes and system metrics go through the spool (`runs`); the run ends FINISHED, KILLED or
+    FAILED with the block (tracking.lifecycle), or stays RUNNING while the store is away at the end."""
     state = SearchState.load(project_dir) if resume else None
     if state is not None:
         check_resumable(state, session, project_dir)
@@ -41,20 +48,28 @@ def parent_run(session: Session, project_dir: Path, console: Console, *, resume:
             run_name=f"search-{experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}",
             tags={k: str(v) for k, v in run_tags(session, "search").items() if v is not None},
             description=_description(session),
-            log_system_metrics=True,
+            log_system_metrics=False,  # MLflow's monitor stops at the first outage: ours goes through the spool
         )
         state = SearchState(parent.info.run_id, session.store.uri, experiment.sha256, session.data.digest)
     else:
-        mlflow.start_run(run_id=state.parent_run_id, log_system_metrics=True)
+        mlflow.start_run(run_id=state.parent_run_id, log_system_metrics=False)
     with closed_run(session.runs, state.parent_run_id, fluent=True):
         if new:
-            session.runs.log_params(state.parent_run_id, fixed_params(session))
-            session.runs.log_dataset(state.parent_run_id, session.data)
-            session.runs.log_skipped_files(state.parent_run_id, session.data.skipped)
+            runs.log_params(state.parent_run_id, fixed_params(session))
+            runs.log_dataset(state.parent_run_id, session.data)
+            runs.log_skipped_files(state.parent_run_id, session.data.skipped)
             state.save(project_dir)
         else:
             close_orphans(session, state.parent_run_id)
-        yield state
+        monitor = SpooledSystemMetrics(state.parent_run_id, runs, session.store.uri, resume=not new)
+        monitor.start()
+        try:
+            yield state
+        finally:
+            monitor.finish()
+            # The run ends with a direct write, after what was spooled for it (what the store does not take
+            # within the wait stays in the spool for the next run or `xraycnn sync`).
+            runs.sender.settle(FINAL_DRAIN_S)
 
 
 def check_resumable(state: SearchState, session: Session, project_dir: Path) -> None:

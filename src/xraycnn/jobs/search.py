@@ -23,17 +23,17 @@ from mlflow.entities import RunStatus
 from rich.console import Console
 
 from xraycnn import paths
-from xraycnn.errors import InterruptedByUserError, XrayCnnError
+from xraycnn.errors import InterruptedByUserError, TrackingStoreUnavailableError, XrayCnnError
 from xraycnn.evaluation.assessment import Assessment
 from xraycnn.jobs.inputs import check_inputs
-from xraycnn.jobs.parent import parent_run
+from xraycnn.jobs.parent import FINAL_DRAIN_S, parent_run
 from xraycnn.jobs.publish import describe_assessment, final_assessment, publish_model, report_registration
 from xraycnn.jobs.session import Session, open_session
+from xraycnn.jobs.spooling import await_store, open_spool, send_leftovers, store_wait_seconds
 from xraycnn.jobs.trials import (
     DONE,
     fail_on_tracking_failures,
     last_failure,
-    report_tracking_failures,
     trial_listeners,
     trials_table,
 )
@@ -42,8 +42,9 @@ from xraycnn.model.hypermodel import CxrHyperModel
 from xraycnn.registry import Registration, Selection
 from xraycnn.report import write_report
 from xraycnn.tracking.lifecycle import INTERRUPTED
+from xraycnn.tracking.spool import remove_if_empty
+from xraycnn.tracking.spooled_runs import SpooledRuns
 from xraycnn.tracking.tags import ORACLE_TAG, TAG_PREFIX
-from xraycnn.tracking.trial_tracker import TrialTracker
 from xraycnn.tuning.cluster import ClusterRole
 from xraycnn.tuning.progress import top_trials_table
 from xraycnn.tuning.state import SearchState, search_lock
@@ -91,26 +92,28 @@ def run_search(
 
     with search_lock(project_dir, experiment.name):
         session = open_session(inputs, tracking_uri, console)
+        wait = store_wait_seconds()
+        failures = send_leftovers(project_dir, console, wait)  # before --fresh, so a previous search keeps them
         if fresh and project_dir.exists():  # only once the inputs are known to be good
             shutil.rmtree(project_dir)
-        with parent_run(session, project_dir, console, resume=not fresh) as state:
-            if cluster is not None:  # workers find the parent run by the oracle they were given
-                session.runs.set_tags(state.parent_run_id, {ORACLE_TAG: cluster.oracle})
-                cluster.apply()
-            tuner, hypermodel, tracker = _tuner(session, state, project_dir, console, cluster)
-            failures = tracker.flush()  # the trial runs are complete from here on
-            report_tracking_failures(console, failures)
-            best, trials = _best_trial(session, tuner, state.parent_run_id, console)
-            assessment, registration = _champion(session, state, project_dir, tuner, hypermodel, best, trials, console)
-            wall = time.monotonic() - started
-            session.runs.log_metrics(
-                state.parent_run_id,
-                {
-                    "search_wall_seconds": wall,
-                    "trials_completed": float((trials["status"] == "COMPLETED").sum()),
-                    "tracking_writer_cpu_seconds": tracker.writer.cpu_seconds,
-                },
-            )
+        runs = open_spool(project_dir, "chief" if cluster is not None else "main", session.store.uri, console)
+        try:
+            with parent_run(session, runs, project_dir, console, resume=not fresh) as state:
+                try:
+                    outcome = _search_and_register(session, runs, state, project_dir, console, cluster, started, wait)
+                except TrackingStoreUnavailableError:
+                    state.unfinished = {
+                        "experiment": str(experiment.path.resolve()),
+                        "overrides": experiment.override_args()[1::2],
+                        "data": session.data.root,
+                    }
+                    state.save(project_dir)
+                    raise
+        finally:
+            runs.sender.close(timeout=FINAL_DRAIN_S, unless_away=True)
+            remove_if_empty(runs.sender.spool.directory)
+        best, trials, assessment, registration, wall = outcome
+        failures += runs.sender.take_failures()
         if assessment is not None:  # after the run ended, so the report shows its status and duration
             _write_report(session, state.parent_run_id, Path(reports_dir or paths.reports_root()), console)
         console.print(f"Done in {wall / 60:.1f} min. Compare the runs with `make ui`.")
@@ -127,13 +130,51 @@ def run_search(
         )
 
 
+def _search_and_register(
+    session: Session,
+    runs: SpooledRuns,
+    state: SearchState,
+    project_dir: Path,
+    console: Console,
+    cluster: ClusterRole | None,
+    started: float,
+    wait: float,
+) -> tuple[Any, pd.DataFrame, Assessment | None, Registration | None, float]:
+    """The trials still to run, then (once every write about them is in the store) the champion."""
+    if cluster is not None:  # workers find the parent run by the oracle they were given
+        runs.set_tags(state.parent_run_id, {ORACLE_TAG: cluster.oracle})
+        cluster.apply()
+    state.unfinished = None
+    tuner, hypermodel = _tuner(session, runs, state, project_dir, console, cluster)
+    await_store(runs, wait, "the champion is registered only once its trials' runs are in the store")
+    best, trials = _best_trial(session, tuner, state.parent_run_id, console)
+    assessment, registration = _champion(session, runs, state, project_dir, tuner, hypermodel, best, trials, console)
+    wall = time.monotonic() - started
+    runs.log_metrics(
+        state.parent_run_id,
+        {
+            "search_wall_seconds": wall,
+            "trials_completed": float((trials["status"] == "COMPLETED").sum()),
+            "tracking_writer_cpu_seconds": runs.sender.cpu_seconds,
+        },
+    )
+    await_store(runs, wait, "the search's last writes are not all in the store")
+    state.save(project_dir)  # no longer unfinished
+    return best, trials, assessment, registration, wall
+
+
 def _tuner(
-    session: Session, state: SearchState, project_dir: Path, console: Console, cluster: ClusterRole | None
-) -> tuple[Any, CxrHyperModel, TrialTracker]:
+    session: Session,
+    runs: SpooledRuns,
+    state: SearchState,
+    project_dir: Path,
+    console: Console,
+    cluster: ClusterRole | None,
+) -> tuple[Any, CxrHyperModel]:
     """Build the tuner over its saved state and run the trials still to run (a chief: serve them)."""
     experiment, config = session.experiment, session.experiment.config
     hypermodel = CxrHyperModel(config, session.data)
-    tracker, progress = trial_listeners(session, state.parent_run_id, console, hypermodel)
+    tracker, progress = trial_listeners(session, runs, state.parent_run_id, console, hypermodel)
     listeners = [] if cluster is not None else [tracker, progress]  # a chief trains nothing: its workers do
     tuner = build_tuner(config, hypermodel, project_dir.parent, project_dir.name, listeners)
 
@@ -158,16 +199,14 @@ def _tuner(
         tuner.search(verbose=0)
     except KeyboardInterrupt:
         progress.stop()
-        report_tracking_failures(console, tracker.close_open_runs(RunStatus.to_string(RunStatus.KILLED), INTERRUPTED))
+        tracker.close_open_runs(RunStatus.to_string(RunStatus.KILLED), INTERRUPTED)
         raise SearchInterruptedError(
             f"the search of {experiment.name} stopped; its open runs are closed as KILLED. Run the same command "
             f"again to resume (finished trials are kept in {project_dir})."
         ) from None
     except BaseException as exc:
         progress.stop()
-        report_tracking_failures(
-            console, tracker.close_open_runs(RunStatus.to_string(RunStatus.FAILED), traceback.format_exc())
-        )
+        tracker.close_open_runs(RunStatus.to_string(RunStatus.FAILED), traceback.format_exc())
         if isinstance(exc, RuntimeError) and "consecutive failures" in str(exc):
             raise XrayCnnError(
                 f"{exc} The last error: {last_failure(tuner)}. See the FAILED trial runs in MLflow; fix the cause and "
@@ -175,7 +214,7 @@ def _tuner(
             ) from None
         raise
     progress.stop()
-    return tuner, hypermodel, tracker
+    return tuner, hypermodel
 
 
 def _best_trial(session: Session, tuner: Any, parent_run_id: str, console: Console) -> tuple[Any, pd.DataFrame]:
@@ -191,6 +230,7 @@ def _best_trial(session: Session, tuner: Any, parent_run_id: str, console: Conso
 
 def _champion(
     session: Session,
+    runs: SpooledRuns,
     state: SearchState,
     project_dir: Path,
     tuner: Any,
@@ -206,7 +246,7 @@ def _champion(
             f"v{state.registered['version']} ({state.registered['alias']}). Use --fresh to search again."
         )
         return None, None
-    assessment, registration = _finalise(session, tuner, hypermodel, best, trials, state.parent_run_id)
+    assessment, registration = _finalise(session, runs, tuner, hypermodel, best, trials, state.parent_run_id)
     state.registered = {
         "trial_id": best.trial_id,
         "name": registration.name,
@@ -234,7 +274,13 @@ def _write_report(session: Session, parent_run_id: str, reports_dir: Path, conso
 
 
 def _finalise(
-    session: Session, tuner: Any, hypermodel: CxrHyperModel, best: Any, trials: pd.DataFrame, parent_run_id: str
+    session: Session,
+    runs: SpooledRuns,
+    tuner: Any,
+    hypermodel: CxrHyperModel,
+    best: Any,
+    trials: pd.DataFrame,
+    parent_run_id: str,
 ) -> tuple[Assessment, Registration]:
     """Evaluate the best trial's model on test, log the search's summary artifacts, register the model."""
     experiment, tuner_config = session.experiment, session.experiment.config.tuner
@@ -242,13 +288,11 @@ def _finalise(
     assessment = final_assessment(session, model)
     row = trials.loc[trials["trial_id"] == best.trial_id].iloc[0]
     best_run = row["run_id"]
-    session.runs.set_tags(
-        parent_run_id, {f"{TAG_PREFIX}best_trial_id": best.trial_id, f"{TAG_PREFIX}best_run_id": best_run}
-    )
+    runs.set_tags(parent_run_id, {f"{TAG_PREFIX}best_trial_id": best.trial_id, f"{TAG_PREFIX}best_run_id": best_run})
     value, _ = tuner_config.ungated(float(best.score))
     best_metrics = {f"best_{tuner_config.objective}": value, f"best_{tuner_config.selection_metric}": float(best.score)}
-    session.runs.log_metrics(parent_run_id, best_metrics)
-    session.runs.log_dataframe_csv(parent_run_id, trials, "trials.csv")
+    runs.log_metrics(parent_run_id, best_metrics)
+    runs.log_dataframe_csv(parent_run_id, trials, "trials.csv")
     selection = Selection(value, _metric(row, "best_val_borders_only_auc"), tuner_config.max_borders_only_auc)
     config = session.experiment.config
     description = (

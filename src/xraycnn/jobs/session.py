@@ -19,10 +19,11 @@ from xraycnn import paths
 from xraycnn.config import Experiment
 from xraycnn.data.dataset import PreparedData, prepare_data
 from xraycnn.jobs.inputs import Inputs
+from xraycnn.jobs.spooling import notice_to, store_wait_seconds
 from xraycnn.runtime import threads
 from xraycnn.runtime.precision import apply_policy
 from xraycnn.tracking.runs import RunLogger
-from xraycnn.tracking.store import TrackingStore, ensure_experiment, resolve_store
+from xraycnn.tracking.store import TrackingStore, ensure_experiment, resolve_store, wait_for_store
 from xraycnn.tracking.tags import TAG_PREFIX, search_experiment_name
 
 
@@ -72,6 +73,7 @@ def open_session(inputs: Inputs, tracking_uri: str | None, console: Console) -> 
             f"[yellow]Skipped {len(data.skipped)} unreadable file(s)[/]; the list is logged as skipped_files.csv"
         )
     store = resolve_store(tracking_uri)
+    wait_for_store(store, notice_to(console), store_wait_seconds())  # a server restarting is waited for
     experiment_id = ensure_search_experiment(store, inputs.experiment)
     return Session(inputs.experiment, data, store, experiment_id, precision, reason)
 

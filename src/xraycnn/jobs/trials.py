@@ -17,6 +17,7 @@ from xraycnn.errors import TrackingIncompleteError
 from xraycnn.jobs.session import Session, fixed_params
 from xraycnn.model.hypermodel import CxrHyperModel
 from xraycnn.report.snapshot import last_attempts
+from xraycnn.tracking.spooled_runs import SpooledRuns
 from xraycnn.tracking.tags import BEST_EPOCH_TAG, GATE_TAG, TRACKING_FAILURES_TAG, WORKER_TAG
 from xraycnn.tracking.trial_tracker import TrialTracker
 from xraycnn.tuning.progress import SearchProgress
@@ -27,15 +28,17 @@ DONE = (TrialStatus.COMPLETED, TrialStatus.FAILED, TrialStatus.INVALID)
 
 def trial_listeners(
     session: Session,
+    runs: SpooledRuns,
     parent_run_id: str,
     console: Console,
     hypermodel: CxrHyperModel,
     run_tags: dict[str, str] | None = None,
 ) -> tuple[TrialTracker, SearchProgress]:
-    """What listens to the trials a process trains: their MLflow runs under `parent_run_id`, and the console."""
+    """What listens to the trials a process trains: their MLflow runs under `parent_run_id` (written through
+    the process's spool, `runs`), and the console."""
     config = session.experiment.config
     tracker = TrialTracker(
-        session.runs,
+        runs,
         session.experiment_id,
         parent_run_id,
         fixed_params(session),
@@ -105,12 +108,6 @@ def last_failure(tuner: Any) -> str:
         return "unknown"
     lines = [line for line in failed[-1].message.strip().splitlines() if line.strip()]
     return lines[-1] if lines else "unknown"
-
-
-def report_tracking_failures(console: Console, failures: list[str]) -> None:
-    """MLflow writes that failed in the background: said once, with the first error, never swallowed."""
-    if failures:
-        console.print(f"[yellow]warning:[/] {_failures_in_words(failures)}", highlight=False)
 
 
 def _failures_in_words(failures: list[str]) -> str:

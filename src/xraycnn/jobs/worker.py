@@ -8,16 +8,20 @@ import traceback
 from pathlib import Path
 
 from mlflow.entities import RunStatus
+from mlflow.exceptions import MlflowException
 from rich.console import Console
 
-from xraycnn.errors import InterruptedByUserError, XrayCnnError
+from xraycnn.errors import ChiefGoneError, InterruptedByUserError, XrayCnnError
 from xraycnn.jobs.inputs import Inputs
+from xraycnn.jobs.parent import FINAL_DRAIN_S
 from xraycnn.jobs.session import Session, mlflow_experiment_name, open_session
-from xraycnn.jobs.trials import close_orphans, fail_on_tracking_failures, report_tracking_failures, trial_listeners
+from xraycnn.jobs.spooling import await_store, open_spool, store_wait_seconds
+from xraycnn.jobs.trials import close_orphans, fail_on_tracking_failures, trial_listeners
 from xraycnn.model.hypermodel import CxrHyperModel
 from xraycnn.tracking.lifecycle import INTERRUPTED
+from xraycnn.tracking.spool import remove_if_empty
 from xraycnn.tracking.tags import ORACLE_TAG, WORKER_TAG
-from xraycnn.tuning.cluster import ClusterRole, patient_oracle_client
+from xraycnn.tuning.cluster import ChiefWatch, ClusterRole, patient_oracle_client
 from xraycnn.tuning.tuners import build_tuner
 
 PARENT_WAIT_S = 300
@@ -28,40 +32,65 @@ def run_worker(
 ) -> None:
     session = open_session(inputs, tracking_uri, console)
     config = session.experiment.config
-    parent_run_id = find_parent(session, cluster)
-    close_orphans(session, parent_run_id, cluster.worker_id)
-    cluster.apply()
-    hypermodel = CxrHyperModel(config, session.data)
-    tracker, progress = trial_listeners(session, parent_run_id, console, hypermodel, {WORKER_TAG: cluster.worker_id})
-    tuner = build_tuner(config, hypermodel, project_dir.parent, project_dir.name, [tracker, progress])
-    patient_oracle_client(tuner)
-    console.print(f"Worker {cluster.worker_id}: trials from the oracle on {cluster.oracle}, parent run {parent_run_id}")
+    wait = store_wait_seconds()
+    runs = open_spool(project_dir, cluster.worker_id, session.store.uri, console)  # what it left comes first
     try:
-        tuner.search(verbose=0)
-    except KeyboardInterrupt:
-        tracker.close_open_runs(RunStatus.to_string(RunStatus.KILLED), INTERRUPTED)
-        raise InterruptedByUserError(f"worker {cluster.worker_id} stopped; its open run is closed as KILLED") from None
-    except BaseException:
-        report_tracking_failures(
-            console, tracker.close_open_runs(RunStatus.to_string(RunStatus.FAILED), traceback.format_exc())
+        await_store(runs, wait, "a worker's earlier writes go in before it looks for runs it left open")
+        parent_run_id = find_parent(session, cluster)
+        close_orphans(session, parent_run_id, cluster.worker_id)
+        cluster.apply()
+        hypermodel = CxrHyperModel(config, session.data)
+        tracker, progress = trial_listeners(
+            session, runs, parent_run_id, console, hypermodel, {WORKER_TAG: cluster.worker_id}
         )
-        raise
-    failures = tracker.flush()
-    report_tracking_failures(console, failures)
+        tuner = build_tuner(config, hypermodel, project_dir.parent, project_dir.name, [tracker, progress])
+        patient_oracle_client(tuner)
+        console.print(
+            f"Worker {cluster.worker_id}: trials from the oracle on {cluster.oracle}, parent run {parent_run_id}"
+        )
+        watch = ChiefWatch(cluster.oracle_host, cluster.oracle_port)
+        watch.start()
+        try:
+            tuner.search(verbose=0)
+        except KeyboardInterrupt:
+            if watch.gone:
+                why = f"the chief's oracle at {cluster.oracle} stopped answering"
+                tracker.close_open_runs(RunStatus.to_string(RunStatus.FAILED), f"{why}; the trial runs again")
+                raise ChiefGoneError(
+                    f"{why} for {watch.grace:.0f} s: worker {cluster.worker_id} stopped, its open run closed as "
+                    "FAILED. Start the chief again (the same command resumes the search from the oracle's saved "
+                    "state), then the workers"
+                ) from None
+            tracker.close_open_runs(RunStatus.to_string(RunStatus.KILLED), INTERRUPTED)
+            raise InterruptedByUserError(
+                f"worker {cluster.worker_id} stopped; its open run is closed as KILLED"
+            ) from None
+        except BaseException:
+            tracker.close_open_runs(RunStatus.to_string(RunStatus.FAILED), traceback.format_exc())
+            raise
+        finally:
+            watch.stop()
+        await_store(runs, wait, "the worker's trial runs must be in the store before it reports done")
+    finally:
+        runs.sender.close(timeout=FINAL_DRAIN_S, unless_away=True)
+        remove_if_empty(runs.sender.spool.directory)
     console.print(f"Worker {cluster.worker_id}: the oracle has no more trials; done.")
-    fail_on_tracking_failures(session, None, failures)
+    fail_on_tracking_failures(session, None, runs.sender.take_failures())
 
 
 def find_parent(session: Session, cluster: ClusterRole, timeout: float = PARENT_WAIT_S) -> str:
     """The chief's parent run, found by the oracle address it carries (no shared files between hosts)."""
     deadline = time.monotonic() + timeout
     while True:
-        runs = session.runs.client.search_runs(
-            [session.experiment_id],
-            filter_string=f"tags.`{ORACLE_TAG}` = '{cluster.oracle}' and attributes.status = 'RUNNING'",
-            order_by=["attributes.start_time DESC"],
-            max_results=1,
-        )
+        try:
+            runs = session.runs.client.search_runs(
+                [session.experiment_id],
+                filter_string=f"tags.`{ORACLE_TAG}` = '{cluster.oracle}' and attributes.status = 'RUNNING'",
+                order_by=["attributes.start_time DESC"],
+                max_results=1,
+            )
+        except MlflowException:  # the store restarting: ask again until the deadline
+            runs = []
         if runs:
             return runs[0].info.run_id
         if time.monotonic() > deadline:

@@ -12,7 +12,7 @@ import mlflow
 from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 
-from xraycnn.errors import InterruptedByUserError
+from xraycnn.errors import InterruptedByUserError, TrackingStoreUnavailableError
 from xraycnn.tracking.runs import RunLogger
 
 INTERRUPTED = "interrupted by the user (Ctrl-C)"
@@ -36,6 +36,12 @@ def closed_run(runs: RunLogger, run_id: str, *, fluent: bool = False) -> Iterato
     """
     try:
         yield run_id
+    except TrackingStoreUnavailableError:
+        # The job is not over, only waiting for the store: its run stays RUNNING until `xraycnn sync` ends it.
+        if fluent and mlflow.active_run() is not None:
+            with contextlib.suppress(Exception):  # pops MLflow's run stack; the store is away, or takes RUNNING
+                mlflow.end_run(RunStatus.to_string(RunStatus.RUNNING))
+        raise
     except BaseException as exc:
         status, reason = _status_of(exc)
         with contextlib.suppress(MlflowException, OSError):

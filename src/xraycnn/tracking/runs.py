@@ -38,22 +38,26 @@ def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
         yield items[start : start + size]
 
 
-def _param_value(value: Any) -> str:
+def param_value(value: Any) -> str:
     return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
 def dataset_input(data: PreparedData, context: str = "training") -> DatasetInput:
     """The dataset as an MLflow input: its folder, name and our digest of every file's bytes."""
+    return dataset_input_of(data.root, data.digest, data.input_shape, context)
+
+
+def dataset_input_of(root: str, digest: str, input_shape: Sequence[int], context: str = "training") -> DatasetInput:
     with warnings.catch_warnings():  # "can be interpreted in multiple ways": both readings are 'local'
         warnings.simplefilter("ignore", UserWarning)
-        source = resolve_dataset_source(data.root)
+        source = resolve_dataset_source(root)
     schema = Schema(
         [
-            TensorSpec(np.dtype(np.uint8), (-1, *data.input_shape), "image"),
+            TensorSpec(np.dtype(np.uint8), (-1, *input_shape), "image"),
             TensorSpec(np.dtype(np.int32), (-1,), "label"),
         ]
     )
-    dataset = MetaDataset(source, name=Path(data.root).name, digest=data.digest, schema=schema)
+    dataset = MetaDataset(source, name=Path(root).name, digest=digest, schema=schema)
     return DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])
 
 
@@ -64,7 +68,7 @@ class RunLogger:
         self.client = client
 
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
-        items = [Param(k, _param_value(v)) for k, v in params.items() if v is not None]
+        items = [Param(k, param_value(v)) for k, v in params.items() if v is not None]
         for chunk in _chunks(items, _BATCH):
             self.client.log_batch(run_id, params=list(chunk), synchronous=True)
 
@@ -74,10 +78,17 @@ class RunLogger:
             self.client.log_batch(run_id, tags=list(chunk), synchronous=True)
 
     def log_metrics(
-        self, run_id: str, metrics: Mapping[str, float], step: int = 0, model_id: str | None = None
+        self,
+        run_id: str,
+        metrics: Mapping[str, float],
+        step: int = 0,
+        model_id: str | None = None,
+        timestamp_ms: int | None = None,
     ) -> None:
-        """`model_id` (a registered version's logged model) links the metrics to that model in the UI."""
-        now = int(time.time() * 1000)
+        """`model_id` (a registered version's logged model) links the metrics to that model in the UI.
+        `timestamp_ms`: when the values were measured (a replayed write keeps its own, so that sending it twice
+        stores it once: MLflow drops a metric equal to one it has in key, value, step and timestamp)."""
+        now = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
         items = [
             Metric(k, float(v), now, step, model_id=model_id)
             for k, v in metrics.items()
@@ -139,7 +150,10 @@ class RunLogger:
         self.set_tags(run_id, {ERROR_TAG: error.strip().splitlines()[-1] if error.strip() else error})
         self.log_text(run_id, error, "error.txt")
 
-    def end(self, run_id: str, status: str = "FINISHED", error: str | None = None) -> None:
+    def end(
+        self, run_id: str, status: str = "FINISHED", error: str | None = None, end_time_ms: int | None = None
+    ) -> None:
         if error:
             self.note_error(run_id, error)
-        self.client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.from_string(status)))
+        status = RunStatus.to_string(RunStatus.from_string(status))
+        self.client.set_terminated(run_id, status=status, end_time=end_time_ms)

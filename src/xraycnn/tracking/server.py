@@ -8,6 +8,7 @@ database, e.g. postgresql://user@127.0.0.1:5432/mlflow), else the project's SQLi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -27,6 +28,76 @@ def default_backend_store_uri() -> str:
     return os.environ.get(BACKEND_ENV) or paths.default_tracking_uri()
 
 
+class TrackingServer:
+    """`mlflow server` on `host:port`: started, stopped, and started again on the same port when it dies (the
+    search's processes keep their writes in their spools meanwhile)."""
+
+    def __init__(
+        self,
+        backend_store_uri: str,
+        artifacts_dir: Path,
+        log_path: Path,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+    ) -> None:
+        self.backend_store_uri = backend_store_uri
+        self.artifacts_dir = artifacts_dir
+        self.log_path = log_path
+        self.host = host
+        self.port = port or free_port(host)
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> None:
+        self.artifacts_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if self.backend_store_uri.startswith("sqlite:///"):
+            Path(self.backend_store_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        command = [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            self.backend_store_uri,
+            "--artifacts-destination",
+            self.artifacts_dir.resolve().as_uri(),
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--workers",
+            "2",
+        ]
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_until_answering(
+                f"{self.url}/health", self.process, START_TIMEOUT_S, "the MLflow tracking server", self.log_path
+            )
+        except BaseException:
+            self.stop()
+            raise
+
+    def exit_status(self) -> int | None:
+        """None while it runs; its exit status once it has died."""
+        return None if self.process is None else self.process.poll()
+
+    def restart(self) -> None:
+        """Start it again on the same port, after whatever is left of the dead one (its own workers)."""
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+        self.start()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            _stop(self.process)
+
+
 @contextmanager
 def tracking_server(
     backend_store_uri: str,
@@ -36,35 +107,12 @@ def tracking_server(
     port: int | None = None,
 ) -> Iterator[str]:
     """Run `mlflow server` on `host:port` for the duration of the block; yields its URL."""
-    port = port or free_port(host)
-    artifacts_dir.mkdir(parents=True, exist_ok=True)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    if backend_store_uri.startswith("sqlite:///"):
-        Path(backend_store_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    command = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        "--backend-store-uri",
-        backend_store_uri,
-        "--artifacts-destination",
-        artifacts_dir.resolve().as_uri(),
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--workers",
-        "2",
-    ]
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://{host}:{port}"
+    server = TrackingServer(backend_store_uri, artifacts_dir, log_path, host, port)
+    server.start()
     try:
-        wait_until_answering(f"{url}/health", process, START_TIMEOUT_S, "the MLflow tracking server", log_path)
-        yield url
+        yield server.url
     finally:
-        _stop(process)
+        server.stop()
 
 
 def _stop(process: subprocess.Popen) -> None:

@@ -9,6 +9,9 @@ artifacts where it was told to.
 from __future__ import annotations
 
 import os
+import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +22,7 @@ from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.tracking import MlflowClient
 
 from xraycnn import paths
-from xraycnn.errors import XrayCnnError
+from xraycnn.errors import TrackingStoreUnavailableError, XrayCnnError
 
 
 @dataclass(frozen=True)
@@ -46,9 +49,66 @@ def resolve_store(uri: str | None = None) -> TrackingStore:
             f"tracking URI {uri!r} is a file store, which MLflow no longer opens; use a database, e.g. "
             f"sqlite:///{Path(uri.removeprefix('file://')).expanduser().resolve() / 'mlflow.db'}, or a server URL"
         )
+    elif uri.startswith(("http://", "https://")):
+        _fail_fast_over_http()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return TrackingStore(uri, artifact_root)
+
+
+def _fail_fast_over_http() -> None:
+    """MLflow's client retries a request to a server that is down for about 4 minutes before it fails; the
+    tracking spool retries writes itself, for as long as an outage lasts, and must know the store is away to
+    say so. A user's own settings win."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+
+
+def first_line(exc: BaseException) -> str:
+    """An error in one short line: for a request that never reached the server, what the socket said."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else ""
+    socket_error = re.search(r"\[Errno -?\d+\] [^'\")]+", line)
+    if socket_error and " failed with exception " in line:
+        line = f"{line.split(' failed with exception ')[0]} failed: {socket_error.group(0)}"
+    return f"{type(exc).__name__}: {line}"[:300]
+
+
+def store_answers(client: MlflowClient) -> bool:
+    """Whether the store answers a query at all (a cheap one); a write it refuses is another matter."""
+    try:
+        client.search_experiments(max_results=1)
+    except Exception:
+        return False
+    return True
+
+
+def wait_for_store(store: TrackingStore, notice: Callable[[str], None], timeout: float) -> None:
+    """Return once the store answers; one line when it does not, one when it does; give up after `timeout`."""
+    started = time.monotonic()
+    waited, backoff = False, 0.5
+    client = store.client()
+    while True:
+        try:
+            client.search_experiments(max_results=1)
+            break
+        except Exception as exc:
+            if time.monotonic() - started > timeout:
+                raise TrackingStoreUnavailableError(
+                    f"the tracking store {store.uri} did not answer for {timeout:.0f} s ({first_line(exc)}); start "
+                    "it (or check --tracking-uri / MLFLOW_TRACKING_URI) and run the same command again"
+                ) from None
+            if not waited:
+                notice(
+                    f"Tracking store {store.uri} unreachable ({first_line(exc)}); waiting for it (up to "
+                    f"{timeout:.0f} s; Ctrl-C stops)."
+                )
+                waited = True
+            time.sleep(backoff)
+            backoff = min(backoff * 2, 8.0)
+    if waited:
+        notice(f"Tracking store {store.uri} answers after {time.monotonic() - started:.0f} s.")
 
 
 def sqlite_file(uri: str) -> Path | None:

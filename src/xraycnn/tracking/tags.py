@@ -14,6 +14,7 @@ WORKER_TAG = f"{TAG_PREFIX}worker"  # on a trial run: the worker that trained it
 ORACLE_TAG = f"{TAG_PREFIX}oracle"  # on a distributed search's parent run: where its chief serves the oracle
 ERROR_TAG = f"{TAG_PREFIX}error"  # on a FAILED run: the last line of its error (the whole of it: error.txt)
 TRACKING_FAILURES_TAG = f"{TAG_PREFIX}tracking_failures"  # on the parent run: how many MLflow writes failed
+SPOOL_KEY_TAG = f"{TAG_PREFIX}spool_key"  # on a run created from the tracking spool: its key there (idempotence)
 
 # -- on model versions ------------------------------------------------------------------------------------
 OBJECTIVE_TAG = f"{TAG_PREFIX}objective"

@@ -23,8 +23,8 @@ from xraycnn.config import TunerConfig
 from xraycnn.data.dataset import PreparedData
 from xraycnn.model.hypermodel import TrialScores
 from xraycnn.model.space import choice_tokens
-from xraycnn.tracking.background import BackgroundWriter
-from xraycnn.tracking.runs import RunLogger
+from xraycnn.tracking.sender import SpoolSender
+from xraycnn.tracking.spooled_runs import SpooledRuns
 from xraycnn.tracking.tags import BEST_EPOCH_TAG, GATE_TAG, TAG_PREFIX, TRIAL_ID_TAG
 from xraycnn.tuning.tuners import SearchListener
 
@@ -90,20 +90,19 @@ def trial_run_name(trial: Trial) -> str:
 
 
 class TrialTracker(SearchListener):
-    """Every MLflow write goes through one background writer, in order, so training never waits on it.
-    The tracker's own state (open runs, histories) is touched only by that writer; the hooks, called on the
-    training thread, only copy what they need and submit."""
+    """Every MLflow write goes through the tracking spool, in order, so training never waits on the store and
+    an outage loses nothing (tracking.sender). The hooks, called on the training thread, keep the trial's
+    history and journal the writes; the sending thread draws the plots and talks to the store."""
 
     def __init__(
         self,
-        runs: RunLogger,
+        runs: SpooledRuns,
         experiment_id: str,
         parent_run_id: str,
         fixed_params: Mapping[str, Any],
         data: PreparedData,
         tuner: TunerConfig,
         trial_scores: Callable[[Any, keras.Model], TrialScores],
-        writer: BackgroundWriter | None = None,
         run_tags: Mapping[str, Any] | None = None,
     ) -> None:
         self.runs = runs
@@ -115,111 +114,76 @@ class TrialTracker(SearchListener):
         self.objective = tuner.objective
         self.direction = tuner.direction
         self.trial_scores = trial_scores  # (hyperparameters, trained network) -> test metrics and audit
-        self.writer = writer or BackgroundWriter()
         self.run_tags = dict(run_tags or {})  # on every trial run, e.g. the worker that trained it
-        self.open_runs: dict[str, str] = {}  # trial_id -> run_id of the attempt in progress
+        self.open_runs: dict[str, str] = {}  # trial_id -> run key of the attempt in progress
         self.histories: dict[str, EpochHistory] = {}
-        self.run_ids: dict[str, str] = {}  # trial_id -> run_id of its last finished attempt
 
-    # -- lookups (writer thread) --------------------------------------------------------------------------
-    def _previous_attempts(self, trial_id: str) -> list[Any]:
-        return self.runs.client.search_runs(
-            [self.experiment_id],
-            filter_string=(
-                f"tags.`mlflow.parentRunId` = '{self.parent_run_id}' and tags.`{TRIAL_ID_TAG}` = '{trial_id}'"
-            ),
-            order_by=["attributes.start_time DESC"],
-        )
+    @property
+    def sender(self) -> SpoolSender:
+        return self.runs.sender
 
-    def _finished_run_of(self, trial_id: str) -> str | None:
-        if trial_id in self.run_ids:
-            return self.run_ids[trial_id]
-        finished = [r for r in self._previous_attempts(trial_id) if r.info.status == "FINISHED"]
-        return finished[0].info.run_id if finished else None
-
-    # -- hooks (training thread): copy, submit ----------------------------------------------------------
+    # -- hooks (training thread) --------------------------------------------------------------------------
     def trial_begin(self, trial: Trial) -> None:
-        self.writer.submit(self._open, trial.trial_id, trial_run_name(trial), hyperparameter_params(trial))
+        values = hyperparameter_params(trial)
+        continues = values.get("tuner/trial_id")
+        key = self.runs.create_child(
+            self.experiment_id,
+            self.parent_run_id,
+            trial_run_name(trial),
+            {**self.run_tags, TRIAL_ID_TAG: trial.trial_id},
+            trial_id=trial.trial_id,
+            continues=None if continues is None else str(continues),
+        )
+        self.open_runs[trial.trial_id] = key
+        self.histories[trial.trial_id] = EpochHistory()
+        self.runs.log_params(key, {**self.fixed_params, **values})
+        self.runs.log_dataset(key, self.data)
 
     def epoch_end(self, trial: Trial, epoch: int, logs: dict[str, float]) -> None:
-        self.writer.submit(self._log_epoch, trial.trial_id, epoch + 1, dict(logs))
+        key = self.open_runs.get(trial.trial_id)
+        if key is None:
+            return
+        values = self.histories[trial.trial_id].add(epoch + 1, logs)
+        self.runs.log_metrics(key, values, step=epoch + 1)
 
     def trial_completed(self, trial: Trial, model: keras.Model) -> None:
-        # Predicting needs the model, which the next trial may replace: done here, the rest is submitted.
+        key = self.open_runs[trial.trial_id]
+        title = trial_run_name(trial)
         scores = self.trial_scores(trial.hyperparameters, model)
-        self.writer.submit(self._log_completed, trial.trial_id, trial_run_name(trial), scores)
+        self.runs.log_scores(key, scores.test, title)
+        self.runs.log_metrics(key, scores.audit.flat("best_val_"))
+        history = self.histories[trial.trial_id]
+        self.runs.log_learning_curves(key, history.epochs, history.metrics, title)
 
     def trial_end(self, trial: Trial) -> None:
-        self.writer.submit(self._close, trial.trial_id, trial.status, trial.score, trial.message)
-
-    # -- writes (writer thread) ---------------------------------------------------------------------------
-    def _open(self, trial_id: str, name: str, values: dict[str, Any]) -> None:
-        attempt = len(self._previous_attempts(trial_id)) + 1
-        tags: dict[str, Any] = {**self.run_tags, TRIAL_ID_TAG: trial_id, f"{TAG_PREFIX}attempt": attempt}
-        continues = values.get("tuner/trial_id")
-        if continues is not None:  # a Hyperband continuation: trains on from that trial's best checkpoint
-            tags[f"{TAG_PREFIX}continues_trial"] = continues
-            continued_run = self._finished_run_of(str(continues))
-            if continued_run:
-                tags[f"{TAG_PREFIX}continues_run_id"] = continued_run
-        run_id = self.runs.create_child(self.experiment_id, self.parent_run_id, name, tags)
-        self.open_runs[trial_id] = run_id
-        self.histories[trial_id] = EpochHistory()
-        self.runs.log_params(run_id, {**self.fixed_params, **values})
-        self.runs.log_dataset(run_id, self.data)
-
-    def _log_epoch(self, trial_id: str, epoch_number: int, logs: dict[str, float]) -> None:
-        run_id = self.open_runs.get(trial_id)
-        if run_id is None:
+        key = self.open_runs.pop(trial.trial_id, None)
+        if key is None:
             return
-        values = self.histories[trial_id].add(epoch_number, logs)
-        self.runs.log_metrics(run_id, values, step=epoch_number)
-
-    def _log_completed(self, trial_id: str, title: str, scores: TrialScores) -> None:
-        run_id = self.open_runs[trial_id]
-        self.runs.log_scores(run_id, scores.test, title)
-        self.runs.log_metrics(run_id, scores.audit.flat("best_val_"))
-        history = self.histories[trial_id]
-        self.runs.log_learning_curves(run_id, history.epochs, history.metrics, title)
-
-    def _close(self, trial_id: str, status: str, score: float | None, message: str | None) -> None:
-        run_id = self.open_runs.pop(trial_id, None)
-        if run_id is None:
-            return
-        completed = status == TrialStatus.COMPLETED
-        tags: dict[str, Any] = {f"{TAG_PREFIX}trial_status": status}
+        completed = trial.status == TrialStatus.COMPLETED
+        tags: dict[str, Any] = {f"{TAG_PREFIX}trial_status": trial.status}
         if completed:
-            self.run_ids[trial_id] = run_id
-            history = self.histories[trial_id]
+            history = self.histories[trial.trial_id]
             selection = self.tuner.selection_metric
             best_epoch = history.best_epoch(selection, self.direction)
-            best: dict[str, float | None] = {f"best_{selection}": score}
+            best: dict[str, float | None] = {f"best_{selection}": trial.score}
             if best_epoch is not None:
                 tags[BEST_EPOCH_TAG] = best_epoch
                 at_best = {k: v[history.epochs.index(best_epoch)] for k, v in history.metrics.items()}
-                if score is None:  # a worker's copy of the trial: the chief's oracle holds the score
+                if trial.score is None:  # a worker's copy of the trial: the chief's oracle holds the score
                     best[f"best_{selection}"] = at_best[selection]
                 best[f"best_{self.objective}"] = at_best[self.objective]
                 if self.tuner.max_borders_only_auc is not None:
                     passed = at_best["val_borders_only_auc"] <= self.tuner.max_borders_only_auc
                     tags[GATE_TAG] = "pass" if passed else "fail"
-            self.runs.log_metrics(run_id, best)
-        self.runs.set_tags(run_id, tags)
-        error = None if completed else (message or f"trial ended with status {status}")
-        self.runs.end(run_id, "FINISHED" if completed else "FAILED", error)
+            self.runs.log_metrics(key, best)
+        self.runs.set_tags(key, tags)
+        error = None if completed else (trial.message or f"trial ended with status {trial.status}")
+        self.runs.end(key, "FINISHED" if completed else "FAILED", error)
 
     # -- the search's end ---------------------------------------------------------------------------------
-    def flush(self) -> list[str]:
-        """Wait until every write so far is done; the ones that failed."""
-        return self.writer.flush()
-
-    def close_open_runs(
-        self, status: str = RunStatus.to_string(RunStatus.FAILED), reason: str | None = None
-    ) -> list[str]:
-        """Finish the pending writes, then close attempts left open by an interrupted search (KILLED on
-        Ctrl-C, FAILED on a crash). Returns the writes that failed."""
-        failures = self.writer.flush()
-        for run_id in list(self.open_runs.values()):
-            self.runs.end(run_id, status, reason)
+    def close_open_runs(self, status: str = RunStatus.to_string(RunStatus.FAILED), reason: str | None = None) -> None:
+        """Close the attempts an interrupted search left open (KILLED on Ctrl-C, FAILED on a crash): journaled
+        like every other write, sent now or by the next run or `xraycnn sync`."""
+        for key in list(self.open_runs.values()):
+            self.runs.end(key, status, reason)
         self.open_runs.clear()
-        return failures

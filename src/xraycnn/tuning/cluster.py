@@ -7,7 +7,10 @@ interrupted by a dying worker runs again.
 
 from __future__ import annotations
 
+import _thread
 import os
+import socket
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -18,6 +21,7 @@ from xraycnn.errors import XrayCnnError
 
 CHIEF_ID = "chief"
 IDLE_WAIT_S = 1.0  # Keras Tuner's workers re-ask an IDLE oracle in a tight loop; this spares the 2 cores
+CHIEF_GRACE_S = 10.0  # a chief not answering this long is gone (a restarting one binds its port again at once)
 
 
 @dataclass(frozen=True)
@@ -67,3 +71,43 @@ def patient_oracle_client(tuner: Any) -> None:
         return trial
 
     oracle.create_trial = create_trial_patiently
+
+
+class ChiefWatch:
+    """Stops a worker whose chief has died. Keras Tuner's workers call the oracle with `wait_for_ready`, so a
+    worker whose chief is gone would wait forever, holding its trial run open. Once the chief has been seen,
+    its oracle port is checked every `interval` s; after `grace` s without an answer the worker's main thread
+    is interrupted (as by Ctrl-C) and `gone` tells why."""
+
+    def __init__(self, host: str, port: int, grace: float = CHIEF_GRACE_S, interval: float = 2.0) -> None:
+        self.host, self.port, self.grace, self.interval = host, port, grace, interval
+        self.gone = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="xraycnn-chief-watch", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection((self.host, self.port), timeout=self.interval):
+                return True
+        except OSError:
+            return False
+
+    def _watch(self) -> None:
+        seen, silent_since = False, None
+        while not self._stop.wait(self.interval):
+            if self._answers():
+                seen, silent_since = True, None
+                continue
+            if not seen:
+                continue  # not up yet: the worker's own calls wait for it
+            silent_since = silent_since or time.monotonic()
+            if time.monotonic() - silent_since >= self.grace:
+                self.gone = True
+                _thread.interrupt_main()
+                return

@@ -25,6 +25,9 @@ class SearchState:
     experiment_sha256: str
     dataset_digest: str
     registered: dict[str, Any] = field(default_factory=dict)  # trial_id, name, version, alias once done
+    # Set while the search waits for an absent tracking store (its writes in the spool, the champion maybe not
+    # registered): how `xraycnn sync` finishes it: {"experiment": file, "overrides": [KEY=VALUE], "data": root}.
+    unfinished: dict[str, Any] | None = None
 
     @staticmethod
     def load(project_dir: Path) -> SearchState | None:
