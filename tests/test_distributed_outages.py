@@ -23,7 +23,7 @@ from xraycnn.tracking.server import TrackingServer
 
 pytestmark = pytest.mark.slow  # the real CLI end to end (make test-fast leaves it out)
 
-TRIALS, EPOCHS = 4, 12
+TRIALS, EPOCHS = 3, 8
 EXPERIMENT = f"""
 seed = 17
 [data]

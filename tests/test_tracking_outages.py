@@ -22,7 +22,7 @@ from xraycnn.tracking.server import tracking_server
 pytestmark = pytest.mark.slow  # the real CLI end to end (make test-fast leaves it out)
 
 MODEL = "xraycnn-outage"
-EPOCHS = 8
+EPOCHS = 5
 # Random search, 2 trials of 8 epochs each, never stopped early: the same seed gives the same trials and the
 # same metric steps, so an interrupted search can be compared with an uninterrupted one.
 EXPERIMENT = f"""

@@ -51,7 +51,17 @@ class TrackingIncompleteError(XrayCnnError):
     exit_code = 3  # distinct from 2: the search ran; what it logged is not all there
 
 
-class TrackingStoreUnavailableError(XrayCnnError):
+class SearchPausedError(XrayCnnError):
+    """The search stopped for a cause outside it (the tracking store away, a full disk): its parent run stays
+    RUNNING, its writes wait in its spool, and the same command resumes it once the cause is gone."""
+
+
+class DiskFullError(SearchPausedError):
+    """A file system the search writes to (the tracking spool, the tuner's state, the store's database or
+    artifacts) is full: the message names it."""
+
+
+class TrackingStoreUnavailableError(SearchPausedError):
     """The tracking store stayed away: what the search logged is safe in its spool, to be sent by `xraycnn sync`."""
 
     exit_code = 75  # EX_TEMPFAIL (sysexits.h): a temporary failure, the same command can be retried later

@@ -41,6 +41,7 @@ from xraycnn.jobs.worker import run_worker
 from xraycnn.model.hypermodel import CxrHyperModel
 from xraycnn.registry import Registration, Selection
 from xraycnn.report import write_report
+from xraycnn.runtime.disk import disk_full_error, is_disk_full
 from xraycnn.tracking.lifecycle import INTERRUPTED
 from xraycnn.tracking.spool import remove_if_empty
 from xraycnn.tracking.spooled_runs import SpooledRuns
@@ -48,7 +49,7 @@ from xraycnn.tracking.tags import ORACLE_TAG, TAG_PREFIX
 from xraycnn.tuning.cluster import ClusterRole
 from xraycnn.tuning.progress import top_trials_table
 from xraycnn.tuning.state import SearchState, search_lock
-from xraycnn.tuning.tuners import build_tuner, planned_budget
+from xraycnn.tuning.tuners import SearchStopped, build_tuner, planned_budget
 
 
 class SearchInterruptedError(InterruptedByUserError):
@@ -204,9 +205,15 @@ def _tuner(
             f"the search of {experiment.name} stopped; its open runs are closed as KILLED. Run the same command "
             f"again to resume (finished trials are kept in {project_dir})."
         ) from None
+    except SearchStopped as stop:
+        progress.stop()
+        tracker.close_open_runs(RunStatus.to_string(RunStatus.KILLED), str(stop.error))
+        raise stop.error from None
     except BaseException as exc:
         progress.stop()
         tracker.close_open_runs(RunStatus.to_string(RunStatus.FAILED), traceback.format_exc())
+        if not isinstance(exc, XrayCnnError) and is_disk_full(exc):  # Keras Tuner saving its state
+            raise disk_full_error(exc, f"the search's state in {project_dir}") from None
         if isinstance(exc, RuntimeError) and "consecutive failures" in str(exc):
             raise XrayCnnError(
                 f"{exc} The last error: {last_failure(tuner)}. See the FAILED trial runs in MLflow; fix the cause and "

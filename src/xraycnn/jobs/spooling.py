@@ -68,6 +68,8 @@ def send_leftovers(project_dir: Path, console: Console, wait: float) -> list[str
             client = resolve_store(spool.tracking_uri).client()
             sender = SpoolSender(spool, client, notice_to(console), name=f"xraycnn-sync-{directory.name}")
             if not sender.close(wait):
+                if sender.disk_full is not None:
+                    raise sender.disk_full
                 raise TrackingStoreUnavailableError(
                     f"the tracking store {spool.tracking_uri} did not take the {spool.count()} write(s) left in "
                     f"{directory} within {wait:.0f} s; they stay there: run `xraycnn sync` once it is back"
@@ -85,6 +87,8 @@ def await_store(runs: SpooledRuns, wait: float, why: str) -> None:
     if runs.sender.spool.count() and runs.sender.outage_since is not None:
         runs.sender.notice(f"Waiting up to {wait:.0f} s for the tracking store: {why}.")
     if not runs.sender.drain(wait):
+        if runs.sender.disk_full is not None:
+            raise runs.sender.disk_full
         raise TrackingStoreUnavailableError(
             f"the tracking store {runs.sender.spool.tracking_uri} stayed away for {wait:.0f} s ({why}); "
             f"{runs.sender.spool.count()} write(s) wait in {runs.sender.spool.directory}. Once the store is back, "

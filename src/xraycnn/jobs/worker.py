@@ -3,6 +3,7 @@ trials the chief's oracle hands out, each one a child run of that parent run."""
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 from pathlib import Path
@@ -22,7 +23,7 @@ from xraycnn.tracking.lifecycle import INTERRUPTED
 from xraycnn.tracking.spool import remove_if_empty
 from xraycnn.tracking.tags import ORACLE_TAG, WORKER_TAG
 from xraycnn.tuning.cluster import ChiefWatch, ClusterRole, patient_oracle_client
-from xraycnn.tuning.tuners import build_tuner
+from xraycnn.tuning.tuners import SearchStopped, build_tuner
 
 PARENT_WAIT_S = 300
 
@@ -48,23 +49,35 @@ def run_worker(
         console.print(
             f"Worker {cluster.worker_id}: trials from the oracle on {cluster.oracle}, parent run {parent_run_id}"
         )
-        watch = ChiefWatch(cluster.oracle_host, cluster.oracle_port)
+        why = f"the chief's oracle at {cluster.oracle} stopped answering"
+        stopped = (
+            f"worker {cluster.worker_id} stopped, its open run closed as FAILED. Start the chief again (the same "
+            "command resumes the search from the oracle's saved state), then the workers"
+        )
+
+        def give_up() -> None:
+            """SIGINT did not reach the training thread in time (blocked in a call that does not wake): close
+            the open run from here and end the process, so that no worker outlives its chief."""
+            tracker.close_open_runs(RunStatus.to_string(RunStatus.FAILED), f"{why}; the trial runs again")
+            runs.sender.close(timeout=5)
+            console.print(f"[bold red]error:[/] {why}: {stopped}", highlight=False, soft_wrap=True)
+            os._exit(ChiefGoneError.exit_code)
+
+        watch = ChiefWatch(cluster.oracle_host, cluster.oracle_port, on_stuck=give_up)
         watch.start()
         try:
             tuner.search(verbose=0)
         except KeyboardInterrupt:
             if watch.gone:
-                why = f"the chief's oracle at {cluster.oracle} stopped answering"
                 tracker.close_open_runs(RunStatus.to_string(RunStatus.FAILED), f"{why}; the trial runs again")
-                raise ChiefGoneError(
-                    f"{why} for {watch.grace:.0f} s: worker {cluster.worker_id} stopped, its open run closed as "
-                    "FAILED. Start the chief again (the same command resumes the search from the oracle's saved "
-                    "state), then the workers"
-                ) from None
+                raise ChiefGoneError(f"{why} for {watch.grace:.0f} s: {stopped}") from None
             tracker.close_open_runs(RunStatus.to_string(RunStatus.KILLED), INTERRUPTED)
             raise InterruptedByUserError(
                 f"worker {cluster.worker_id} stopped; its open run is closed as KILLED"
             ) from None
+        except SearchStopped as stop:
+            tracker.close_open_runs(RunStatus.to_string(RunStatus.KILLED), str(stop.error))
+            raise stop.error from None
         except BaseException:
             tracker.close_open_runs(RunStatus.to_string(RunStatus.FAILED), traceback.format_exc())
             raise

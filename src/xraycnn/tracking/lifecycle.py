@@ -12,7 +12,7 @@ import mlflow
 from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 
-from xraycnn.errors import InterruptedByUserError, TrackingStoreUnavailableError
+from xraycnn.errors import InterruptedByUserError, SearchPausedError
 from xraycnn.tracking.runs import RunLogger
 
 INTERRUPTED = "interrupted by the user (Ctrl-C)"
@@ -36,8 +36,9 @@ def closed_run(runs: RunLogger, run_id: str, *, fluent: bool = False) -> Iterato
     """
     try:
         yield run_id
-    except TrackingStoreUnavailableError:
-        # The job is not over, only waiting for the store: its run stays RUNNING until `xraycnn sync` ends it.
+    except SearchPausedError:
+        # The job is not over, only paused (the store away, a full disk): its run stays RUNNING until the same
+        # command (or `xraycnn sync`) resumes and ends it.
         if fluent and mlflow.active_run() is not None:
             with contextlib.suppress(Exception):  # pops MLflow's run stack; the store is away, or takes RUNNING
                 mlflow.end_run(RunStatus.to_string(RunStatus.RUNNING))

@@ -16,10 +16,12 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
+from xraycnn.errors import DiskFullError
+from xraycnn.runtime.disk import disk_full_error, is_disk_full
 from xraycnn.tracking.replay import Replayer, UnknownRunError
 from xraycnn.tracking.runs import RunLogger
 from xraycnn.tracking.spool import Record, Spool
-from xraycnn.tracking.store import first_line, store_answers
+from xraycnn.tracking.store import first_line, sqlite_file, store_answers
 
 REFUSED_TRIES = 3  # a write the store refuses while it answers other queries: tried this often, then set aside
 FIRST_BACKOFF_S = 0.5
@@ -49,6 +51,7 @@ class SpoolSender:
         self.cpu_seconds = 0.0  # the sending thread's CPU time: what tracking costs the machine
         self.outages: list[float] = []  # seconds of each outage that ended
         self.outage_since: float | None = None
+        self.disk_full: DiskFullError | None = None  # set when the store's disk is full: sending stops there
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         if start:
             self._thread.start()
@@ -58,7 +61,10 @@ class SpoolSender:
 
     # -- the caller's side ------------------------------------------------------------------------------
     def submit(self, op: str, args: dict[str, Any], files: dict[str, Path] | None = None) -> None:
-        """Journal the write (durable when this returns), then let the sending thread have it."""
+        """Journal the write (durable when this returns), then let the sending thread have it. Raises
+        DiskFullError once the store's disk (or the spool's) is full: the search must stop, not pile up."""
+        if self.disk_full is not None:
+            raise self.disk_full
         self.spool.append(op, args, files)
         self._wake.set()
 
@@ -66,7 +72,9 @@ class SpoolSender:
         """Wait until every write so far is in the store (True) or `timeout` seconds have passed (False)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.spool.count():
-            if not self._thread.is_alive() or (deadline is not None and time.monotonic() > deadline):
+            if self.disk_full is not None or not self._thread.is_alive():
+                return False
+            if deadline is not None and time.monotonic() > deadline:
                 return False
             self._wake.set()
             time.sleep(0.02)
@@ -113,6 +121,11 @@ class SpoolSender:
             try:
                 self.replayer.apply(record)
             except Exception as exc:
+                if is_disk_full(exc):  # kept in the spool: sent by the next run, once space is freed
+                    # Said once, by the search as it stops (the next write it journals, or its wait at the end).
+                    self.disk_full = disk_full_error(exc, "to the tracking store", sqlite_file(self.spool.tracking_uri))
+                    self._stop.wait()
+                    return
                 if isinstance(exc, UnknownRunError | TypeError | ValueError | KeyError):
                     self._set_aside(record, exc)  # malformed: no store will ever take it
                     return

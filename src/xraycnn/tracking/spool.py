@@ -26,6 +26,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from xraycnn.errors import XrayCnnError
+from xraycnn.runtime.disk import disk_full_error, is_disk_full
 
 KEY_PREFIX = "spool-"
 _SEQ_DIGITS = 10
@@ -121,17 +122,30 @@ class Spool:
             seq = self._next
             self._next += 1
             path = self.ops / f"{seq:0{_SEQ_DIGITS}d}.json"
-            if files:
-                attached = path.with_suffix(".files")
-                attached.mkdir()
-                for name, source in files.items():
-                    shutil.copyfile(source, attached / name)
-                    self.bytes_written += source.stat().st_size
             text = json.dumps({"seq": seq, "op": op, "args": args})
-            write_durably(path, text)
+            try:
+                if files:
+                    attached = path.with_suffix(".files")
+                    attached.mkdir()
+                    for name, source in files.items():
+                        shutil.copyfile(source, attached / name)
+                        self.bytes_written += source.stat().st_size
+                write_durably(path, text)
+            except OSError as exc:
+                self._forget(path)  # no half record: the write is not journaled, and says so
+                if is_disk_full(exc):
+                    raise disk_full_error(exc, "the tracking spool", self.directory) from exc
+                raise
             self.records_written += 1
             self.bytes_written += len(text.encode())
         return seq
+
+    @staticmethod
+    def _forget(path: Path) -> None:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(path.with_suffix(".files"), ignore_errors=True)
+            path.with_name(f".{path.name}.tmp").unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
 
     # -- sending ----------------------------------------------------------------------------------------
     def _seqs(self) -> list[int]:

@@ -21,6 +21,7 @@ from mlflow.entities import RunStatus
 
 from xraycnn.config import TunerConfig
 from xraycnn.data.dataset import PreparedData
+from xraycnn.errors import DiskFullError
 from xraycnn.model.hypermodel import TrialScores
 from xraycnn.model.space import choice_tokens
 from xraycnn.tracking.sender import SpoolSender
@@ -184,6 +185,9 @@ class TrialTracker(SearchListener):
     def close_open_runs(self, status: str = RunStatus.to_string(RunStatus.FAILED), reason: str | None = None) -> None:
         """Close the attempts an interrupted search left open (KILLED on Ctrl-C, FAILED on a crash): journaled
         like every other write, sent now or by the next run or `xraycnn sync`."""
-        for key in list(self.open_runs.values()):
-            self.runs.end(key, status, reason)
+        try:
+            for key in list(self.open_runs.values()):
+                self.runs.end(key, status, reason)
+        except DiskFullError:
+            pass  # nothing more can be journaled; the next run closes what the store holds RUNNING
         self.open_runs.clear()

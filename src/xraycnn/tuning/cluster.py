@@ -7,11 +7,12 @@ interrupted by a dying worker runs again.
 
 from __future__ import annotations
 
-import _thread
 import os
+import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -76,11 +77,21 @@ def patient_oracle_client(tuner: Any) -> None:
 class ChiefWatch:
     """Stops a worker whose chief has died. Keras Tuner's workers call the oracle with `wait_for_ready`, so a
     worker whose chief is gone would wait forever, holding its trial run open. Once the chief has been seen,
-    its oracle port is checked every `interval` s; after `grace` s without an answer the worker's main thread
-    is interrupted (as by Ctrl-C) and `gone` tells why."""
+    its oracle port is checked every `interval` s; after `grace` s without an answer the worker gets SIGINT
+    (a real signal: it also wakes a thread blocked in a system call) and `gone` tells why; if it is still
+    there `stuck_after` s later, `on_stuck` runs (it closes what it can and ends the process)."""
 
-    def __init__(self, host: str, port: int, grace: float = CHIEF_GRACE_S, interval: float = 2.0) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        on_stuck: Callable[[], None],
+        grace: float = CHIEF_GRACE_S,
+        interval: float = 1.0,
+        stuck_after: float = 10.0,
+    ) -> None:
         self.host, self.port, self.grace, self.interval = host, port, grace, interval
+        self.on_stuck, self.stuck_after = on_stuck, stuck_after
         self.gone = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="xraycnn-chief-watch", daemon=True)
@@ -93,7 +104,7 @@ class ChiefWatch:
 
     def _answers(self) -> bool:
         try:
-            with socket.create_connection((self.host, self.port), timeout=self.interval):
+            with socket.create_connection((self.host, self.port), timeout=max(self.interval, 1.0)):
                 return True
         except OSError:
             return False
@@ -109,5 +120,7 @@ class ChiefWatch:
             silent_since = silent_since or time.monotonic()
             if time.monotonic() - silent_since >= self.grace:
                 self.gone = True
-                _thread.interrupt_main()
+                os.kill(os.getpid(), signal.SIGINT)
+                if not self._stop.wait(self.stuck_after):
+                    self.on_stuck()
                 return

@@ -19,6 +19,8 @@ import keras_tuner as kt
 from keras_tuner.engine.trial import Trial, TrialStatus
 
 from xraycnn.config import ExperimentConfig
+from xraycnn.errors import DiskFullError, XrayCnnError
+from xraycnn.runtime.disk import disk_full_error, is_disk_full
 from xraycnn.runtime.heap import freeze_long_lived, thaw
 
 
@@ -38,6 +40,15 @@ class SearchListener:
         """The oracle has recorded the trial's final status and score (the state on disk is saved)."""
 
 
+class SearchStopped(kt.errors.FatalError):
+    """Carries an error that must end the whole search (a full disk) out of a trial: Keras Tuner records any
+    other error as a FAILED trial and goes on, and a FAILED trial is never run again on resume."""
+
+    def __init__(self, error: XrayCnnError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class _Tracked:
     """Mixin placed before a Keras Tuner tuner class: forwards its hooks to the listeners."""
 
@@ -54,6 +65,19 @@ class _Tracked:
             super().search(*args, **kwargs)  # type: ignore[misc]
         finally:
             thaw()
+
+    def _run_and_update_trial(self, trial: Trial, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super()._run_and_update_trial(trial, *args, **kwargs)  # type: ignore[misc]
+        except XrayCnnError as exc:  # from our hooks (the spool's disk, the store's)
+            if isinstance(exc, DiskFullError):
+                raise SearchStopped(exc) from exc
+            raise
+        except Exception as exc:  # Keras Tuner's own checkpoint writes
+            if is_disk_full(exc):
+                where = self.get_trial_dir(trial.trial_id)  # type: ignore[attr-defined]
+                raise SearchStopped(disk_full_error(exc, f"trial {trial.trial_id}'s checkpoint", where)) from exc
+            raise
 
     def on_search_begin(self) -> None:
         super().on_search_begin()  # type: ignore[misc]

@@ -1,0 +1,176 @@
+"""A full disk in the middle of a search, through the real CLI: at the tracking store (its SQLite file and
+artifacts) and at the tuner folder (Keras Tuner's state and the tracking spool). The search stops with one
+message naming the path, the store stays consistent (no half-registered version), and the same command
+resumes once space is freed: every trial finished once, no run RUNNING, one champion.
+
+As root, the full disk is a real 24 MiB tmpfs filled up by the test; where mounting is not allowed, the
+same writes fail with ENOSPC, injected at start-up through sitecustomize while a flag file exists."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.test_reliability import trial_runs, wait_for
+from tests.tiny_search import XRAYCNN, xraycnn
+
+pytestmark = pytest.mark.slow  # the real CLI end to end (make test-fast leaves it out)
+
+EPOCHS = 5
+EXPERIMENT = f"""
+seed = 23
+[data]
+root = "{{root}}"
+image_size = 64
+[space]
+conv_blocks = 2
+filters = [8, 16]
+kernel_size = 3
+dropout = {{{{ values = [0.1, 0.2] }}}}
+dense_units = 16
+learning_rate = {{{{ min = 1e-3, max = 2e-3 }}}}
+batch_size = 8
+epochs = {EPOCHS}
+[tuner]
+algorithm = "random"
+[budget]
+max_trials = 2
+max_epochs = {EPOCHS}
+[training]
+early_stopping_patience = {EPOCHS}
+[registry]
+model_name = "xraycnn-full"
+"""
+
+# Where mounting is refused: every write under the small file system fails while FLAG exists.
+INJECT = """
+import errno, os
+from pathlib import Path
+ROOT, FLAG = os.environ["XRAYCNN_TEST_FULL_ROOT"], os.environ["XRAYCNN_TEST_FULL_FLAG"]
+
+def full(path):
+    return os.path.exists(FLAG) and str(Path(path).resolve()).startswith(ROOT)
+
+import xraycnn.tracking.spool as spool  # the spool's records, in the tuner folder
+_write = spool.write_durably
+def write_durably(path, text):
+    if full(path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    return _write(path, text)
+spool.write_durably = write_durably
+
+import xraycnn.tracking.replay as replay  # every write to a store whose files are on the small disk
+from xraycnn.tracking.store import sqlite_file
+_apply = replay.Replayer.apply
+def apply(self, record):
+    db = sqlite_file(self.spool.tracking_uri)
+    if db is not None and full(db):
+        raise OSError(errno.ENOSPC, "No space left on device", str(db))
+    return _apply(self, record)
+replay.Replayer.apply = apply
+"""
+
+
+class SmallDisk:
+    """A small file system at `root` that the test fills and frees."""
+
+    def __init__(self, root: Path, tmp: Path) -> None:
+        self.root, self.real = root, False
+        self.flag = tmp / "disk-is-full"
+        self.filler = root / "filler"
+        root.mkdir(parents=True)
+        if os.geteuid() == 0:
+            mounted = subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(root)], capture_output=True
+            )
+            self.real = mounted.returncode == 0
+        self.env: dict[str, str] = {}
+        if not self.real:
+            inject = tmp / "inject"
+            inject.mkdir()
+            (inject / "sitecustomize.py").write_text(INJECT)
+            self.env = {
+                "PYTHONPATH": f"{inject}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+                "XRAYCNN_TEST_FULL_ROOT": str(root.resolve()),
+                "XRAYCNN_TEST_FULL_FLAG": str(self.flag),
+            }
+
+    def fill(self) -> None:
+        if not self.real:
+            self.flag.touch()
+            return
+        with self.filler.open("wb") as handle, contextlib.suppress(OSError):
+            while True:
+                handle.write(b"\0" * (1 << 16))
+                handle.flush()
+        with contextlib.suppress(OSError):
+            os.fsync(os.open(self.root, os.O_RDONLY))
+
+    def free(self) -> None:
+        self.flag.unlink(missing_ok=True)
+        self.filler.unlink(missing_ok=True)
+
+    def unmount(self) -> None:
+        if self.real:
+            subprocess.run(["umount", "-l", str(self.root)], capture_output=True)
+
+
+@pytest.fixture
+def disk(tmp_path: Path) -> Iterator[SmallDisk]:
+    small = SmallDisk(tmp_path / "small", tmp_path)
+    yield small
+    small.unmount()
+
+
+def check_resumed(client: MlflowClient, experiment_id: str) -> None:
+    everything = client.search_runs([experiment_id])
+    assert [r for r in everything if r.info.status == "RUNNING"] == []
+    finished = [r for r in trial_runs(client, experiment_id) if r.info.status == "FINISHED"]
+    assert sorted(r.data.tags["xraycnn.trial_id"] for r in finished) == ["0", "1"]
+    for run in finished:
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "val_auc")] == list(range(1, EPOCHS + 1))
+    (version,) = client.search_model_versions("name = 'xraycnn-full'")
+    assert str(client.get_model_version_by_alias("xraycnn-full", "champion").version) == str(version.version)
+
+
+@pytest.mark.parametrize("where", ["store", "tuner"])
+def test_a_full_disk_stops_the_search_with_one_message_and_it_resumes(
+    small_dataset: Path, tmp_path: Path, disk: SmallDisk, where: str
+) -> None:
+    store_dir = disk.root if where == "store" else tmp_path / "store"
+    tuner_dir = disk.root / "tuner" if where == "tuner" else tmp_path / "tuner"
+    uri = f"sqlite:///{store_dir / 'mlflow.db'}"
+    (tmp_path / "full.toml").write_text(EXPERIMENT.format(root=small_dataset))
+    command = ["search", str(tmp_path / "full.toml"), "--tuner-dir", str(tuner_dir), "--reports-dir", str(tmp_path)]
+    env = {"MLFLOW_TRACKING_URI": uri, "PYTHONUNBUFFERED": "1", **disk.env}
+    search = subprocess.Popen(
+        [XRAYCNN, *command], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **env}
+    )
+    client = MlflowClient(uri, registry_uri=uri)
+
+    def epochs_in_the_store() -> bool:
+        experiment = client.get_experiment_by_name("xraycnn-full")
+        runs = trial_runs(client, experiment.experiment_id) if experiment else []
+        return any(len(client.get_metric_history(r.info.run_id, "val_auc")) >= 2 for r in runs)
+
+    wait_for(epochs_in_the_store, 300, "a trial's epochs in the store")
+    disk.fill()
+    output, _ = search.communicate(timeout=600)
+    print(output[-5000:])
+    assert search.returncode == 2, f"real tmpfs: {disk.real}"
+    (line,) = [line for line in output.splitlines() if line.startswith("error:")]
+    assert "error: no space left on the file system of " in line and str(disk.root) in line
+    assert "then run the same command again" in line
+    experiment_id = client.get_experiment_by_name("xraycnn-full").experiment_id
+    assert client.search_model_versions("name = 'xraycnn-full'") == []  # no version half-registered
+
+    disk.free()
+    result = xraycnn(*command, env=env)
+    assert result.returncode == 0, result.stderr
+    check_resumed(client, experiment_id)
