@@ -85,7 +85,7 @@ class SmallDisk:
         self.flag = tmp / "disk-is-full"
         self.filler = root / "filler"
         root.mkdir(parents=True)
-        if os.geteuid() == 0:
+        if os.geteuid() == 0 and not os.environ.get("XRAYCNN_TEST_NO_MOUNT"):  # set: try the fallback here
             mounted = subprocess.run(
                 ["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(root)], capture_output=True
             )

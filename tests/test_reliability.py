@@ -16,9 +16,9 @@ from tests.tiny_search import XRAYCNN, xraycnn
 
 pytestmark = pytest.mark.slow  # the real CLI end to end (make test-fast leaves it out)
 
-# Random search, 2 trials of 60 epochs each: long enough to be killed in the middle of one, also on a fast
+# Random search, 2 trials of 30 epochs each: long enough to be killed in the middle of one, also on a fast
 # machine (~0.1 s an epoch with AVX-512 BF16, ~0.5 s on an AVX2-only 2-core one); the tests strike as soon
-# as the trial has logged its first epoch.
+# as the trial has logged its first epoch (polled every 0.5 s).
 EXPERIMENT = """
 seed = 11
 [data]
@@ -32,14 +32,14 @@ dropout = {{ values = [0.1, 0.2] }}
 dense_units = 16
 learning_rate = {{ min = 1e-3, max = 2e-3 }}
 batch_size = 8
-epochs = 60
+epochs = 30
 [tuner]
 algorithm = "random"
 [budget]
 max_trials = 2
-max_epochs = 60
+max_epochs = 30
 [training]
-early_stopping_patience = 60
+early_stopping_patience = 30
 [registry]
 model_name = "xraycnn-kill"
 """
@@ -117,7 +117,7 @@ def test_sigkill_mid_trial_then_resume(small_dataset: Path, tmp_path: Path) -> N
     assert len(finished) == 2
     again = [r for r in finished if r.data.tags["xraycnn.trial_id"] == killed_trial]
     assert again and again[0].data.tags["xraycnn.attempt"] == "2"
-    assert [m.step for m in client.get_metric_history(again[0].info.run_id, "val_auc")] == list(range(1, 61))
+    assert [m.step for m in client.get_metric_history(again[0].info.run_id, "val_auc")] == list(range(1, 31))
     assert str(client.get_model_version_by_alias("xraycnn-kill", "champion").version) == "1"
 
 
@@ -126,7 +126,7 @@ def test_ctrl_c_closes_the_runs_and_says_how_to_resume(small_dataset: Path, tmp_
     experiment.write_text(
         EXPERIMENT.format(root=small_dataset)
         .replace("max_trials = 2", "max_trials = 1")
-        .replace("= 60", "= 120")  # epochs, max_epochs, patience: one trial, and a wide window to interrupt it
+        .replace("= 30", "= 60")  # epochs, max_epochs, patience: one trial, and a wide window to interrupt it
         .replace("xraycnn-kill", "xraycnn-sigint")
     )
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
@@ -191,8 +191,8 @@ def test_two_experiments_at_once_on_one_store(small_dataset: Path, tmp_path: Pat
         text = (
             EXPERIMENT.format(root=small_dataset)
             .replace("dropout = { values = [0.1, 0.2] }", f"dropout = {dropout}")
-            .replace("epochs = 60", "epochs = 3")
-            .replace("max_epochs = 60", "max_epochs = 3")
+            .replace("epochs = 30", "epochs = 3")
+            .replace("max_epochs = 30", "max_epochs = 3")
             .replace("xraycnn-kill", SHARED_MODEL)
         )
         (tmp_path / f"{name}.toml").write_text(text)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -96,6 +97,19 @@ def start_search(experiment: Path, tmp: Path, url: str, **env: str) -> subproces
     )
 
 
+def stop_mid_trial(search: subprocess.Popen, server: Server) -> None:
+    """Stop the server as soon as the first trial's first epoch is in the store, the search held still meanwhile
+    (SIGSTOP) so that it cannot finish first: the outage starts in the middle of that trial on any machine."""
+    client = server.client()
+    wait_for(lambda: first_epoch_logged(client), 300, "the first trial's first epoch in the store")
+    search.send_signal(signal.SIGSTOP)
+    try:
+        server.stop()
+    finally:
+        search.send_signal(signal.SIGCONT)
+    assert not all_epochs_logged(server.database()), "the outage did not come in the middle of the search"
+
+
 def experiment_id(client: MlflowClient) -> str | None:
     found = client.get_experiment_by_name("xraycnn-outage")
     return found.experiment_id if found else None
@@ -164,9 +178,7 @@ def test_a_server_away_at_the_start_and_mid_trial_loses_nothing(
     assert search.poll() is None, "the search gave up on a store away for 30 s"
     server.start()
     client = server.client()
-    wait_for(lambda: first_epoch_logged(client), 300, "the first trial's first epoch in the store")
-    server.stop()
-    assert not all_epochs_logged(server.database()), "the outage did not come in the middle of the search"
+    stop_mid_trial(search, server)
     time.sleep(20)
     server.start()
     output, _ = search.communicate(timeout=600)
@@ -191,8 +203,7 @@ def test_a_store_away_past_the_end_then_sync_completes_it(
     server.start()
     client = server.client()
     search = start_search(experiment, tmp_path, server.url, XRAYCNN_STORE_WAIT_S="10")
-    wait_for(lambda: first_epoch_logged(client), 300, "the first trial's first epoch in the store")
-    server.stop()
+    stop_mid_trial(search, server)
     output, _ = search.communicate(timeout=600)
     print(output[-6000:])
     assert search.returncode == 75

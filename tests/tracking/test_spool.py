@@ -1,20 +1,18 @@
 """The tracking spool: a durable, ordered journal (tracking.spool), writes that change nothing when sent twice
-(tracking.replay), and the thread that sends them through outages of a real MLflow server (tracking.sender)."""
+(tracking.replay), and the thread that sends them, setting aside what the store refuses (tracking.sender).
+Its outages of a real MLflow server are tested end to end in tests/test_tracking_outages.py."""
 
 from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from xraycnn.errors import XrayCnnError
-from xraycnn.runtime.local_http import free_port
 from xraycnn.tracking.sender import SpoolSender
-from xraycnn.tracking.server import tracking_server
 from xraycnn.tracking.spool import Spool, SpoolInUseError, is_run_key, remove_if_empty
 from xraycnn.tracking.spooled_runs import SpooledRuns
 from xraycnn.tracking.store import ensure_experiment, resolve_store
@@ -148,41 +146,3 @@ def test_a_write_the_store_refuses_is_set_aside_and_the_rest_goes_on(tmp_path: P
     assert json.loads(kept.read_text())["args"]["params"] == {"lr": "0.2"}
     (run,) = client.search_runs([experiment_id])
     assert run.data.params == {"lr": "0.1"} and run.data.metrics == {"after": 1.0}
-
-
-@pytest.mark.slow
-def test_writes_wait_through_an_outage_of_a_real_tracking_server(tmp_path: Path) -> None:
-    """A real `mlflow server` stopped while writes keep coming, started again on the same port: one line when
-    the outage starts, one when it ends, every write in the store once, in order."""
-    backend = f"sqlite:///{tmp_path / 'db' / 'mlflow.db'}"
-    port = free_port()
-    artifacts, log = tmp_path / "artifacts", tmp_path / "server.log"
-    notices: list[str] = []
-    with tracking_server(backend, artifacts, log, port=port) as url:
-        store = resolve_store(url)
-        experiment_id = ensure_experiment(store, "outage")
-        sender = SpoolSender(Spool(tmp_path / "s", url), store.client(), notice=notices.append)
-        runs = SpooledRuns(sender)
-        key = runs.create_child(experiment_id, None, "r", {})
-        runs.log_metrics(key, {"m": 0.0}, step=0)
-        assert sender.drain(timeout=60)
-    for step in range(1, 6):  # the server is down: training goes on, the writes wait on disk
-        runs.log_metrics(key, {"m": float(step)}, step=step)
-    runs.log_text(key, "written while the store was away", "during.txt")
-    runs.end(key, "FINISHED")
-    assert not sender.drain(timeout=5)
-    assert sender.spool.count() >= 6
-    assert len(notices) == 1 and "unreachable" in notices[0] and str(tmp_path / "s") in notices[0]
-    time.sleep(3)
-    with tracking_server(backend, artifacts, log, port=port):
-        assert sender.drain(timeout=120)
-        assert sender.close(timeout=10)
-    assert len(notices) == 2 and "is back after" in notices[1]
-    assert sender.take_failures() == []
-    client = MlflowClient(backend)
-    (run,) = client.search_runs([experiment_id])
-    assert run.info.status == "FINISHED"
-    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "m")] == [
-        (s, float(s)) for s in range(6)
-    ]
-    assert (artifacts / experiment_id).exists() or any(artifacts.rglob("during.txt"))

@@ -12,13 +12,14 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from mlflow.tracking import MlflowClient
 from rich.console import Console
 
 from xraycnn.errors import TrackingStoreUnavailableError, XrayCnnError
 from xraycnn.tracking.sender import SpoolSender
 from xraycnn.tracking.spool import Spool, SpoolInUseError, remove_if_empty, spool_dirs
 from xraycnn.tracking.spooled_runs import SpooledRuns
-from xraycnn.tracking.store import resolve_store
+from xraycnn.tracking.store import fail_fast_over_http
 
 STORE_WAIT_ENV = "XRAYCNN_STORE_WAIT_S"
 DEFAULT_STORE_WAIT_S = 600.0  # how long a search waits for an absent store, at its start and at its end
@@ -42,6 +43,14 @@ def notice_to(console: Console) -> Callable[[str], None]:
     return lambda message: console.print(f"[yellow]{message}[/]", highlight=False, soft_wrap=True)
 
 
+def _client(tracking_uri: str) -> MlflowClient:
+    """A client of the store a spool was written for, leaving MLflow's current store as it is (a spool left
+    by a search on another store must not switch this process's runs there)."""
+    if tracking_uri.startswith(("http://", "https://")):
+        fail_fast_over_http()
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
 def spool_dir(project_dir: Path, process: str) -> Path:
     return project_dir / "spool" / process
 
@@ -50,7 +59,7 @@ def open_spool(project_dir: Path, process: str, tracking_uri: str, console: Cons
     """This process's spool and the thread that sends it (what the directory holds is sent first)."""
     # A sync or a starting chief may be sending what this process's predecessor left: wait for it.
     spool = Spool(spool_dir(project_dir, process), tracking_uri, wait_for_owner=OWNER_WAIT_S)
-    return SpooledRuns(SpoolSender(spool, resolve_store(tracking_uri).client(), notice_to(console)))
+    return SpooledRuns(SpoolSender(spool, _client(tracking_uri), notice_to(console)))
 
 
 def send_leftovers(project_dir: Path, console: Console, wait: float) -> list[str]:
@@ -65,8 +74,9 @@ def send_leftovers(project_dir: Path, console: Console, wait: float) -> list[str
         count = spool.count()
         if count:
             console.print(f"Sending {count} MLflow write(s) left in {directory} to {spool.tracking_uri} ...")
-            client = resolve_store(spool.tracking_uri).client()
-            sender = SpoolSender(spool, client, notice_to(console), name=f"xraycnn-sync-{directory.name}")
+            sender = SpoolSender(
+                spool, _client(spool.tracking_uri), notice_to(console), name=f"xraycnn-sync-{directory.name}"
+            )
             if not sender.close(wait):
                 if sender.disk_full is not None:
                     raise sender.disk_full

@@ -50,13 +50,13 @@ def resolve_store(uri: str | None = None) -> TrackingStore:
             f"sqlite:///{Path(uri.removeprefix('file://')).expanduser().resolve() / 'mlflow.db'}, or a server URL"
         )
     elif uri.startswith(("http://", "https://")):
-        _fail_fast_over_http()
+        fail_fast_over_http()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return TrackingStore(uri, artifact_root)
 
 
-def _fail_fast_over_http() -> None:
+def fail_fast_over_http() -> None:
     """MLflow's client retries a request to a server that is down for about 4 minutes before it fails; the
     tracking spool retries writes itself, for as long as an outage lasts, and must know the store is away to
     say so. A user's own settings win."""
