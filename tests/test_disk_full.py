@@ -18,35 +18,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.test_reliability import trial_runs, wait_for
-from tests.tiny_search import XRAYCNN, xraycnn
+from tests.tiny_search import XRAYCNN, random_search, xraycnn
 
 pytestmark = pytest.mark.slow  # the real CLI end to end (make test-fast leaves it out)
 
 EPOCHS = 5
-EXPERIMENT = f"""
-seed = 23
-[data]
-root = "{{root}}"
-image_size = 64
-[space]
-conv_blocks = 2
-filters = [8, 16]
-kernel_size = 3
-dropout = {{{{ values = [0.1, 0.2] }}}}
-dense_units = 16
-learning_rate = {{{{ min = 1e-3, max = 2e-3 }}}}
-batch_size = 8
-epochs = {EPOCHS}
-[tuner]
-algorithm = "random"
-[budget]
-max_trials = 2
-max_epochs = {EPOCHS}
-[training]
-early_stopping_patience = {EPOCHS}
-[registry]
-model_name = "xraycnn-full"
-"""
 
 # Where mounting is refused: every write under the small file system fails while FLAG exists.
 INJECT = """
@@ -146,7 +122,9 @@ def test_a_full_disk_stops_the_search_with_one_message_and_it_resumes(
     store_dir = disk.root if where == "store" else tmp_path / "store"
     tuner_dir = disk.root / "tuner" if where == "tuner" else tmp_path / "tuner"
     uri = f"sqlite:///{store_dir / 'mlflow.db'}"
-    (tmp_path / "full.toml").write_text(EXPERIMENT.format(root=small_dataset))
+    (tmp_path / "full.toml").write_text(
+        random_search(small_dataset, seed=23, trials=2, epochs=EPOCHS, model="xraycnn-full")
+    )
     command = ["search", str(tmp_path / "full.toml"), "--tuner-dir", str(tuner_dir), "--reports-dir", str(tmp_path)]
     env = {"MLFLOW_TRACKING_URI": uri, "PYTHONUNBUFFERED": "1", **disk.env}
     search = subprocess.Popen(

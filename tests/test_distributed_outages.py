@@ -17,37 +17,13 @@ from mlflow.tracking import MlflowClient
 
 from tests.postgres import Postgres, postgres_server
 from tests.test_reliability import wait_for
-from tests.tiny_search import XRAYCNN
+from tests.tiny_search import XRAYCNN, random_search
 from xraycnn.runtime.local_http import free_port
 from xraycnn.tracking.server import TrackingServer
 
 pytestmark = pytest.mark.slow  # the real CLI end to end (make test-fast leaves it out)
 
 TRIALS, EPOCHS = 3, 8
-EXPERIMENT = f"""
-seed = 17
-[data]
-root = "{{root}}"
-image_size = 64
-[space]
-conv_blocks = 2
-filters = [8, 16]
-kernel_size = 3
-dropout = {{{{ values = [0.1, 0.2, 0.3] }}}}
-dense_units = 16
-learning_rate = {{{{ min = 1e-3, max = 3e-3 }}}}
-batch_size = 8
-epochs = {EPOCHS}
-[tuner]
-algorithm = "random"
-[budget]
-max_trials = {TRIALS}
-max_epochs = {EPOCHS}
-[training]
-early_stopping_patience = {EPOCHS}
-[registry]
-model_name = "{{model}}"
-"""
 
 
 @pytest.fixture(scope="module")
@@ -63,11 +39,7 @@ class Cluster:
         self.tmp, self.name, self.trials = tmp, name, trials
         self.model = f"xraycnn-{name}"
         self.experiment = tmp / f"{name}.toml"
-        self.experiment.write_text(
-            EXPERIMENT.format(root=dataset, model=self.model).replace(
-                f"max_trials = {TRIALS}", f"max_trials = {trials}"
-            )
-        )
+        self.experiment.write_text(random_search(dataset, seed=17, trials=trials, epochs=EPOCHS, model=self.model))
         self.server = TrackingServer(postgres.uri, tmp / "artifacts", tmp / "server.log", port=free_port())
         self.database = MlflowClient(postgres.uri, registry_uri=postgres.uri)
         self.oracle = f"127.0.0.1:{free_port()}"

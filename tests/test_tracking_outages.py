@@ -16,7 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.test_reliability import trial_runs, wait_for
-from tests.tiny_search import XRAYCNN, xraycnn
+from tests.tiny_search import XRAYCNN, random_search, xraycnn
 from xraycnn.runtime.local_http import free_port
 from xraycnn.tracking.server import tracking_server
 
@@ -24,32 +24,7 @@ pytestmark = pytest.mark.slow  # the real CLI end to end (make test-fast leaves 
 
 MODEL = "xraycnn-outage"
 EPOCHS = 5
-# Random search, 2 trials of 8 epochs each, never stopped early: the same seed gives the same trials and the
-# same metric steps, so an interrupted search can be compared with an uninterrupted one.
-EXPERIMENT = f"""
-seed = 5
-[data]
-root = "{{root}}"
-image_size = 64
-[space]
-conv_blocks = 2
-filters = [8, 16]
-kernel_size = 3
-dropout = {{{{ values = [0.1, 0.2] }}}}
-dense_units = 16
-learning_rate = {{{{ min = 1e-3, max = 2e-3 }}}}
-batch_size = 8
-epochs = {EPOCHS}
-[tuner]
-algorithm = "random"
-[budget]
-max_trials = 2
-max_epochs = {EPOCHS}
-[training]
-early_stopping_patience = {EPOCHS}
-[registry]
-model_name = "{MODEL}"
-"""
+# 2 trials trained all their epochs: an interrupted search can be compared with an uninterrupted one.
 EPOCH_METRICS = ("loss", "auc", "val_loss", "val_auc")
 ARTIFACTS = {"plots/confusion_matrix.png", "plots/learning_curves.png"}
 
@@ -172,7 +147,7 @@ def test_a_server_away_at_the_start_and_mid_trial_loses_nothing(
     trial (training goes on; the writes wait in the spool): one line when each outage starts and one when it
     ends, and the store holds everything once."""
     experiment = tmp_path / "outage.toml"
-    experiment.write_text(EXPERIMENT.format(root=small_dataset))
+    experiment.write_text(random_search(small_dataset, seed=5, trials=2, epochs=EPOCHS, model=MODEL))
     search = start_search(experiment, tmp_path, server.url)
     time.sleep(30)
     assert search.poll() is None, "the search gave up on a store away for 30 s"
@@ -199,7 +174,7 @@ def test_a_store_away_past_the_end_then_sync_completes_it(
     saying so, its champion not registered; once the server is back, `xraycnn sync` sends the spool and
     finishes the search, and the store holds what an uninterrupted search of the same seed logs."""
     experiment = tmp_path / "outage.toml"
-    experiment.write_text(EXPERIMENT.format(root=small_dataset))
+    experiment.write_text(random_search(small_dataset, seed=5, trials=2, epochs=EPOCHS, model=MODEL))
     server.start()
     client = server.client()
     search = start_search(experiment, tmp_path, server.url, XRAYCNN_STORE_WAIT_S="10")

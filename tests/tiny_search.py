@@ -55,6 +55,35 @@ TEST_METRICS = {
 }
 
 
+def random_search(root: Path | str, *, seed: int, trials: int, epochs: int, model: str) -> str:
+    """An experiment file: a random search of small 2-block networks on 64px films, each trial trained all its
+    epochs (no early stopping), so that the same seed gives the same trials and the same metric steps."""
+    return f"""
+seed = {seed}
+[data]
+root = "{root}"
+image_size = 64
+[space]
+conv_blocks = 2
+filters = [8, 16]
+kernel_size = 3
+dropout = {{ values = [0.1, 0.2] }}
+dense_units = 16
+learning_rate = {{ min = 1e-3, max = 2e-3 }}
+batch_size = 8
+epochs = {epochs}
+[tuner]
+algorithm = "random"
+[budget]
+max_trials = {trials}
+max_epochs = {epochs}
+[training]
+early_stopping_patience = {epochs}
+[registry]
+model_name = "{model}"
+"""
+
+
 def xraycnn(*args: str, env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         [XRAYCNN, *args], capture_output=True, text=True, env={**os.environ, **env}, timeout=timeout
