@@ -12,37 +12,16 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.tiny_search import XRAYCNN, xraycnn
+from tests.tiny_search import XRAYCNN, random_search, xraycnn
 
 pytestmark = pytest.mark.slow  # the real CLI end to end (make test-fast leaves it out)
+
 
 # Random search, 2 trials of 30 epochs each: long enough to be killed in the middle of one, also on a fast
 # machine (~0.1 s an epoch with AVX-512 BF16, ~0.5 s on an AVX2-only 2-core one); the tests strike as soon
 # as the trial has logged its first epoch (polled every 0.5 s).
-EXPERIMENT = """
-seed = 11
-[data]
-root = "{root}"
-image_size = 64
-[space]
-conv_blocks = 2
-filters = [8, 16]
-kernel_size = 3
-dropout = {{ values = [0.1, 0.2] }}
-dense_units = 16
-learning_rate = {{ min = 1e-3, max = 2e-3 }}
-batch_size = 8
-epochs = 30
-[tuner]
-algorithm = "random"
-[budget]
-max_trials = 2
-max_epochs = 30
-[training]
-early_stopping_patience = 30
-[registry]
-model_name = "xraycnn-kill"
-"""
+def kill_experiment(root: Path) -> str:
+    return random_search(root, seed=11, trials=2, epochs=30, model="xraycnn-kill")
 
 
 def trial_runs(client: MlflowClient, experiment_id: str) -> list:
@@ -61,7 +40,7 @@ def wait_for(condition, timeout: float, what: str) -> None:
 
 def test_sigkill_mid_trial_then_resume(small_dataset: Path, tmp_path: Path) -> None:
     experiment = tmp_path / "kill.toml"
-    experiment.write_text(EXPERIMENT.format(root=small_dataset))
+    experiment.write_text(kill_experiment(small_dataset))
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     env = {"MLFLOW_TRACKING_URI": uri, "PYTHONUNBUFFERED": "1"}
     args = ["search", str(experiment), "--tuner-dir", str(tmp_path / "tuner")]
@@ -124,7 +103,7 @@ def test_sigkill_mid_trial_then_resume(small_dataset: Path, tmp_path: Path) -> N
 def test_ctrl_c_closes_the_runs_and_says_how_to_resume(small_dataset: Path, tmp_path: Path) -> None:
     experiment = tmp_path / "sigint.toml"
     experiment.write_text(
-        EXPERIMENT.format(root=small_dataset)
+        kill_experiment(small_dataset)
         .replace("max_trials = 2", "max_trials = 1")
         .replace("= 30", "= 60")  # epochs, max_epochs, patience: one trial, and a wide window to interrupt it
         .replace("xraycnn-kill", "xraycnn-sigint")
@@ -189,7 +168,7 @@ def test_two_experiments_at_once_on_one_store(small_dataset: Path, tmp_path: Pat
     processes = {}
     for name, dropout in (("alpha", "0.1"), ("beta", "0.3")):
         text = (
-            EXPERIMENT.format(root=small_dataset)
+            kill_experiment(small_dataset)
             .replace("dropout = { values = [0.1, 0.2] }", f"dropout = {dropout}")
             .replace("epochs = 30", "epochs = 3")
             .replace("max_epochs = 30", "max_epochs = 3")

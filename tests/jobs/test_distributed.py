@@ -16,34 +16,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.postgres import postgres_server
-from tests.tiny_search import XRAYCNN
+from tests.tiny_search import XRAYCNN, random_search
 
 pytestmark = pytest.mark.slow  # the real CLI end to end (make test-fast leaves it out)
-
-EXPERIMENT = """
-seed = 13
-[data]
-root = "{root}"
-image_size = 64
-[space]
-conv_blocks = 2
-filters = [8, 16]
-kernel_size = 3
-dropout = {{ values = [0.1, 0.2, 0.3] }}
-dense_units = 16
-learning_rate = {{ min = 1e-3, max = 3e-3 }}
-batch_size = 8
-epochs = 10
-[tuner]
-algorithm = "random"
-[budget]
-max_trials = 3
-max_epochs = 10
-[training]
-early_stopping_patience = 10
-[registry]
-model_name = "xraycnn-dist"
-"""
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +45,9 @@ def tracking_server_process(launcher: subprocess.Popen) -> psutil.Process | None
 
 
 def test_two_workers_one_killed_on_postgres(small_dataset: Path, tmp_path: Path, postgres: str) -> None:
-    (tmp_path / "dist.toml").write_text(EXPERIMENT.format(root=small_dataset))
+    (tmp_path / "dist.toml").write_text(
+        random_search(small_dataset, seed=13, trials=3, epochs=10, model="xraycnn-dist")
+    )
     launcher = subprocess.Popen(
         [
             XRAYCNN,
