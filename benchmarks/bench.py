@@ -436,7 +436,9 @@ def child_breakdown(data_root: Path, workdir: Path) -> dict[str, Any]:
 
     keras.mixed_precision.set_global_policy("float32")
     os.environ["XRAYCNN_CACHE"] = str(workdir / "cache")
-    config = load_experiment(REPO / "experiments" / "default.toml", parse_overrides(DEFAULT_CHAMPION)).config
+    # The epochs through the budget: outside Hyperband the search space declares them, and fit takes them there.
+    overrides = parse_overrides([*DEFAULT_CHAMPION, f"budget.max_epochs={BREAKDOWN_EPOCHS}"])
+    config = load_experiment(REPO / "experiments" / "default.toml", overrides).config
     data = prepare_data(discover(data_root), config.data, config.seed)
     hypermodel = CxrHyperModel(config, data)
     hp = kt.HyperParameters()
@@ -464,7 +466,8 @@ def child_breakdown(data_root: Path, workdir: Path) -> dict[str, Any]:
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             marks[-1]["end"] = time.perf_counter()
 
-    hypermodel.fit(hp, network, callbacks=[Clock()], epochs=BREAKDOWN_EPOCHS)
+    fit_epochs = None if config.epochs_spec() is not None else BREAKDOWN_EPOCHS
+    hypermodel.fit(hp, network, callbacks=[Clock()], epochs=fit_epochs)
     epochs = [
         {
             "train_steps": m["test_begin"] - m["begin"],

@@ -32,7 +32,8 @@ def test_shipped_experiments_load() -> None:
     assert isinstance(default.config.space.conv_blocks, IntRange)
     assert isinstance(default.config.space.learning_rate, FloatRange)
     assert default.config.space.learning_rate.sampling == "log"
-    assert default.config.epochs_spec() == Fixed(value=12)  # every trial up to budget.max_epochs, early stopping
+    assert default.config.epochs_spec() == Fixed(value=9)  # every trial up to budget.max_epochs, early stopping
+    assert default.config.training.learning_rate_schedule == "cosine"
 
     seed = load_experiment(REPO / "experiments" / "seed.toml").config
     # The published notebook's network.
@@ -133,6 +134,11 @@ def test_flat_settings_are_one_dict(tmp_path: Path) -> None:
         ("[tuner]\nobjective = 'test_auc'", "tuner.objective: Input should be 'val_auc'"),
         ("[tuner]\nalgorithm = 'random'", "budget.max_trials is required by the random tuner"),
         ("[space]\nepochs = 5", "space.epochs: Hyperband owns the epochs"),
+        (
+            "[training]\nlearning_rate_schedule = 'cosine'",
+            "training.learning_rate_schedule = 'cosine' decays over a trial's epochs, which Hyperband changes",
+        ),
+        ("[training]\nlearning_rate_schedule = 'step'", "Input should be 'constant' or 'cosine'"),
         (
             "[tuner]\nalgorithm = 'random'\n[budget]\nmax_trials = 2\nmax_epochs = 4\n[space]\nepochs = 9",
             "space.epochs reaches 9, above budget.max_epochs (4)",

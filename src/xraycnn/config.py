@@ -490,6 +490,9 @@ class TrainingConfig(_Frozen):
     # Training steps per call into TensorFlow's graph: fewer Python round trips per epoch, the same weights
     # and per-epoch metrics as one step at a time (tests/model/test_steps_per_execution.py).
     steps_per_execution: int = Field(8, ge=1, le=1000)
+    # "cosine": each epoch's rate is the trial's learning_rate times a half cosine over the trial's epochs
+    # (model/schedules.py); "constant": the learning_rate throughout.
+    learning_rate_schedule: Literal["constant", "cosine"] = "constant"
 
 
 class EvaluationConfig(_Frozen):
@@ -523,6 +526,12 @@ class ExperimentConfig(_Frozen):
             raise ValueError(
                 "space.epochs: Hyperband owns the epochs of each trial; remove space.epochs and set "
                 "budget.max_epochs, or choose tuner.algorithm = 'random' or 'bayesian'"
+            )
+        if self.tuner.algorithm == "hyperband" and self.training.learning_rate_schedule != "constant":
+            raise ValueError(
+                f"training.learning_rate_schedule = '{self.training.learning_rate_schedule}' decays over a trial's "
+                "epochs, which Hyperband changes from rung to rung; use 'constant', or tuner.algorithm = 'random' "
+                "or 'bayesian'"
             )
         if self.tuner.algorithm != "hyperband" and self.budget.max_trials is None:
             raise ValueError(f"budget.max_trials is required by the {self.tuner.algorithm} tuner")

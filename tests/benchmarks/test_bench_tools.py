@@ -80,6 +80,7 @@ def test_the_anytime_variants_set_their_algorithm_and_budget_in_full() -> None:
     for name, (_, overrides) in anytime.VARIANTS.items():
         config = load_experiment(anytime.EXPERIMENT, parse_overrides(overrides)).config
         schedules[name] = (config.tuner.algorithm, planned_budget(config))
+        assert config.training.learning_rate_schedule == "constant"  # as they were measured
     assert schedules == {
         "hyperband": ("hyperband", (8, 36)),  # 6 networks x 3 epochs, the best 2 on to 12
         "hyperband_rung2": ("hyperband", (8, 24)),

@@ -16,6 +16,7 @@ from xraycnn.data.discovery import discover
 from xraycnn.data.preprocess import FilmPreprocessing
 from xraycnn.model.hypermodel import CxrHyperModel, ShortcutGate, trial_seed
 from xraycnn.model.hypermodel import metrics as hm_metrics
+from xraycnn.model.schedules import cosine_factor
 
 SPACE = {
     "conv_blocks": {"min": 1, "max": 3},
@@ -319,3 +320,43 @@ def test_model_files_are_not_kept_in_repo(tmp_path: Path) -> None:
     repo = Path(__file__).resolve().parents[2]
     ignored = (repo / ".gitignore").read_text()
     assert "tuner/*" in ignored and "mlruns/*" in ignored
+
+
+class _Rates(keras.callbacks.Callback):
+    """The rate each epoch trains at (read after every callback's on_epoch_begin) and the weights' change."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rates: list[float] = []
+
+    def on_train_batch_begin(self, batch: int, logs: object = None) -> None:
+        rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        if batch == 0:
+            self.rates.append(rate)
+
+
+def test_a_trial_under_the_cosine_schedule_trains_each_epoch_at_its_rate(data: PreparedData) -> None:
+    epochs = 4
+    overrides = {
+        "tuner__algorithm": "random",
+        "budget__max_trials": 1,
+        "budget__max_epochs": epochs,
+        "training__early_stopping_patience": epochs,
+        "space__learning_rate": 0.004,
+        "space__batch_size": 4,
+    }
+    rates = {}
+    for schedule in ("constant", "cosine"):
+        hm = CxrHyperModel(config(**overrides, training__learning_rate_schedule=schedule), data)
+        hp = kt.HyperParameters()
+        hm.declare_hyperparameters(hp)
+        model = hm.build(hp)
+        before = [w.copy() for w in model.get_weights()]
+        seen = _Rates()
+        history = hm.fit(hp, model, callbacks=[seen])
+        rates[schedule] = seen.rates
+        # a schedule's rate is in the epoch's logs (and so in the run's metrics); a constant one is a param
+        assert ("learning_rate" in history.history) == (schedule == "cosine")
+        assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
+    assert rates["constant"] == pytest.approx([0.004] * epochs)
+    assert rates["cosine"] == pytest.approx([0.004 * cosine_factor(e, epochs) for e in range(epochs)], rel=1e-6)

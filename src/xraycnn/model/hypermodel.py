@@ -32,6 +32,7 @@ from xraycnn.evaluation.clinical import Scored, score_set
 from xraycnn.evaluation.gradcam import gradcam
 from xraycnn.evaluation.shortcuts import BORDERS_ONLY, LUNGS_ONLY, AuditScores, audit_scores, blackout
 from xraycnn.model.layers import FusedBatchNormalization
+from xraycnn.model.schedules import CosineDecayPerEpoch
 
 EVAL_BATCH_SIZE = 256
 MODEL_NAME = "cxr_cnn"
@@ -254,6 +255,8 @@ class CxrHyperModel(kt.HyperModel):
         first: list[keras.callbacks.Callback] = []
         if tuner.max_borders_only_auc is not None:
             first.append(ShortcutGate(self.config, self.masked_inputs(steps, "borders"), data.val.labels))
+        if self.config.training.learning_rate_schedule == "cosine":
+            first.append(CosineDecayPerEpoch(epochs))
         early_stopping = keras.callbacks.EarlyStopping(
             monitor=tuner.selection_metric,
             mode=tuner.direction,

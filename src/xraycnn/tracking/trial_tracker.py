@@ -38,7 +38,7 @@ class EpochHistory:
     metrics: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
 
     def add(self, epoch_number: int, logs: Mapping[str, float]) -> dict[str, float]:
-        values = {k: float(v) for k, v in logs.items() if isinstance(v, int | float) and k != "learning_rate"}
+        values = {k: float(v) for k, v in logs.items() if isinstance(v, int | float)}
         self.epochs.append(epoch_number)
         for key, value in values.items():
             self.metrics[key].append(value)
