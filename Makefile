@@ -8,7 +8,7 @@ EXPERIMENT ?= experiments/default.toml
 MODEL ?= models:/xraycnn@champion
 
 .DEFAULT_GOAL := help
-.PHONY: help install search search-robust search-distributed sync train-seed predict evaluate serve report ui test test-fast bench probe lint format clean-state
+.PHONY: help install search search-robust search-distributed sync train-seed predict evaluate serve report ui test test-fast bench bench-profile bench-against bench-anytime probe lint format clean-state
 
 help: ## list the targets
 	@echo "usage: make TARGET [EXPERIMENT=experiments/x.toml] [FRESH=1]"
@@ -77,6 +77,9 @@ bench: install ## measure training/inference speed, augmentation and audit costs
 
 bench-profile: install ## where a whole default search's wall time goes, by phase (py-spy samples; ~3 min)
 	$(BIN)/python benchmarks/search_profile.py --set training.precision=float32
+
+bench-against: install ## the default search now vs issue 12's (6c4fade), alternating, as a CPU without bf16 runs them (~15 min)
+	ONEDNN_MAX_CPU_ISA=AVX2 $(BIN)/python benchmarks/search_against.py --float32
 
 bench-anytime: install ## best val_auc so far against wall time: Hyperband, random, Bayesian, 3 seeds (~40 min)
 	$(BIN)/python benchmarks/anytime.py

@@ -87,3 +87,25 @@ def test_the_anytime_variants_set_their_algorithm_and_budget_in_full() -> None:
         "random": ("random", (100, 1200)),  # stopped by the wall budget
         "bayesian": ("bayesian", (100, 1200)),
     }
+
+
+def test_the_side_by_side_reads_the_champion_both_revisions_print(tmp_path: Path) -> None:
+    against = _load("search_against")
+    before = (  # 6c4fade's line (a test AUC in the table before it must not be taken)
+        "│ 1 │ 17 │ 0.9776 │ AUC 0.5000 [0.1, 0.2] │\nRegistered xraycnn v1 as champion (no champion yet). Test at "
+        "threshold 0.196: accuracy 0.9219 [0.9064, 0.9359], sensitivity 0.9309 [0.9118, 0.9485], specificity\n"
+        "0.9129 [0.8922, 0.9335]; AUC 0.9762 [0.9692, 0.9820]; at 0.5: accuracy 0.8873 [0.8710, 0.9020]"
+    )
+    assert against.champion_auc(before) == {"value": 0.9762, "ci_low": 0.9692, "ci_high": 0.982}
+    assert against.champion_auc("Search already complete; trial 1 is registered") is None
+    experiment = tmp_path / "default.toml"
+    experiment.write_text('[training]\nprecision = "auto"           # mixed_bfloat16 where ...\n')
+    against.pin_float32(experiment)
+    assert experiment.read_text() == '[training]\nprecision = "float32"           # mixed_bfloat16 where ...\n'
+    experiment.write_text("[training]\n")
+    try:
+        against.pin_float32(experiment)
+    except SystemExit as exc:
+        assert "no `precision = ...` line" in str(exc)
+    else:
+        raise AssertionError("a file without a precision line was accepted")
