@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from xraycnn.data.augment import AugmentValues, augment
 from xraycnn.data.dataset import Split
-from xraycnn.data.pipeline import augmentation_function, training_batches
+from xraycnn.data.pipeline import augmentation_function, training_batches, training_stream
 
 
 def test_every_trials_pipeline_shares_one_trace_and_augments_as_augment_does() -> None:
@@ -39,3 +39,29 @@ def test_films_of_another_size_get_their_own_trace() -> None:
         batches = [x.numpy() for x, _ in training_batches(split, 3, values, seed=2)]
         assert [b.shape for b in batches] == [(3, side, side, 1)] * 2
     assert augmentation_function(values).experimental_get_tracing_count() == 2
+
+
+def test_a_trial_streams_whole_reshuffled_epochs_through_one_iterator_when_executions_fit_an_epoch() -> None:
+    # labels number the films, so a batch says which films it holds
+    split = Split(np.zeros((12, 8, 8, 1), np.uint8), np.arange(12, dtype=np.int32), ())
+    values = AugmentValues(noise=0.1)
+    stream, steps = training_stream(split, 2, values, seed=4, steps_per_execution=3)
+    assert steps == 6  # 6 batches an epoch, 2 executions of 3
+    assert stream.cardinality().numpy() == tf.data.INFINITE_CARDINALITY
+    batches = [y.numpy() for _, y in stream.take(3 * steps)]
+    epochs = [np.concatenate(batches[i * steps : (i + 1) * steps]) for i in range(3)]
+    for epoch in epochs:  # every film once an epoch ...
+        assert sorted(epoch) == list(range(12))
+    assert len({tuple(epoch) for epoch in epochs}) == 3  # ... in a new order each time
+    # the very batches, augmentation included, that a new iterator per epoch gives (each trial builds its own
+    # datasets; a dataset's shuffle moves on with every iteration of it): the same training
+    fresh, _ = training_stream(split, 2, values, seed=4, steps_per_execution=3)
+    finite = training_batches(split, 2, values, seed=4)
+    per_epoch = [batch for _ in range(3) for batch in finite]
+    for (x, y), (x_again, y_again) in zip(fresh.take(3 * steps), per_epoch, strict=True):
+        np.testing.assert_array_equal(y.numpy(), y_again.numpy())
+        np.testing.assert_array_equal(x.numpy(), x_again.numpy())
+
+    # 6 batches do not make whole executions of 4: one pass per epoch, fit counts its batches
+    single, steps = training_stream(split, 2, values, seed=4, steps_per_execution=4)
+    assert steps is None and single.cardinality().numpy() == 6

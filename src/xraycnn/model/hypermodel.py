@@ -25,7 +25,7 @@ import numpy as np
 from xraycnn.config import ExperimentConfig
 from xraycnn.data.augment import AugmentValues
 from xraycnn.data.dataset import PreparedData
-from xraycnn.data.pipeline import eval_batches, training_batches
+from xraycnn.data.pipeline import eval_batches, training_stream
 from xraycnn.data.preprocess import FilmPreprocessing, FilmSteps, preprocess_films
 from xraycnn.evaluation import predict_probabilities, ranking_metrics
 from xraycnn.evaluation.clinical import Scored, score_set
@@ -263,8 +263,12 @@ class CxrHyperModel(kt.HyperModel):
             patience=self.config.training.early_stopping_patience,
             restore_best_weights=True,
         )
+        batches, steps_per_epoch = training_stream(
+            data.train, batch_size, augmentation, seed, self.config.training.steps_per_execution
+        )
         return model.fit(
-            training_batches(data.train, batch_size, augmentation, seed),
+            batches,
+            steps_per_epoch=steps_per_epoch,
             validation_data=eval_batches(data.val, EVAL_BATCH_SIZE),
             epochs=epochs,
             initial_epoch=initial_epoch,
