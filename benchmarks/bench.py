@@ -417,11 +417,9 @@ def _layer_seconds(network: Any, batch: int) -> dict[str, float]:
     return kinds
 
 
-def child_breakdown(data_root: Path, workdir: Path) -> dict[str, Any]:
-    """Where a trial of the default search goes, on the real data with the champion's architecture
-    (float32, the project's threads): network build, per epoch its training steps, validation and the
-    shortcut gate, then the trial's scores at its end (test metrics, the audit's masked predictions and
-    Grad-CAM); and one training step split by kind of layer."""
+def _champion_trial(data_root: Path, workdir: Path) -> tuple[Any, Any, Any, Any]:
+    """(config, hypermodel, hyperparameters, film steps) of a trial of default.toml with the champion's
+    architecture on the real data, float32, the project's threads, trained BREAKDOWN_EPOCHS epochs."""
     from xraycnn.runtime import threads
 
     threads.configure()
@@ -431,7 +429,6 @@ def child_breakdown(data_root: Path, workdir: Path) -> dict[str, Any]:
     from xraycnn.config import load_experiment, parse_overrides
     from xraycnn.data.dataset import prepare_data
     from xraycnn.data.discovery import discover
-    from xraycnn.evaluation import predict_probabilities
     from xraycnn.model.hypermodel import CxrHyperModel
 
     keras.mixed_precision.set_global_policy("float32")
@@ -444,6 +441,20 @@ def child_breakdown(data_root: Path, workdir: Path) -> dict[str, Any]:
     hp = kt.HyperParameters()
     hypermodel.declare_hyperparameters(hp)
     steps, _ = hypermodel.preprocessing(hp)
+    return config, hypermodel, hp, steps
+
+
+def child_breakdown(data_root: Path, workdir: Path) -> dict[str, Any]:
+    """Where a trial of the default search goes, on the real data with the champion's architecture
+    (float32, the project's threads): network build, per epoch its training steps, validation and the
+    shortcut gate, then the trial's scores at its end (test metrics, the audit's masked predictions and
+    Grad-CAM); and one training step split by kind of layer."""
+    import keras
+
+    from xraycnn.evaluation import predict_probabilities
+    from xraycnn.runtime import threads
+
+    config, hypermodel, hp, steps = _champion_trial(data_root, workdir)
     started = time.perf_counter()
     inputs = hypermodel.inputs(steps)  # the film steps over every film, once per preprocessing (cached after)
     masked = hypermodel.masked_inputs(steps, "borders")
@@ -498,6 +509,86 @@ def child_breakdown(data_root: Path, workdir: Path) -> dict[str, Any]:
         "trial_scores_seconds": scores_seconds,
         "layer_step_seconds": layers,
         "threads": threads.describe(),
+    }
+
+
+CUTS_ROUNDS = 2
+
+
+def child_cuts(data_root: Path, workdir: Path) -> dict[str, Any]:
+    """The 2026-11-28 cuts around the training steps, each against what it replaced, in one process: the
+    champion's training with a new iterator per epoch vs one per trial (interleaved), the augmentation's gamma
+    as `pow` vs `exp(g log x)`, Grad-CAM run eagerly vs as one graph."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from xraycnn.data.pipeline import training_batches, training_stream
+    from xraycnn.evaluation.gradcam import gradcam
+
+    config, hypermodel, hp, steps = _champion_trial(data_root, workdir)
+    inputs = hypermodel.inputs(steps)
+    batch = int(config.space.batch_size.declare(hp, "batch_size"))
+    values = hypermodel.augmentation(hp)
+    epoch_seconds: dict[str, list[float]] = {"per_epoch": [], "per_trial": []}
+    for _ in range(CUTS_ROUNDS):
+        for name in epoch_seconds:
+            keras.backend.clear_session()
+            network = hypermodel.build(hp)
+            if name == "per_epoch":
+                train, steps_per_epoch = training_batches(inputs.train, batch, values, config.seed), None
+            else:
+                train, steps_per_epoch = training_stream(
+                    inputs.train, batch, values, config.seed, config.training.steps_per_execution
+                )
+            clock = _EpochClock(len(inputs.train))
+            network.fit(
+                train,
+                steps_per_epoch=steps_per_epoch,
+                epochs=BREAKDOWN_EPOCHS + 1,
+                callbacks=[clock.callback],
+                verbose=0,
+            )
+            epoch_seconds[name] += [len(inputs.train) / rate for rate in clock.rates[1:]]  # epoch 1 traces
+
+    films = tf.constant(inputs.train.images, tf.float32) / 255.0
+    gamma = tf.exp(tf.random.stateless_uniform((len(inputs.train), 1, 1, 1), (1, 2), -values.gamma, values.gamma))
+    gamma_cpu: dict[str, float] = {}
+    for name, power in (
+        ("pow", tf.function(lambda x, g: tf.pow(x, g))),
+        ("exp_log", tf.function(lambda x, g: tf.exp(g * tf.math.log(x)))),
+    ):
+        power(films, gamma)
+        timings = []
+        for _ in range(5):
+            started = time.process_time()
+            power(films, gamma).numpy()
+            timings.append(time.process_time() - started)
+        gamma_cpu[name] = min(timings)
+    gamma_difference = float(tf.reduce_max(tf.abs(tf.pow(films, gamma) - tf.exp(gamma * tf.math.log(films)))))
+
+    model = hypermodel.registered_model(hp, hypermodel.build(hp))
+    test_films = hypermodel.data.test.images.astype(np.float32)
+    gradcam_seconds: dict[str, float] = {}
+    maps = {}
+    for name, eager in (("eager", True), ("graph", False)):
+        tf.config.run_functions_eagerly(eager)
+        try:
+            started = time.perf_counter()
+            maps[name] = gradcam(model, test_films).maps
+            gradcam_seconds[name] = time.perf_counter() - started
+        finally:
+            tf.config.run_functions_eagerly(False)
+    return {
+        "what": "default.toml with the champion's architecture, float32, real data",
+        "train_images": len(inputs.train),
+        "batch": batch,
+        "epoch_seconds": epoch_seconds,
+        "gamma_cpu_seconds_per_epoch_of_films": gamma_cpu,
+        "gamma_max_difference": gamma_difference,
+        "gradcam_test_films": len(test_films),
+        "gradcam_seconds": gradcam_seconds,
+        "gradcam_max_difference": float(np.max(np.abs(maps["eager"] - maps["graph"]))),
     }
 
 
@@ -1102,6 +1193,7 @@ def _machine() -> dict[str, Any]:
 PARTS = (
     "efficiency",
     "breakdown",
+    "cuts",
     "training",
     "augmentation",
     "shortcuts",
@@ -1163,6 +1255,8 @@ def main(argv: list[str] | None = None) -> int:
             out = child_efficiency(data_root, workdir)
         elif kind == "breakdown":
             out = child_breakdown(data_root, workdir)
+        elif kind == "cuts":
+            out = child_cuts(data_root, workdir)
         else:
             out = child_search_memory(data_root, workdir, int(args.child[2]))
         print(json.dumps(out))
@@ -1205,6 +1299,7 @@ def main(argv: list[str] | None = None) -> int:
             ("decode", []),
             ("efficiency", []),
             ("breakdown", []),
+            ("cuts", []),
             ("inference", []),
             ("serving", []),
             ("tracking", [str(args.tracking_repeats)]),
@@ -1290,6 +1385,14 @@ def summarise(results: dict[str, Any]) -> dict[str, float]:
         total = sum(d["layer_step_seconds"].values())
         for kind, seconds in d["layer_step_seconds"].items():
             figures[f"breakdown_step_{kind}_percent"] = 100 * seconds / total
+    if "cuts" in results:
+        c = results["cuts"]
+        for name, seconds in c["epoch_seconds"].items():
+            figures[f"cuts_epoch_seconds_iterator_{name}"] = sum(seconds) / len(seconds)
+        for name, seconds in c["gamma_cpu_seconds_per_epoch_of_films"].items():
+            figures[f"cuts_gamma_cpu_seconds_{name}"] = seconds
+        for name, seconds in c["gradcam_seconds"].items():
+            figures[f"cuts_gradcam_seconds_{name}"] = seconds
     if "serving" in results:
         kept = ("per_s", "_ms_p50", "_ms_p95", "_ms_p99", "from_predict")
         figures |= {f"serving_{k}": float(v) for k, v in results["serving"].items() if k.endswith(kept)}
@@ -1456,6 +1559,25 @@ def print_table(console: Any, results: dict[str, Any], figures: dict[str, float]
                 f"{row['training_flops_per_image'] / 1e6:.1f} MFLOP per image per step (3x the profiled forward pass), "
                 f"{row['images_per_s']:.0f} img/s, batch {row['batch']}, float32",
             )
+    if "cuts" in results:
+        c = results["cuts"]
+        table.add_row(
+            "an epoch of the champion's training steps: a new iterator each epoch / one per trial",
+            f"{figures['cuts_epoch_seconds_iterator_per_epoch']:.2f} / "
+            f"{figures['cuts_epoch_seconds_iterator_per_trial']:.2f} s",
+            f"{c['train_images']} films, batch {c['batch']}, augmented; epochs 2-{BREAKDOWN_EPOCHS + 1} of "
+            f"{CUTS_ROUNDS} interleaved fits a side",
+        )
+        table.add_row(
+            "the augmentation's gamma over an epoch's films: pow / exp(g log x), CPU",
+            f"{figures['cuts_gamma_cpu_seconds_pow']:.3f} / {figures['cuts_gamma_cpu_seconds_exp_log']:.3f} s",
+            f"largest difference {c['gamma_max_difference']:.1e}",
+        )
+        table.add_row(
+            "Grad-CAM of the test films: eager / one graph",
+            f"{figures['cuts_gradcam_seconds_eager']:.2f} / {figures['cuts_gradcam_seconds_graph']:.2f} s",
+            f"{c['gradcam_test_films']} films; largest difference of the maps {c['gradcam_max_difference']:.1e}",
+        )
     if "breakdown" in results:
         d = results["breakdown"]
         epoch = {

@@ -109,3 +109,17 @@ def test_the_side_by_side_reads_the_champion_both_revisions_print(tmp_path: Path
         assert "no `precision = ...` line" in str(exc)
     else:
         raise AssertionError("a file without a precision line was accepted")
+
+
+def test_the_cuts_part_averages_each_side_of_its_comparisons() -> None:
+    bench = _load("bench")
+    cuts = {
+        "epoch_seconds": {"per_epoch": [4.0, 3.0, 5.0], "per_trial": [3.0, 3.0, 3.0]},
+        "gamma_cpu_seconds_per_epoch_of_films": {"pow": 0.12, "exp_log": 0.03},
+        "gradcam_seconds": {"eager": 2.0, "graph": 0.7},
+    }
+    figures = bench.summarise({"cuts": cuts})
+    assert figures["cuts_epoch_seconds_iterator_per_epoch"] == 4.0
+    assert figures["cuts_epoch_seconds_iterator_per_trial"] == 3.0
+    assert (figures["cuts_gamma_cpu_seconds_pow"], figures["cuts_gamma_cpu_seconds_exp_log"]) == (0.12, 0.03)
+    assert (figures["cuts_gradcam_seconds_eager"], figures["cuts_gradcam_seconds_graph"]) == (2.0, 0.7)

@@ -167,8 +167,8 @@ def augment(images: tf.Tensor, values: AugmentValues, seed: tf.Tensor) -> tf.Ten
         spread = tf.maximum(high - low, 1.0)
         if values.gamma:
             gamma = tf.exp(_uniform(seed, 10, shape, -values.gamma, values.gamma))
-            # x ** gamma as exp(gamma log x): TensorFlow's pow runs 5x slower on the CPU (its exp and log are
-            # vectorised); the same to 1e-7, and 0 stays 0 (log 0 = -inf, gamma > 0)
+            # x ** gamma as exp(gamma log x): TensorFlow's pow runs 4-5x slower on the CPU (its exp and log are
+            # vectorised; `make bench --only cuts`); the same to 1e-7, and 0 stays 0 (log 0 = -inf, gamma > 0)
             unit = tf.clip_by_value((images - low) / spread, 0.0, 1.0)
             images = low + spread * tf.exp(gamma * tf.math.log(unit))
         if values.contrast:

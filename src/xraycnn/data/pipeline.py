@@ -59,9 +59,10 @@ def training_stream(
 
     Where an epoch is a whole number of executions (`steps_per_execution` steps), the epochs follow one
     another in one repeated dataset, so `fit` keeps one iterator for the whole trial: a new iterator per epoch
-    sets up the augmentation's function again and starts its prefetching cold (~0.3 s an epoch of the default
-    search, 8 % of it). Each epoch is still one reshuffled pass over every film. Otherwise one pass per epoch
-    (`steps_per_epoch` None): an execution running past the epoch's end would take the next epoch's batches."""
+    sets up the augmentation's function again and starts its prefetching cold (2-6 % of an epoch of the
+    default search, `make bench --only cuts`). Each epoch is still one reshuffled pass over every film.
+    Otherwise one pass per epoch (`steps_per_epoch` None): an execution running past the epoch's end would
+    take the next epoch's batches."""
     dataset = training_batches(split, batch_size, values, seed)
     batches = math.ceil(len(split) / batch_size)
     if batches % steps_per_execution:

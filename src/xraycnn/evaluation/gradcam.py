@@ -71,7 +71,8 @@ def gradcam(model: keras.Model, images: np.ndarray, batch_size: int = 128) -> He
     layers = model.layers[:-1]
 
     # One graph for every batch (the batch dimension left open): run eagerly, layer by layer, the passes
-    # cost ~3x more, and a champion's assessment explains up to GRADCAM_MAX_IMAGES films.
+    # cost 2.5-3x more (`make bench --only cuts`), and a champion's assessment explains up to
+    # GRADCAM_MAX_IMAGES films.
     @tf.function(input_signature=[tf.TensorSpec((None, *images.shape[1:]), tf.float32)])
     def explain(x: tf.Tensor) -> tf.Tensor:
         with tf.GradientTape() as tape:
