@@ -315,10 +315,13 @@ def _quiet_libraries() -> None:
 
     import tensorflow as tf
 
+    from xraycnn.runtime.disk import HideDiskFull
+
     tf.get_logger().setLevel(logging.ERROR)  # "triggered tf.function retracing": one per trial, by design
     # Keras Tuner checkpoints weights with the optimizer's state; a fresh model has none to load into.
     warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
     logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
+    logging.getLogger("mlflow.store.db.utils").addFilter(HideDiskFull())
 
 
 def _stop_as_interrupted(signum: int, frame: object) -> None:

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
+import time
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from xraycnn.errors import XrayCnnError
+from xraycnn.errors import DiskFullError, XrayCnnError
 from xraycnn.tracking.sender import SpoolSender
 from xraycnn.tracking.spool import Spool, SpoolInUseError, is_run_key, remove_if_empty
 from xraycnn.tracking.spooled_runs import SpooledRuns
@@ -146,3 +148,38 @@ def test_a_write_the_store_refuses_is_set_aside_and_the_rest_goes_on(tmp_path: P
     assert json.loads(kept.read_text())["args"]["params"] == {"lr": "0.2"}
     (run,) = client.search_runs([experiment_id])
     assert run.data.params == {"lr": "0.1"} and run.data.metrics == {"after": 1.0}
+
+
+def test_a_full_store_keeps_the_writes_in_the_spool_until_the_next_run(tmp_path: Path) -> None:
+    """The store's disk fills (SQLite's own error, injected at the write): the writes after it are still
+    journaled, since the spool's disk has room, and the job is told only when it asks (between trials), so a
+    trial the tuner records as done always has its end in the spool; the next process sends them all."""
+    uri, client, experiment_id = _sqlite_store(tmp_path)
+    sender = SpoolSender(Spool(tmp_path / "s", uri), client, notice=lambda m: None, start=False)
+    send = sender.replayer.apply
+    full = True
+
+    def apply(record):  # the store's file system, full until `full` is cleared
+        if full:
+            raise sqlite3.OperationalError("database or disk is full")
+        return send(record)
+
+    sender.replayer.apply = apply
+    sender.start()
+    runs = SpooledRuns(sender)
+    key = runs.create_child(experiment_id, None, "trial-0000", {})
+    deadline = time.monotonic() + 30
+    while sender.disk_full is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    runs.log_metrics(key, {"val_auc": 0.9}, step=1)
+    runs.end(key, "FINISHED")
+    with pytest.raises(DiskFullError, match=r"no space left on the file system of .*mlflow\.db"):
+        sender.raise_if_store_full()
+    assert not sender.close(timeout=5)
+    assert Spool.open_existing(tmp_path / "s").count() == 3
+    full = False
+
+    sending = SpoolSender(Spool.open_existing(tmp_path / "s"), client, notice=lambda m: None)
+    assert sending.close(timeout=60)
+    (run,) = client.search_runs([experiment_id])
+    assert run.info.status == "FINISHED" and run.data.metrics == {"val_auc": 0.9}

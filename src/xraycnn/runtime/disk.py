@@ -5,6 +5,7 @@ and the same errors chained under others."""
 from __future__ import annotations
 
 import errno
+import logging
 from pathlib import Path
 
 from xraycnn.errors import DiskFullError
@@ -46,3 +47,14 @@ def disk_full_error(exc: BaseException, what: str, path: Path | str | None = Non
         "needs a few MB for its state and tracking, more for its models), then run the same command again: it "
         "resumes, and the writes not yet in the store wait in the search's tracking spool"
     )
+
+
+class HideDiskFull(logging.Filter):
+    """Drops a library's log record of a full disk (MLflow logs SQLite's "database or disk is full" with its
+    whole traceback before raising it): the job turns that error into its own one-line message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None and is_disk_full(error):
+            return False
+        return not any(w in record.getMessage().lower() for w in _FULL_WORDS)

@@ -62,11 +62,17 @@ class SpoolSender:
     # -- the caller's side ------------------------------------------------------------------------------
     def submit(self, op: str, args: dict[str, Any], files: dict[str, Path] | None = None) -> None:
         """Journal the write (durable when this returns), then let the sending thread have it. Raises
-        DiskFullError once the store's disk (or the spool's) is full: the search must stop, not pile up."""
-        if self.disk_full is not None:
-            raise self.disk_full
+        DiskFullError only when the spool's own disk is full; a full store does not refuse the write here (see
+        `raise_if_store_full`)."""
         self.spool.append(op, args, files)
         self._wake.set()
+
+    def raise_if_store_full(self) -> None:
+        """Raise DiskFullError once the store's disk is full. Called where the job can stop consistently (before
+        a trial starts), never from inside a write: refusing the writes that end a trial the tuner has already
+        recorded as done would leave its run open for good, while the spool can still keep them."""
+        if self.disk_full is not None:
+            raise self.disk_full
 
     def drain(self, timeout: float | None = None) -> bool:
         """Wait until every write so far is in the store (True) or `timeout` seconds have passed (False)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
+from xraycnn.errors import DiskFullError
 from xraycnn.tracking.spooled_runs import SpooledRuns
 
 
@@ -27,7 +28,10 @@ class SpooledSystemMetrics(SystemMetricsMonitor):
                     break
             metrics = self.aggregate_metrics()
             if metrics:
-                self.publish_metrics(metrics)
+                try:
+                    self.publish_metrics(metrics)
+                except DiskFullError:
+                    return  # the spool's disk is full: the job stops at its own next write and says so once
 
     def publish_metrics(self, metrics: dict[str, float]) -> None:
         prefix = self._metrics_prefix + (f"{self.node_id}/" if self.node_id else "")

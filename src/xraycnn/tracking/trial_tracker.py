@@ -124,6 +124,11 @@ class TrialTracker(SearchListener):
         return self.runs.sender
 
     # -- hooks (training thread) --------------------------------------------------------------------------
+    def before_trial(self) -> None:
+        # A full store stops the search here, between trials: the trial in progress when it filled was trained
+        # to its end and its writes wait in the spool, so the next run sends them and does not train it again.
+        self.sender.raise_if_store_full()
+
     def trial_begin(self, trial: Trial) -> None:
         values = hyperparameter_params(trial)
         continues = values.get("tuner/trial_id")

@@ -29,6 +29,10 @@ class SearchListener:
 
     def search_begin(self, tuner: kt.Tuner) -> None: ...
 
+    def before_trial(self) -> None:
+        """Before the next trial is created: the place to stop the search (raise DiskFullError) with no trial
+        half-done."""
+
     def trial_begin(self, trial: Trial) -> None: ...
 
     def epoch_end(self, trial: Trial, epoch: int, logs: dict[str, float]) -> None: ...
@@ -83,6 +87,14 @@ class _Tracked:
         super().on_search_begin()  # type: ignore[misc]
         for listener in self.listeners:
             listener.search_begin(self)  # type: ignore[arg-type]
+
+    def pre_create_trial(self) -> None:
+        super().pre_create_trial()  # type: ignore[misc]
+        try:
+            for listener in self.listeners:
+                listener.before_trial()
+        except DiskFullError as exc:
+            raise SearchStopped(exc) from exc
 
     def on_trial_begin(self, trial: Trial) -> None:
         super().on_trial_begin(trial)  # type: ignore[misc]
