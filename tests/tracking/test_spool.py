@@ -156,15 +156,11 @@ def test_a_full_store_keeps_the_writes_in_the_spool_until_the_next_run(tmp_path:
     trial the tuner records as done always has its end in the spool; the next process sends them all."""
     uri, client, experiment_id = _sqlite_store(tmp_path)
     sender = SpoolSender(Spool(tmp_path / "s", uri), client, notice=lambda m: None, start=False)
-    send = sender.replayer.apply
-    full = True
 
-    def apply(record):  # the store's file system, full until `full` is cleared
-        if full:
-            raise sqlite3.OperationalError("database or disk is full")
-        return send(record)
+    def full_store(record):  # this process's store stays full; the next process finds space freed
+        raise sqlite3.OperationalError("database or disk is full")
 
-    sender.replayer.apply = apply
+    sender.replayer.apply = full_store
     sender.start()
     runs = SpooledRuns(sender)
     key = runs.create_child(experiment_id, None, "trial-0000", {})
@@ -176,8 +172,9 @@ def test_a_full_store_keeps_the_writes_in_the_spool_until_the_next_run(tmp_path:
     with pytest.raises(DiskFullError, match=r"no space left on the file system of .*mlflow\.db"):
         sender.raise_if_store_full()
     assert not sender.close(timeout=5)
-    assert Spool.open_existing(tmp_path / "s").count() == 3
-    full = False
+    left = Spool.open_existing(tmp_path / "s")
+    assert left.count() == 3
+    left.release()
 
     sending = SpoolSender(Spool.open_existing(tmp_path / "s"), client, notice=lambda m: None)
     assert sending.close(timeout=60)
