@@ -888,15 +888,16 @@ def child_augmentation(data_root: Path, workdir: Path, row: str) -> dict[str, An
 
 
 def child_shortcuts(data_root: Path, workdir: Path) -> dict[str, Any]:
-    """What the shortcut audit costs: a trial's audit at its end (validation: borders-only and lungs-only
-    predictions, Grad-CAM of 256 films, bootstrap; plus its test metrics), and the gate's per-epoch
-    borders-only AUC, for a model on whole films and one on lung crops (whose borders-only films are all
-    black: nothing to predict)."""
+    """What the shortcut audit and the acquisition guard cost: a trial's figures at its end (validation:
+    borders-only and lungs-only predictions, Grad-CAM of 256 films, the calls under every acquisition change,
+    per source, bootstrap; plus its test metrics), the gate's per-epoch borders-only AUC and the guard's
+    per-epoch worst-change specificity, for a model on whole films and one on lung crops (whose borders-only
+    films are all black: nothing to predict)."""
     from xraycnn.runtime import threads
 
     threads.configure()
     os.environ["XRAYCNN_CACHE"] = str(workdir / "cache")
-    from xraycnn.model.hypermodel import ShortcutGate
+    from xraycnn.model.hypermodel import SelectionGuards
     from xraycnn.runtime.precision import apply_policy
 
     policy, _ = apply_policy("auto")
@@ -906,20 +907,24 @@ def child_shortcuts(data_root: Path, workdir: Path) -> dict[str, Any]:
         network = hypermodel.build(hp)
         clock = _EpochClock(len(data.train))
         hypermodel.fit(hp, network, callbacks=[clock.callback])  # the gate runs in every epoch: timed below
-        gate = ShortcutGate(
-            config, hypermodel.masked_inputs(hypermodel.preprocessing(hp)[0], "borders"), data.val.labels
-        )
-        gate.set_model(network)
-        started = time.perf_counter()
-        for _ in range(3):
-            gate.on_epoch_end(0, {"val_auc": 0.5})
-        gate_seconds = (time.perf_counter() - started) / 3
+        steps = hypermodel.preprocessing(hp)[0]
+        gate = SelectionGuards(config, hypermodel.masked_inputs(steps, "borders"), data.val.labels, None)
+        guard = SelectionGuards(config, None, data.val.labels, hypermodel.guard_films(steps))
+        seconds = {}
+        for label, callback in (("gate", gate), ("guard", guard)):
+            callback.set_model(network)
+            callback.on_epoch_end(0, {"val_auc": 0.5})  # warm-up: tracing
+            started = time.perf_counter()
+            for _ in range(3):
+                callback.on_epoch_end(0, {"val_auc": 0.5})
+            seconds[label] = (time.perf_counter() - started) / 3
         hypermodel.trial_scores(hp, network)  # warm-up: tracing
         started = time.perf_counter()
         hypermodel.trial_scores(hp, network)
         out[name] = {
             "epoch_seconds": len(data.train) / clock.rates[-1],
-            "gate_seconds_per_epoch": gate_seconds,
+            "gate_seconds_per_epoch": seconds["gate"],
+            "guard_seconds_per_epoch": seconds["guard"],
             "trial_figures_seconds": time.perf_counter() - started,
         }
     return out
@@ -1364,6 +1369,11 @@ def summarise(results: dict[str, Any]) -> dict[str, float]:
                 f"audit_{name}_gate_seconds_per_epoch": r["gate_seconds_per_epoch"],
                 f"audit_{name}_gate_percent_of_epoch": 100 * r["gate_seconds_per_epoch"] / r["epoch_seconds"],
             }
+            if "guard_seconds_per_epoch" in r:  # runs before the acquisition guard have none
+                figures[f"audit_{name}_guard_seconds_per_epoch"] = r["guard_seconds_per_epoch"]
+                figures[f"audit_{name}_guard_percent_of_epoch"] = (
+                    100 * r["guard_seconds_per_epoch"] / r["epoch_seconds"]
+                )
     if "decode" in results:
         d = results["decode"]
         figures |= {f"decode_{k}": v for k, v in d.items() if k.endswith("seconds")}
@@ -1522,6 +1532,13 @@ def print_table(console: Any, results: dict[str, Any], figures: dict[str, float]
                 f"{figures[f'audit_{name}_gate_percent_of_epoch']:.1f} % of an epoch: the borders-only AUC on "
                 "validation, with `max_borders_only_auc` set (a crop sees black borders-only films: nothing to do)",
             )
+            if f"audit_{name}_guard_seconds_per_epoch" in figures:
+                table.add_row(
+                    f"acquisition guard per epoch ({name} films)",
+                    f"{figures[f'audit_{name}_guard_seconds_per_epoch']:.2f} s",
+                    f"{figures[f'audit_{name}_guard_percent_of_epoch']:.1f} % of an epoch: the threshold and the "
+                    "worst-change specificity of 512 validation films under 10 changes, with `min_shift_specificity`",
+                )
     if "decode" in results:
         d = results["decode"]
         table.add_row("first-epoch cost: digest of all files", f"{d['digest_seconds']:.1f} s", f"{d['images']} images")

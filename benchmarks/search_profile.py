@@ -44,7 +44,7 @@ PHASES: list[tuple[str, tuple[str, ...]]] = [
     ("network build and compile", ("_try_build (",)),
     ("graph tracing (train, validation, augmentation)", ("trace_function (", "_maybe_define_function (")),
     ("trial scores: test set, audit, Grad-CAM", ("trial_completed (",)),
-    ("shortcut gate (per epoch)", ("ShortcutGate.on_epoch_end",)),
+    ("shortcut gate and acquisition guard (per epoch)", ("SelectionGuards.on_epoch_end",)),
     ("checkpoints and oracle", ("on_epoch_end (keras_tuner", "_save_model", "BaseTuner.on_trial_end")),
     ("validation (per epoch)", ("TensorFlowTrainer.evaluate",)),
     ("input pipeline set-up (per epoch)", ("OwnedIterator.__init__", "training_batches (")),

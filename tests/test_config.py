@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from xraycnn.config import Choice, Fixed, FloatRange, IntRange, load_experiment, parse_overrides
+from xraycnn.config import Choice, Fixed, FloatRange, IntRange, TunerConfig, load_experiment, parse_overrides
 from xraycnn.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -204,7 +204,8 @@ max_borders_only_auc = 0.6
     assert config.space.batch_norm == Choice(values=(True, False)) and config.space.head == Fixed(value="gap")
     assert config.tuner.selection_metric == "val_gated_auc"
     assert config.tuner.gated(0.97, 0.61) == pytest.approx(0.97 - 100) and config.tuner.gated(0.9, 0.6) == 0.9
-    assert config.tuner.ungated(0.97 - 100) == (pytest.approx(0.97), False)
+    verdict = config.tuner.verdict(0.97 - 100)
+    assert verdict.objective == pytest.approx(0.97) and not verdict.borders_passed and verdict.shift_passed
     assert "ranks below every trial at or under it" in config.tuner.selection_rule()
     flat = config.flat()
     assert flat["data.preprocess.equalize"] == "global|clahe" and flat["data.augmentation.translate"] == "0..0.1"
@@ -286,3 +287,40 @@ def test_specs_answer_for_themselves() -> None:
         "i": "Int",
         "x": "Float",
     }
+
+
+def test_the_acquisition_guard_ranks_by_feasibility_then_objective() -> None:
+    """Deb's rules: meeting the gate and the guard ranks above missing the guard, which ranks above missing the
+    gate; among those that miss the guard, the nearer to it ranks first, whatever their objective."""
+    tuner = TunerConfig(objective="val_auc", max_borders_only_auc=0.6, min_shift_specificity=0.85)
+    epochs = {
+        "passes, lower auc": (0.90, 0.5, 0.86),
+        "passes, higher auc": (0.92, 0.5, 0.95),
+        "misses the guard by 0.05": (0.99, 0.5, 0.80),
+        "misses the guard by 0.25": (0.995, 0.5, 0.60),
+        "over the gate": (0.99, 0.7, 0.99),
+        "both": (0.999, 0.7, 0.10),
+    }
+    scores = {name: tuner.gated(*values) for name, values in epochs.items()}
+    assert sorted(scores, key=scores.__getitem__, reverse=True) == [
+        "passes, higher auc",
+        "passes, lower auc",
+        "misses the guard by 0.05",
+        "misses the guard by 0.25",
+        "over the gate",
+        "both",
+    ]
+    for name, (auc, borders, specificity) in epochs.items():
+        verdict = tuner.verdict(scores[name])
+        assert verdict.borders_passed == (borders <= 0.6)
+        assert verdict.shift_passed == (specificity >= 0.85)
+        if verdict.shift_passed:
+            assert verdict.objective == pytest.approx(auc)
+        else:
+            assert verdict.objective is None and verdict.shift_specificity == pytest.approx(specificity)
+    loss = TunerConfig(objective="val_loss", min_shift_specificity=0.85)
+    assert loss.selection_metric == "val_gated_loss"
+    assert loss.gated(0.3, None, 0.9) < loss.gated(0.01, None, 0.84) < loss.gated(0.01, None, 0.5)
+    assert loss.verdict(loss.gated(0.01, None, 0.5)).shift_specificity == pytest.approx(0.5)
+    assert "keep their NORMAL call" in tuner.selection_rule()
+    assert TunerConfig().selection_metric == "val_auc"

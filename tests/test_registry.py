@@ -21,6 +21,8 @@ from xraycnn.registry import (
     GATE_LIMIT_TAG,
     OBJECTIVE_TAG,
     OBJECTIVE_VALUE_TAG,
+    SHIFT_GUARD_TAG,
+    SHIFT_SPECIFICITY_TAG,
     THRESHOLD_TAG,
     Selection,
     decide_alias,
@@ -274,3 +276,32 @@ def test_a_model_with_the_project_s_batch_norm_loads_in_a_fresh_process(store_ur
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "film.png" in result.stdout
+
+
+def guarded_version(v: str, value: float, specificity: float | None, guard: float | None = None) -> SimpleNamespace:
+    tags = {OBJECTIVE_TAG: "val_auc", OBJECTIVE_VALUE_TAG: repr(value)}
+    if specificity is not None:
+        tags[SHIFT_SPECIFICITY_TAG] = repr(specificity)
+    if guard is not None:
+        tags[SHIFT_GUARD_TAG] = repr(guard)
+    return SimpleNamespace(version=v, tags=tags)
+
+
+def test_a_higher_val_auc_never_buys_the_alias_with_calls_that_move_at_another_hospital() -> None:
+    """The issue's case: v2's val_auc 0.948 beat v1's 0.931, and v2 was the worse model outside."""
+    v1 = guarded_version("1", 0.931, 0.90, guard=0.85)
+    # over the guard, better val_auc, but lower worst-change specificity than the champion: challenger
+    alias, why = decide_alias(v1, "val_auc", 0.948, "max", versions=[v1], shift_specificity=0.87, shift_guard=0.85)
+    assert alias == CHALLENGER and "lower than the champion's (0.900)" in why
+    # under the guard while v1 meets it: challenger, whatever its val_auc
+    alias, why = decide_alias(v1, "val_auc", 0.99, "max", versions=[v1], shift_specificity=0.70, shift_guard=0.85)
+    assert alias == CHALLENGER and "under the guard 0.85 while v1" in why
+    # better on both: champion; the champion's guard applies when the new version's search had none
+    assert decide_alias(v1, "val_auc", 0.95, "max", versions=[v1], shift_specificity=0.91)[0] == CHAMPION
+    assert decide_alias(v1, "val_auc", 0.95, "max", versions=[v1], shift_specificity=0.80)[0] == CHALLENGER
+    # meeting the guard takes the alias from a champion under it (or registered before it), whatever the val_auc
+    old = guarded_version("1", 0.97, None)
+    alias, why = decide_alias(old, "val_auc", 0.90, "max", versions=[old], shift_specificity=0.9, shift_guard=0.85)
+    assert alias == CHAMPION and "does not" in why
+    # a version without the figure never replaces a champion that has it
+    assert decide_alias(v1, "val_auc", 0.99, "max", versions=[v1])[0] == CHALLENGER

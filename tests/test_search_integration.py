@@ -143,7 +143,12 @@ def test_registered_champion_predicts_like_the_trained_model(search: Search, tmp
         network = tuner.load_model(best)
         assert network.input_shape == (None, 48, 48, 1)  # it trained on the cached crops of the films
         trained = hypermodel.registered_model(best.hyperparameters, network)
-        np.testing.assert_allclose(trained.predict(images, batch_size=256, verbose=0).ravel(), loaded, atol=1e-6)
+        # the registered model is the trained one with the Platt scaling fitted on validation in its output layer
+        from xraycnn.evaluation.calibration import PlattScaling
+
+        platt = PlattScaling(parent.data.metrics["calibration_scale"], parent.data.metrics["calibration_shift"])
+        raw = trained.predict(images, batch_size=256, verbose=0).ravel()
+        np.testing.assert_allclose(platt.apply(raw), loaded, atol=2e-6)
     finally:
         keras.mixed_precision.set_global_policy("float32")
 
@@ -209,7 +214,62 @@ def test_every_trial_and_the_champion_carry_the_shortcut_audit(search: Search) -
         assert m[f"test_{name}_ci_low"] <= m[f"test_{name}"] <= m[f"test_{name}_ci_high"]
     assert m["test_lungs_only_auc"] == pytest.approx(m["test_auc"])  # crop box == lung box: the same film
     assert "no shortcut gate" in parent.data.tags["xraycnn.selection_rule"]
-    assert "Selection: trials ranked by val_auc (max) on validation; no shortcut gate." in search.output
+    assert "Selection: trials ranked by val_auc (max) on validation; no shortcut gate" in search.output
+
+
+def test_every_trial_and_the_champion_carry_their_calls_under_acquisition_changes_and_per_source(
+    search: Search,
+) -> None:
+    parent, children = parent_and_children(search)
+    for child in children:
+        m = child.data.metrics
+        assert 0 < m["best_val_threshold"] < 1
+        worst = m["best_val_shift_worst_specificity"]
+        assert m["best_val_shift_worst_specificity_ci_low"] <= worst <= m["best_val_shift_worst_specificity_ci_high"]
+        per_change = [v for k, v in m.items() if k.startswith("best_val_shift_") and k.endswith("_specificity")]
+        assert worst == pytest.approx(min(v for v in per_change if v != m["best_val_shift_clean_specificity"]))
+        # the subset's two sources, each with its normals' specificity and its COVID-19 films' sensitivity
+        assert sum(k.endswith("_thr_specificity") for k in m if k.startswith("best_val_source_")) == 2
+        assert sum(k.endswith("_thr_sensitivity") for k in m if k.startswith("best_val_source_")) == 2
+    m = parent.data.metrics
+    assert m["test_shift_worst_specificity_ci_low"] <= m["test_shift_worst_specificity"]
+    assert m["test_shift_worst_specificity"] <= m["test_shift_worst_specificity_ci_high"]
+    version = search.client.get_model_version_by_alias(MODEL, "champion")
+    assert float(version.tags["xraycnn.test_shift_worst_specificity"]) == pytest.approx(
+        m["test_shift_worst_specificity"], abs=1e-4
+    )
+    from xraycnn.evaluation.acquisition import CHANGES
+
+    assert version.tags["xraycnn.test_shift_worst_change"] in CHANGES
+    artifacts = {a.path for a in search.client.list_artifacts(parent.info.run_id, "plots")}
+    assert "plots/acquisition_shift.png" in artifacts
+
+
+def test_the_champion_is_calibrated_on_validation_and_carries_it_everywhere(search: Search) -> None:
+    parent, _ = parent_and_children(search)
+    m = parent.data.metrics
+    assert m["calibration_scale"] > 0 and {"val_ece", "val_ece_uncalibrated", "test_ece_uncalibrated"} <= set(m)
+    # fitted on validation by log loss, which it cannot make worse there (no scaling is one of its choices)
+    from xraycnn.config import load_experiment
+    from xraycnn.data.dataset import prepare_data
+    from xraycnn.evaluation import predict_probabilities, ranking_metrics
+    from xraycnn.evaluation.calibration import PlattScaling, logit
+
+    config = load_experiment(search.tmp / "tiny.toml").config
+    data = prepare_data(discover(search.root), config.data, config.seed)
+    mlflow.set_tracking_uri(search.env["MLFLOW_TRACKING_URI"])
+    mlflow.set_registry_uri(search.env["MLFLOW_TRACKING_URI"])
+    calibrated = predict_probabilities(mlflow.keras.load_model(f"models:/{MODEL}@champion"), data.val.images)
+    scale, shift = m["calibration_scale"], m["calibration_shift"]
+    raw = PlattScaling(1 / scale, -shift / scale).apply(calibrated)  # the inverse scaling: what the network said
+    assert np.allclose(logit(PlattScaling(scale, shift).apply(raw)), logit(calibrated), atol=1e-3)
+    loss = {name: ranking_metrics(data.val.labels, p)["loss"][0] for name, p in (("raw", raw), ("cal", calibrated))}
+    assert loss["cal"] <= loss["raw"] + 1e-4, loss
+    version = search.client.get_model_version_by_alias(MODEL, "champion")
+    assert version.tags["xraycnn.calibration"].startswith("platt scale=")
+    metadata = mlflow.models.get_model_info(f"models:/{MODEL}@champion").metadata
+    assert metadata["calibration"]["method"] == "platt"
+    assert metadata["calibration"]["scale"] == pytest.approx(m["calibration_scale"])
 
 
 def test_rerun_resumes_without_running_trials_again(search: Search) -> None:

@@ -48,8 +48,20 @@ def _answers(url: str, images: list[bytes]) -> list[dict]:
     return payload["predictions"]
 
 
+SITE = "ward-9"
+SITE_THRESHOLD = 0.999  # a site whose normal films all scored high: the server calls almost nothing COVID-19 there
+
+
 @pytest.fixture(scope="module")
 def server(search: Search) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`xraycnn serve` over the champion, which carries one site's threshold (as `xraycnn calibrate` stores it)."""
+    from xraycnn.evaluation.site import site_threshold
+
+    scores = np.full(40, SITE_THRESHOLD - 1e-6)  # every normal film of the site scored there
+    site = site_threshold(SITE, scores, 0.10)
+    assert site.threshold == pytest.approx(SITE_THRESHOLD)
+    version = search.client.get_model_version_by_alias(MODEL, "champion")
+    search.client.set_model_version_tag(MODEL, version.version, f"xraycnn.site.{SITE}", json.dumps(site.as_dict()))
     port = free_port()
     process = subprocess.Popen(
         [XRAYCNN, "serve", "--model", URI, "--port", str(port), "--max-request-mb", str(LIMIT_MB)],
@@ -162,6 +174,20 @@ def test_bad_requests_are_4xx_with_a_message(server, films: list[Path]) -> None:
     status, payload = _post(f"{url}/invocations", too_big)
     assert status == 413 and "limit is" in payload["message"], payload
     assert _answers(url, [films[0].read_bytes()])[0]["error"] is None
+
+
+def test_a_request_names_its_site_and_is_called_at_that_site_s_threshold(server, films: list[Path]) -> None:
+    url, _ = server
+    body = json.loads(_request([f.read_bytes() for f in films]))
+    status, payload = _post(f"{url}/invocations", json.dumps({**body, "params": {"site": SITE}}).encode())
+    assert status == 200, payload
+    own = _answers(url, [f.read_bytes() for f in films])
+    for at_site, at_own in zip(payload["predictions"], own, strict=True):
+        assert at_site["probability_covid19"] == pytest.approx(at_own["probability_covid19"], abs=1e-6)
+        assert at_site["threshold"] == pytest.approx(SITE_THRESHOLD)
+        assert at_site["call"] == ("COVID19" if at_site["probability_covid19"] >= SITE_THRESHOLD else "NORMAL")
+    status, payload = _post(f"{url}/invocations", json.dumps({**body, "params": {"site": "nowhere"}}).encode())
+    assert status == 400 and "unknown site 'nowhere'" in payload["message"] and SITE in payload["message"], payload
 
 
 def test_fifty_concurrent_requests_are_all_answered(server, films: list[Path]) -> None:

@@ -1,4 +1,4 @@
-"""The `xraycnn` command: search, sync, train, evaluate, predict, serve, report, ui."""
+"""The `xraycnn` command: search, sync, train, evaluate, calibrate, predict, serve, report, ui."""
 
 from __future__ import annotations
 
@@ -102,6 +102,22 @@ def _evaluate(args: argparse.Namespace, console: Console) -> int:
         tracking_uri=args.tracking_uri,
         resamples=args.resamples,
         seed=args.seed,
+        site=args.site,
+        console=console,
+    )
+    return 0
+
+
+def _calibrate(args: argparse.Namespace, console: Console) -> int:
+    from xraycnn.jobs.calibrate import run_calibrate
+
+    run_calibrate(
+        args.model,
+        args.normals,
+        args.max_false_positive_rate,
+        args.site,
+        confidence=args.confidence,
+        tracking_uri=args.tracking_uri,
         console=console,
     )
     return 0
@@ -116,6 +132,7 @@ def _predict(args: argparse.Namespace, console: Console) -> int:
         tracking_uri=args.tracking_uri,
         explain=args.explain,
         explain_dir=args.explain_dir,
+        site=args.site,
         console=console,
     )
     return 0 if all(p.probability is not None for p in predictions) else 1
@@ -131,6 +148,7 @@ def _serve(args: argparse.Namespace, console: Console) -> int:
         workers=args.workers,
         max_request_mb=args.max_request_mb,
         tracking_uri=args.tracking_uri,
+        site=args.site,
         console=console,
     )
     return 0
@@ -203,6 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
             "--set data.image_size=32; recorded on the run, and a search with other overrides does not resume this one",
         )
 
+    def site(p: argparse.ArgumentParser, what: str) -> None:
+        p.add_argument(
+            "--site",
+            help=f"{what} at the threshold this site set on the model version (`xraycnn calibrate --site NAME`) "
+            "instead of the model's own",
+        )
+
     def reports(p: argparse.ArgumentParser) -> None:
         p.add_argument("--reports-dir", help="where search reports are written (default <repo>/reports)")
 
@@ -271,14 +296,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the 95 %% intervals (1000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and the Grad-CAM sample (0)")
+    site(p, "the calls")
     tracking(p)
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser(
+        "calibrate",
+        help="set a site's own threshold from its normal films (no COVID-19 films needed), stored on the version",
+    )
+    p.add_argument("--model", default="models:/xraycnn@champion", help="model URI (default models:/xraycnn@champion)")
+    p.add_argument("--normals", required=True, help="folder of the site's NORMAL films (every file in it is used)")
+    p.add_argument(
+        "--max-false-positive-rate",
+        type=float,
+        required=True,
+        help="the share of the site's normal films it accepts being called COVID-19, e.g. 0.10",
+    )
+    p.add_argument("--site", required=True, help="the site's name: letters, digits, '_', '.', '-' (e.g. st-marys)")
+    p.add_argument(
+        "--confidence",
+        type=float,
+        default=0.95,
+        help="how sure the promise is that the rate is not exceeded on the site's future normal films (0.95)",
+    )
+    tracking(p)
+    p.set_defaults(func=_calibrate)
 
     p = sub.add_parser("predict", help="P(COVID19) and label per image, from a registered or logged model")
     p.add_argument("--model", default="models:/xraycnn@champion", help="model URI (default models:/xraycnn@champion)")
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--explain", action="store_true", help="write a Grad-CAM heatmap next to each image")
     p.add_argument("--explain-dir", help="with --explain: write the heatmaps here instead")
+    site(p, "call the images")
     tracking(p)
     p.set_defaults(func=_predict)
 
@@ -290,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-request-mb", type=float, default=32.0, help="refuse larger request bodies before reading them (32)"
     )
+    site(p, "call requests that name no site (a request's params.site names one)")
     tracking(p)
     p.set_defaults(func=_serve)
 
@@ -346,6 +396,20 @@ def _check_inputs_early(args: argparse.Namespace) -> None:
         discover_labeled_folder(args.data)
         if args.resamples < 100:
             raise XrayCnnError(f"--resamples {args.resamples}: at least 100 for a 95 % interval")
+    if args.command == "calibrate":
+        from xraycnn.data.discovery import discover_films
+        from xraycnn.site_request import check_enough, check_request
+
+        check_request(args.site, args.max_false_positive_rate, args.confidence)
+        folder, films = discover_films(args.normals)
+        try:
+            check_enough(len(films), args.max_false_positive_rate, args.confidence)
+        except XrayCnnError as exc:
+            raise type(exc)(f"{folder}: {exc}") from None
+    elif getattr(args, "site", None) is not None:
+        from xraycnn.site_request import check_site_name
+
+        check_site_name(args.site)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -330,10 +330,14 @@ class SearchSpace(_Frozen):
 
 
 class Augmentation(_Frozen):
-    """Training-batch augmentation, applied in the input pipeline to what the network sees (after the
-    preprocessing). Every entry is searchable; 0 (or false) turns it off. The defaults are the notebook's:
-    zoom 0.2 and horizontal flip. The others imitate how films differ between hospitals and machines, so a
-    network cannot lean on one hospital's framing, exposure or markers."""
+    """Training-batch augmentation, in the input pipeline. Every entry is searchable; 0 (or false) turns it
+    off. The defaults are the notebook's: zoom 0.2 and horizontal flip. The others imitate how films differ
+    between hospitals and machines, so a network cannot lean on one hospital's framing, exposure or markers.
+
+    `stage` says what is changed: "input" (the default), what the network sees, after the preprocessing (which
+    is then computed once and cached); "film", the film itself, before the preprocessing (recomputed per batch),
+    as another hospital's acquisition and processing would change it: noise or blur added before a histogram
+    equalisation look different after it."""
 
     zoom: _spec(float, 0.0, 0.9) = Fixed(value=0.2)  # scale by [1-z, 1+z] about the centre
     horizontal_flip: BoolSpec = Fixed(value=True)
@@ -346,10 +350,14 @@ class Augmentation(_Frozen):
     noise: _spec(float, 0.0, 1.0) = Fixed(value=0.0)  # Gaussian noise, sd up to this fraction of the image's sd
     blur: _spec(float, 0.0, 5.0) = Fixed(value=0.0)  # Gaussian blur, sigma up to this many pixels
     erase: _spec(float, 0.0, 1.0) = Fixed(value=0.0)  # chance of blanking one corner and one border strip
+    sharpen: _spec(float, 0.0, 3.0) = Fixed(value=0.0)  # unsharp mask, amount up to this (radius 0.5-1.5 px)
+    stage: Literal["input", "film"] = "input"  # what is changed: the network's input, or the film (see above)
 
     def items(self) -> Iterator[tuple[str, Spec]]:
+        """The augmentations and their specs (not `stage`)."""
         for name in type(self).model_fields:
-            yield name, getattr(self, name)
+            if name != "stage":
+                yield name, getattr(self, name)
 
 
 class Preprocess(_Frozen):
@@ -429,6 +437,25 @@ OBJECTIVE_DIRECTIONS: dict[str, Literal["max", "min"]] = {
 
 
 GATE_PENALTY = 100.0  # a gated score is the objective moved this far the wrong way: below every passing one
+# An epoch under the acquisition guard scores its worst-change specificity moved this far the wrong way: below
+# every epoch that meets the guard, above every epoch over the shortcut gate, and ranked among its like by how
+# near it comes to the guard (the feasibility rule of constrained search), not by its objective.
+SHIFT_PENALTY = 40.0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a selection score says: the objective (None when the score ranks by the guard instead), whether the
+    shortcut gate and the acquisition guard passed, and the worst-change specificity where the guard failed."""
+
+    objective: float | None
+    borders_passed: bool
+    shift_passed: bool
+    shift_specificity: float | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.borders_passed and self.shift_passed
 
 
 class TunerConfig(_Frozen):
@@ -437,44 +464,74 @@ class TunerConfig(_Frozen):
     # The shortcut gate: a trial whose validation AUC on films with the lungs blacked out (the borders alone)
     # is above this ranks below every trial under it, whatever its objective. None: no gate.
     max_borders_only_auc: float | None = Field(None, ge=0.5, le=1.0)
+    # The acquisition guard: a trial whose NORMAL validation films, changed as another hospital would acquire
+    # them (evaluation.acquisition), keep their NORMAL call at its threshold less often than this under the
+    # worst change ranks below every trial that meets it. None: no guard.
+    min_shift_specificity: float | None = Field(None, ge=0.0, le=1.0)
 
     @property
     def direction(self) -> Literal["max", "min"]:
         return OBJECTIVE_DIRECTIONS[self.objective]
 
     @property
+    def guarded(self) -> bool:
+        return self.max_borders_only_auc is not None or self.min_shift_specificity is not None
+
+    @property
     def selection_metric(self) -> str:
-        """What the tuner ranks trials and epochs by: the objective, or with a gate its gated twin."""
-        if self.max_borders_only_auc is None:
+        """What the tuner ranks trials and epochs by: the objective, or with a gate or guard its gated twin."""
+        if not self.guarded:
             return self.objective
         return f"val_gated_{self.objective.removeprefix('val_')}"
 
-    def gated(self, value: float, borders_only_auc: float) -> float:
-        """The selection score of an epoch: the objective if its borders-only AUC passes the gate, else the
-        objective moved GATE_PENALTY the wrong way (so it ranks below every passing epoch and trial)."""
-        if self.max_borders_only_auc is None or borders_only_auc <= self.max_borders_only_auc:
-            return value
-        return value - GATE_PENALTY if self.direction == "max" else value + GATE_PENALTY
+    def gated(
+        self, value: float, borders_only_auc: float | None = None, shift_specificity: float | None = None
+    ) -> float:
+        """The selection score of an epoch. Meeting the gate and the guard: the objective. Under the acquisition
+        guard: its worst-change specificity moved SHIFT_PENALTY the wrong way (ranked by how near it comes).
+        Over the shortcut gate: moved GATE_PENALTY further (below every epoch under the gate)."""
+        sign = 1.0 if self.direction == "max" else -1.0
+        score = value
+        if self.min_shift_specificity is not None:
+            specificity = 0.0 if shift_specificity is None else shift_specificity
+            if specificity < self.min_shift_specificity:
+                score = specificity - SHIFT_PENALTY if sign > 0 else SHIFT_PENALTY + 1.0 - specificity
+        gate = self.max_borders_only_auc
+        if gate is not None and (borders_only_auc is None or borders_only_auc > gate):
+            score -= sign * GATE_PENALTY
+        return score
 
-    def ungated(self, score: float) -> tuple[float, bool]:
-        """(the objective, whether the gate passed) behind a selection score."""
-        if self.max_borders_only_auc is None:
-            return score, True
-        failed = score < -GATE_PENALTY / 2 if self.direction == "max" else score > GATE_PENALTY / 2
-        if not failed:
-            return score, True
-        return (score + GATE_PENALTY if self.direction == "max" else score - GATE_PENALTY), False
+    def verdict(self, score: float) -> Verdict:
+        """What is behind a selection score (the inverse of `gated`)."""
+        sign = 1.0 if self.direction == "max" else -1.0
+        rest = score
+        borders_passed = True
+        if self.max_borders_only_auc is not None and sign * rest < -GATE_PENALTY / 2:
+            borders_passed, rest = False, rest + sign * GATE_PENALTY
+        if self.min_shift_specificity is not None and sign * rest < -SHIFT_PENALTY / 2:
+            specificity = rest + SHIFT_PENALTY if sign > 0 else SHIFT_PENALTY + 1.0 - rest
+            return Verdict(None, borders_passed, False, specificity)
+        return Verdict(rest, borders_passed, True)
 
     def selection_rule(self) -> str:
         """The rule in words, printed at the start of a search and stored on its parent run."""
         rule = f"trials ranked by {self.objective} ({self.direction}) on validation"
-        if self.max_borders_only_auc is None:
-            return rule + "; no shortcut gate"
-        return (
-            f"{rule}, gated: a trial whose validation AUC with the lung box blacked out (borders only) is above "
-            f"{self.max_borders_only_auc:g} ranks below every trial at or under it, whatever its "
-            f"{self.objective}; within a trial, the best epoch under the gate is kept"
-        )
+        if not self.guarded:
+            return rule + "; no shortcut gate, no acquisition guard"
+        parts = []
+        if self.min_shift_specificity is not None:
+            parts.append(
+                f"guarded: a trial whose NORMAL films, changed as another hospital would acquire them, keep their "
+                f"NORMAL call at its threshold (Youden's J) less often than {self.min_shift_specificity:g} under the "
+                f"worst change ranks below every trial that meets it, whatever its {self.objective}; such trials "
+                "rank among themselves by that worst-change specificity"
+            )
+        if self.max_borders_only_auc is not None:
+            parts.append(
+                f"gated: a trial whose validation AUC with the lung box blacked out (borders only) is above "
+                f"{self.max_borders_only_auc:g} ranks below every trial at or under it, whatever its {self.objective}"
+            )
+        return f"{rule}, " + "; ".join(parts) + "; within a trial, the best epoch by the same rule is kept"
 
 
 class BudgetConfig(_Frozen):
@@ -498,7 +555,9 @@ class TrainingConfig(_Frozen):
 class EvaluationConfig(_Frozen):
     """How a final model is judged: the decision threshold chosen on validation, and the confidence intervals."""
 
-    threshold: Literal["youden", "sensitivity"] = "youden"  # Youden's J, or the highest meeting the target below
+    # Youden's J; Youden's J under the worst acquisition change (evaluation.threshold); or the highest threshold
+    # meeting the target below
+    threshold: Literal["youden", "shift_youden", "sensitivity"] = "youden"
     target_sensitivity: float = Field(0.95, gt=0, lt=1)  # with threshold = "sensitivity"
     bootstrap_resamples: int = Field(1000, ge=100, le=100_000)  # stratified, seeded with the experiment's seed
 

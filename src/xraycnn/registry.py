@@ -1,19 +1,25 @@
 """The MLflow Model Registry: log the best model, register a version, and promote it only if it is better.
 
 A new version gets the alias `champion` if it beats the current champion on the objective (the same
-validation metric the search selected on), otherwise `challenger`. Under a shortcut gate (an experiment's
-`tuner.max_borders_only_auc`, or the one the champion was registered under) the gate comes first: the alias
-never moves to a version over the gate while a registered version under it exists, and a version under the
-gate takes it from a champion over it, whatever their objectives. Moving the alias is the last step, so a
-failure while logging or registering leaves the previous champion where it was.
+validation metric the search selected on), otherwise `challenger`. Before the objective, in order:
+- the shortcut gate (an experiment's `tuner.max_borders_only_auc`, or the one the champion was registered
+  under): the alias never moves to a version over the gate while a registered version under it exists, and a
+  version under the gate takes it from a champion over it, whatever their objectives;
+- the acquisition guard (`tuner.min_shift_specificity`, or the champion's): the same, for the NORMAL films'
+  specificity under the worst acquisition change on validation (`evaluation.acquisition`);
+- what transfers: a version whose worst-change specificity is lower than the champion's is never promoted
+  over it for a better objective (a higher `val_auc` bought with calls that move at another hospital).
+Moving the alias is the last step, so a failure while logging or registering leaves the previous champion
+where it was. A site's own threshold (`xraycnn calibrate`) is a tag of the version, `xraycnn.site.<name>`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +32,7 @@ from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 
 import xraycnn.model  # noqa: F401  registers the project's layers, which its models are loaded with
-from xraycnn.errors import ModelNotFoundError, RegistryError, UnsafeModelError
+from xraycnn.errors import ModelNotFoundError, RegistryError, UnsafeModelError, XrayCnnError
 from xraycnn.evaluation import THRESHOLD
 from xraycnn.serving import flavor as serving_flavor
 from xraycnn.tracking.tags import (
@@ -34,6 +40,9 @@ from xraycnn.tracking.tags import (
     GATE_LIMIT_TAG,
     OBJECTIVE_TAG,
     OBJECTIVE_VALUE_TAG,
+    SHIFT_GUARD_TAG,
+    SHIFT_SPECIFICITY_TAG,
+    SITE_TAG_PREFIX,
     THRESHOLD_RULE_TAG,
     THRESHOLD_TAG,
 )
@@ -45,12 +54,15 @@ MODEL_ARTIFACT = "model"
 
 @dataclass(frozen=True)
 class Selection:
-    """What a new version is promoted on: its objective on validation and, for the shortcut gate, its
-    borders-only AUC on validation and the gate (None: no gate in its experiment)."""
+    """What a new version is promoted on: its objective on validation; for the shortcut gate, its borders-only
+    AUC on validation and the gate (None: no gate in its experiment); for the acquisition guard, its NORMAL
+    films' specificity under the worst acquisition change on validation and the guard (None: no guard)."""
 
     objective_value: float
     borders_only_auc: float | None = None
     gate: float | None = None
+    shift_specificity: float | None = None
+    shift_guard: float | None = None
 
     def tags(self) -> dict[str, str]:
         out = {}
@@ -58,6 +70,10 @@ class Selection:
             out[BORDERS_ONLY_TAG] = repr(float(self.borders_only_auc))
         if self.gate is not None:
             out[GATE_LIMIT_TAG] = repr(float(self.gate))
+        if self.shift_specificity is not None:
+            out[SHIFT_SPECIFICITY_TAG] = repr(float(self.shift_specificity))
+        if self.shift_guard is not None:
+            out[SHIFT_GUARD_TAG] = repr(float(self.shift_guard))
         return out
 
 
@@ -84,14 +100,27 @@ def _beats(new: float, old: float, direction: str) -> bool:
     return new > old if direction == "max" else new < old
 
 
-def _borders_only(version: Any) -> float | None:
-    raw = (version.tags or {}).get(BORDERS_ONLY_TAG)
+def _tag_float(version: Any, tag: str) -> float | None:
+    raw = (version.tags or {}).get(tag)
     return None if raw is None else float(raw)
+
+
+def _borders_only(version: Any) -> float | None:
+    return _tag_float(version, BORDERS_ONLY_TAG)
+
+
+def _shift_specificity(version: Any) -> float | None:
+    return _tag_float(version, SHIFT_SPECIFICITY_TAG)
 
 
 def _passes(borders_only: float | None, gate: float) -> bool:
     """Under the gate; a version registered without its borders-only AUC counts as over it."""
     return borders_only is not None and borders_only <= gate
+
+
+def _meets(shift_specificity: float | None, guard: float) -> bool:
+    """At or over the acquisition guard; a version registered without the figure counts as under it."""
+    return shift_specificity is not None and shift_specificity >= guard
 
 
 def decide_alias(
@@ -103,9 +132,12 @@ def decide_alias(
     borders_only: float | None = None,
     gate: float | None = None,
     versions: list[Any] = (),  # type: ignore[assignment]
+    shift_specificity: float | None = None,
+    shift_guard: float | None = None,
 ) -> tuple[str, str]:
     """(alias, why) for a new version scoring `value` on `objective`, with `borders_only` under `gate` (or the
-    gate the champion carries); `versions` are the model's other registered versions."""
+    gate the champion carries) and `shift_specificity` over `shift_guard` (or the champion's guard); `versions`
+    are the model's other registered versions."""
     if gate is None and champion is not None and GATE_LIMIT_TAG in (champion.tags or {}):
         gate = float(champion.tags[GATE_LIMIT_TAG])
     if gate is not None:
@@ -121,7 +153,32 @@ def decide_alias(
                 f"borders-only AUC {_shown(borders_only)} is under the shortcut gate {gate:g}; champion "
                 f"v{champion.version} ({_shown(_borders_only(champion))}) is not"
             )
-    return _decide_on_objective(champion, objective, value, direction)
+    if shift_guard is None and champion is not None and SHIFT_GUARD_TAG in (champion.tags or {}):
+        shift_guard = float(champion.tags[SHIFT_GUARD_TAG])
+    if shift_guard is not None:
+        if not _meets(shift_specificity, shift_guard):
+            meeting = [v for v in versions if _meets(_shift_specificity(v), shift_guard)]
+            if meeting:
+                return CHALLENGER, (
+                    f"NORMAL specificity under the worst acquisition change {_shown(shift_specificity)} is under the "
+                    f"guard {shift_guard:g} while v{meeting[0].version} ({_shown(_shift_specificity(meeting[0]))}) "
+                    "meets it"
+                )
+        elif champion is not None and not _meets(_shift_specificity(champion), shift_guard):
+            return CHAMPION, (
+                f"NORMAL specificity under the worst acquisition change {_shown(shift_specificity)} meets the guard "
+                f"{shift_guard:g}; champion v{champion.version} ({_shown(_shift_specificity(champion))}) does not"
+            )
+    alias, why = _decide_on_objective(champion, objective, value, direction)
+    if alias == CHAMPION and champion is not None:
+        old = _shift_specificity(champion)
+        if old is not None and (shift_specificity is None or shift_specificity < old):
+            return CHALLENGER, (
+                f"{why}, but its NORMAL specificity under the worst acquisition change ({_shown(shift_specificity)}) "
+                f"is lower than the champion's ({old:.3f}): a better {objective} does not make up for calls that "
+                "move at another hospital"
+            )
+    return alias, why
 
 
 def _shown(value: float | None) -> str:
@@ -216,6 +273,8 @@ def log_and_register(
                 borders_only=selection.borders_only_auc,
                 gate=selection.gate,
                 versions=others,
+                shift_specificity=selection.shift_specificity,
+                shift_guard=selection.shift_guard,
             )
             client.set_registered_model_alias(model_name, alias, version.version)  # the one step that promotes
     except (MlflowException, OSError) as exc:
@@ -287,8 +346,8 @@ def registered_summary(client: MlflowClient) -> str:
 
 @dataclass(frozen=True)
 class ModelCard:
-    """What a model URI resolves to: the decision threshold it carries and, for a registered model, which
-    version (so evaluations can be linked to it)."""
+    """What a model URI resolves to: the decision threshold it carries, for a registered model which version
+    (so evaluations can be linked to it), and the thresholds sites set on that version (`xraycnn calibrate`)."""
 
     uri: str
     threshold: float | None  # None: a model logged before thresholds were chosen (0.5 is used)
@@ -297,6 +356,52 @@ class ModelCard:
     version: str | None = None
     model_id: str | None = None
     run_id: str | None = None
+    sites: dict[str, dict[str, Any]] = field(default_factory=dict)  # site -> its stored SiteThreshold and more
+
+    def decision(self, site: str | None = None) -> tuple[float, str]:
+        """(threshold, how it was set): the model's own, or with `site` that site's; an unknown site is an
+        error that lists the known ones."""
+        if site is None:
+            if self.threshold is None:
+                return THRESHOLD, "0.5: this model carries no threshold chosen on validation"
+            return self.threshold, self.threshold_rule or "chosen on validation"
+        if site not in self.sites:
+            known = ", ".join(sorted(self.sites)) or "none yet"
+            label = f"{self.name} v{self.version}" if self.version else self.uri
+            raise XrayCnnError(
+                f"site {site!r} has no threshold on {label} (sites calibrated: {known}); set one with "
+                f"`xraycnn calibrate --model {self.uri} --normals FOLDER --max-false-positive-rate 0.10 --site {site}`"
+            )
+        stored = self.sites[site]
+        return float(stored["threshold"]), (
+            f"site {site}: false-positive rate at most {stored['max_false_positive_rate']:g} at "
+            f"{stored['confidence']:.0%} confidence, from {stored['normals']} of its normal films"
+        )
+
+
+def site_thresholds(tags: dict[str, str] | None) -> dict[str, dict[str, Any]]:
+    """The site thresholds among a version's tags (`xraycnn.site.<name>`, JSON each)."""
+    out = {}
+    for key, raw in (tags or {}).items():
+        if key.startswith(SITE_TAG_PREFIX):
+            try:
+                out[key.removeprefix(SITE_TAG_PREFIX)] = json.loads(raw)
+            except ValueError:
+                continue  # not ours
+    return out
+
+
+def set_site_threshold(client: MlflowClient, name: str, version: str, site: str, stored: str) -> None:
+    """Store (or replace) a site's threshold on a model version: one tag, written at once."""
+    try:
+        client.set_model_version_tag(name, version, f"{SITE_TAG_PREFIX}{site}", stored)
+    except (MlflowException, OSError) as exc:
+        message = (getattr(exc, "message", None) or str(exc)).strip().splitlines()
+        raise RegistryError(
+            f"storing site {site}'s threshold on {name} v{version} failed ({type(exc).__name__}: "
+            f"{message[0] if message else 'no message'}); the version is unchanged. Fix the tracking store and run "
+            "the same command again"
+        ) from exc
 
 
 def _download(model_uri: str) -> Path:
@@ -359,6 +464,7 @@ def _card(model_uri: str, mlmodel: Model) -> ModelCard:
         version=None if version is None else str(version.version),
         model_id=None if version is None else _logged_model_id(version),
         run_id=None if version is None else version.run_id,
+        sites=site_thresholds(tags),
     )
 
 

@@ -14,7 +14,7 @@ from xraycnn.data.augment import AugmentValues
 from xraycnn.data.dataset import PreparedData, prepare_data
 from xraycnn.data.discovery import discover
 from xraycnn.data.preprocess import FilmPreprocessing
-from xraycnn.model.hypermodel import CxrHyperModel, ShortcutGate, trial_seed
+from xraycnn.model.hypermodel import CxrHyperModel, SelectionGuards, trial_seed
 from xraycnn.model.hypermodel import metrics as hm_metrics
 from xraycnn.model.schedules import cosine_factor
 
@@ -284,7 +284,7 @@ def test_the_gate_adds_the_borders_only_auc_and_a_gated_score_to_every_epoch(dat
     hm.declare_hyperparameters(hp)
     spy = _fit(hm, epochs=2)
     callbacks = spy.kwargs["callbacks"]
-    assert isinstance(callbacks[0], ShortcutGate)  # first: the tuner's callbacks read what it adds
+    assert isinstance(callbacks[0], SelectionGuards)  # first: the tuner's callbacks read what it adds
     early = next(c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping))
     assert early.monitor == "val_gated_auc"
     history = spy.model.history.history
@@ -360,3 +360,52 @@ def test_a_trial_under_the_cosine_schedule_trains_each_epoch_at_its_rate(data: P
         assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
     assert rates["constant"] == pytest.approx([0.004] * epochs)
     assert rates["cosine"] == pytest.approx([0.004 * cosine_factor(e, epochs) for e in range(epochs)], rel=1e-6)
+
+
+def test_the_acquisition_guard_adds_the_threshold_and_worst_change_specificity_to_every_epoch(
+    data: PreparedData,
+) -> None:
+    guarded = config(tuner__min_shift_specificity=0.8, space__conv_blocks=1)
+    hm = CxrHyperModel(guarded, data)
+    hp = kt.HyperParameters()
+    hm.declare_hyperparameters(hp)
+    spy = _fit(hm, epochs=2)
+    callbacks = spy.kwargs["callbacks"]
+    assert isinstance(callbacks[0], SelectionGuards)
+    history = spy.model.history.history
+    for value, threshold, worst, score in zip(
+        history["val_auc"],
+        history["val_threshold"],
+        history["val_shift_worst_specificity"],
+        history["val_gated_auc"],
+        strict=True,
+    ):
+        assert 0 <= threshold <= 1 and 0 <= worst <= 1
+        assert score == (value if worst >= 0.8 else worst - 40.0)
+    # the trial's own figures at its end: on every validation film, with intervals, at the threshold it chose
+    scores = hm.trial_scores(hp, spy.model)
+    metrics = scores.validation_metrics()
+    assert metrics["best_val_threshold"] == scores.threshold.value
+    assert 0 <= metrics["best_val_shift_worst_specificity"] <= 1
+    assert "best_val_shift_blur_2_specificity_ci_low" in metrics
+    per_source = {k for k in metrics if k.startswith("best_val_source_site-")}  # the manifest's two sites
+    assert any(k.endswith("_thr_specificity") for k in per_source)
+    assert any(k.endswith("_thr_sensitivity") for k in per_source)
+
+
+def test_film_stage_augmentation_changes_films_before_their_preprocessing(data: PreparedData) -> None:
+    """At the film stage the batches are films, augmented, then cropped and equalised: what the network takes."""
+    from xraycnn.data.augment import AugmentValues
+    from xraycnn.data.pipeline import training_batches
+    from xraycnn.data.preprocess import FilmSteps, preprocess_films
+
+    steps = FilmSteps(crop=True, equalize="global")
+    noise = AugmentValues(noise=0.2)
+    batch, _ = next(iter(training_batches(data.train, len(data.train), noise, seed=3, steps=steps)))
+    assert tuple(batch.shape[1:]) == (24, 24, 1)
+    values = batch.numpy()
+    assert np.all(values == np.round(values)) and values.min() >= 0 and values.max() <= 255  # equalised grey levels
+    plain = preprocess_films(data.train.images, steps)
+    assert not np.array_equal(np.sort(values, axis=None), np.sort(plain.astype(np.float32), axis=None))
+    with pytest.raises(ValueError, match="without augmentation"):
+        training_batches(data.train, 4, AugmentValues(), seed=3, steps=steps)

@@ -7,7 +7,8 @@ sees the same film framed, exposed and marked in many ways cannot use those as a
 - geometry, as one affine resampling (reflecting at the edges): zoom, random crop (a window resized back),
   translation, small rotation, horizontal flip;
 - intensity, each on the image's own scale so it works on raw or equalised films alike: gamma, contrast,
-  brightness, blur, noise; clipped back to 0-255 as a detector would;
+  brightness, blur, sharpening (an unsharp mask, as many hospitals' processing applies), noise; clipped back
+  to 0-255 as a detector would;
 - erasing: a random corner square and a random border strip (where text and laterality markers sit),
   filled with the image's mean.
 
@@ -37,6 +38,7 @@ class AugmentValues:
     noise: float = 0.0
     blur: float = 0.0
     erase: float = 0.0
+    sharpen: float = 0.0
 
     @property
     def active(self) -> bool:
@@ -105,13 +107,11 @@ def _per_image(images: tf.Tensor, reduce: object) -> tf.Tensor:
     return reduce(images, axis=[1, 2, 3], keepdims=True)  # type: ignore[operator]
 
 
-def _blur(images: tf.Tensor, max_sigma: float, seed: tf.Tensor) -> tf.Tensor:
-    """A Gaussian blur of its own sigma in [0, max_sigma] per image: every image of the batch becomes a channel
-    of one depthwise convolution, each with its own kernel."""
+def _gaussian(images: tf.Tensor, sigma: tf.Tensor, radius: int) -> tf.Tensor:
+    """A Gaussian blur of its own `sigma` (batch,) per image: every image of the batch becomes a channel of one
+    depthwise convolution, each with its own kernel."""
     batch = tf.shape(images)[0]
     height, width, channels = (int(d) for d in images.shape[1:])
-    radius = max(1, math.ceil(3 * max_sigma))
-    sigma = tf.maximum(_uniform(seed, 9, tf.stack([batch]), 0.0, max_sigma), 1e-3)
     taps = tf.range(-radius, radius + 1, dtype=tf.float32)
     kernel = tf.exp(-(taps[None, :] ** 2) / (2 * sigma[:, None] ** 2))
     kernel = kernel / tf.reduce_sum(kernel, axis=1, keepdims=True)  # (batch, taps)
@@ -124,6 +124,25 @@ def _blur(images: tf.Tensor, max_sigma: float, seed: tf.Tensor) -> tf.Tensor:
     planes = tf.nn.depthwise_conv2d(planes, along_x, [1, 1, 1, 1], "VALID")
     planes = tf.nn.depthwise_conv2d(planes, along_y, [1, 1, 1, 1], "VALID")
     return tf.transpose(tf.reshape(planes, [height, width, batch, channels]), [2, 0, 1, 3])
+
+
+def _blur(images: tf.Tensor, max_sigma: float, seed: tf.Tensor) -> tf.Tensor:
+    """A Gaussian blur of sigma in [0, max_sigma], drawn per image."""
+    sigma = tf.maximum(_uniform(seed, 9, tf.stack([tf.shape(images)[0]]), 0.0, max_sigma), 1e-3)
+    return _gaussian(images, sigma, max(1, math.ceil(3 * max_sigma)))
+
+
+SHARPEN_SIGMA = (0.5, 1.5)  # the unsharp mask's radius in pixels, drawn per image
+
+
+def _sharpen(images: tf.Tensor, max_amount: float, seed: tf.Tensor) -> tf.Tensor:
+    """An unsharp mask, x + a (x - blur(x)), with amount a in [0, max_amount] and the blur's sigma in
+    SHARPEN_SIGMA, drawn per image: the edge enhancement of many hospitals' processing."""
+    shape = tf.stack([tf.shape(images)[0]])
+    sigma = _uniform(seed, 15, shape, *SHARPEN_SIGMA)
+    amount = _uniform(seed, 16, shape, 0.0, max_amount)[:, None, None, None]
+    smooth = _gaussian(images, sigma, math.ceil(3 * SHARPEN_SIGMA[1]))
+    return images + amount * (images - smooth)
 
 
 def _erase(images: tf.Tensor, chance: float, seed: tf.Tensor) -> tf.Tensor:
@@ -162,7 +181,7 @@ def augment(images: tf.Tensor, values: AugmentValues, seed: tf.Tensor) -> tf.Ten
         images = _geometry(images, values, seed)
     batch = tf.shape(images)[0]
     shape = tf.stack([batch, 1, 1, 1])
-    if values.gamma or values.contrast or values.brightness or values.noise or values.blur:
+    if values.gamma or values.contrast or values.brightness or values.noise or values.blur or values.sharpen:
         low, high = _per_image(images, tf.reduce_min), _per_image(images, tf.reduce_max)
         spread = tf.maximum(high - low, 1.0)
         if values.gamma:
@@ -178,6 +197,8 @@ def augment(images: tf.Tensor, values: AugmentValues, seed: tf.Tensor) -> tf.Ten
             images = images + _uniform(seed, 12, shape, -values.brightness, values.brightness) * spread
         if values.blur:
             images = _blur(images, values.blur, seed)
+        if values.sharpen:
+            images = _sharpen(images, values.sharpen, seed)
         if values.noise:
             sd = _per_image(images, tf.math.reduce_std) * _uniform(seed, 13, shape, 0.0, values.noise)
             noise = tf.random.stateless_normal(tf.shape(images), tf.random.experimental.stateless_fold_in(seed, 14))

@@ -151,3 +151,22 @@ def discover_labeled_folder(root: str | Path) -> tuple[Path, tuple[LabeledFile, 
     if split is not None:
         return split, _list_split(split)
     raise DataLayoutError(f"{root}: no {' or '.join(n + '/' for n in CLASS_NAMES)} class folder. {FOLDER_LAYOUT}")
+
+
+def discover_films(folder: str | Path) -> tuple[Path, tuple[Path, ...]]:
+    """The films of one unlabelled folder (a site's normal films): every non-hidden file in it, in name order.
+    Raises `DataLayoutError` when there is none."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise DataLayoutError(
+            f"film folder {folder} does not exist or is not a folder; give the folder that holds the films"
+        )
+    folder = folder.resolve()
+    files = tuple(
+        sorted((p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")), key=lambda p: p.name)
+    )
+    if not files:
+        inside = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        hint = f" (it holds the folder(s) {', '.join(inside[:5])}: give the one with the films)" if inside else ""
+        raise DataLayoutError(f"{folder}: no film in this folder{hint}")
+    return folder, files

@@ -93,10 +93,22 @@ def decode_image(source: str | Path | bytes, size: int, channels: int) -> np.nda
 
     image = _flatten_alpha(_to_8bit(image))
     image = image.convert("L" if channels == 1 else "RGB")  # CMYK, P, LA ... land here too
+    return _square(image, size, channels)
+
+
+def _square(image: Image.Image, size: int, channels: int) -> np.ndarray:
+    """The whole image resized to `size` x `size` (no crop, like the dataset's own conversion)."""
     if image.size != (size, size):
         image = image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
     array = np.asarray(image, dtype=np.uint8)
     return array[..., None] if channels == 1 else array
+
+
+def resize_film(film: np.ndarray, size: int) -> np.ndarray:
+    """A uint8 (height, width, channels) film resized to `size` pixels a side as `decode_image` resizes a file."""
+    channels = film.shape[-1]
+    image = Image.fromarray(film[..., 0] if channels == 1 else film)
+    return _square(image, size, channels)
 
 
 def default_workers() -> int:

@@ -3,8 +3,9 @@
 The same code judges every champion at the end of a search or `xraycnn train` and any registered model on
 any folder (`xraycnn evaluate`): the clinical metrics at the model's threshold and at 0.5 with 95 % bootstrap
 intervals (per source too, when the images say where they come from), ROC, precision-recall and reliability
-plots, confusion matrices, per-image predictions, Grad-CAM heatmaps and the shortcut audit
-(`evaluation.shortcuts`). The model takes films: whatever preprocessing it carries runs inside it.
+plots, confusion matrices, per-image predictions, Grad-CAM heatmaps, the shortcut audit
+(`evaluation.shortcuts`) and the calls under acquisition changes (`evaluation.acquisition`). The model takes
+films: whatever preprocessing (and calibration) it carries runs inside it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import pandas as pd
 from xraycnn.data.dataset import Split
 from xraycnn.data.discovery import CLASS_NAMES
 from xraycnn.data.regions import uniform_outside_share
-from xraycnn.evaluation import THRESHOLD, outcome_of, plots, predict_probabilities
+from xraycnn.evaluation import THRESHOLD, outcome_of, plots, predict_probabilities, ranking_metrics
+from xraycnn.evaluation.acquisition import AS_GIVEN, ShiftScores, acquired_sets, shift_scores
+from xraycnn.evaluation.calibration import PlattScaling
 from xraycnn.evaluation.clinical import AT_THRESHOLD, REPORTED, THRESHOLD_FREE, ClinicalScores, clinical_scores
 from xraycnn.evaluation.gradcam import Heatmaps, gradcam, seeded_sample
 from xraycnn.evaluation.shortcuts import (
@@ -38,6 +41,33 @@ GRADCAM_MAX_IMAGES = 3000  # the shortcut indicator is averaged over at most thi
 
 
 @dataclass(frozen=True)
+class Calibration:
+    """The Platt scaling a final model carries (fitted on validation, folded into its output layer), and the
+    calibration error it took away: on validation, and on the assessed set (`uncalibrated`: its probabilities
+    before)."""
+
+    platt: PlattScaling
+    val_ece_before: float
+    val_ece_after: float
+    uncalibrated: np.ndarray
+
+    def metrics(self, prefix: str, labels: np.ndarray) -> dict[str, float]:
+        return {
+            f"{prefix}ece_uncalibrated": float(ranking_metrics(labels, self.uncalibrated)["ece"][0]),
+            "val_ece": self.val_ece_after,
+            "val_ece_uncalibrated": self.val_ece_before,
+            "calibration_scale": self.platt.scale,
+            "calibration_shift": self.platt.shift,
+        }
+
+    def describe(self) -> str:
+        return (
+            f"Platt scaling fitted on validation (scale {self.platt.scale:.3f}, shift {self.platt.shift:+.3f}): "
+            f"validation ECE {self.val_ece_before:.3f} -> {self.val_ece_after:.3f}"
+        )
+
+
+@dataclass(frozen=True)
 class Assessment:
     split: Split
     probabilities: np.ndarray
@@ -46,6 +76,8 @@ class Assessment:
     heatmaps: Heatmaps | None  # of the first GRADCAM_MAX_IMAGES images of `split`
     audit: ShortcutAudit
     seed: int
+    shift: ShiftScores | None = None  # the calls under acquisition changes, at the threshold
+    calibration: Calibration | None = None  # a final model's, when it was calibrated here
 
     @property
     def threshold(self) -> float:
@@ -99,6 +131,21 @@ class Assessment:
                     row[f"{label}_ci_low"] = interval.low if interval else None
                     row[f"{label}_ci_high"] = interval.high if interval else None
                 rows.append(row)
+        if self.shift is not None:  # at the threshold only
+            for metric, value in self.shift.values.items():
+                interval = self.shift.intervals.get(metric)
+                finite = value is not None and np.isfinite(value)
+                rows.append(
+                    {
+                        "set": "all",
+                        "n": self.shift.n,
+                        "positives": self.shift.positives,
+                        "metric": metric,
+                        "threshold": value if finite else None,
+                        "threshold_ci_low": interval.low if interval else None,
+                        "threshold_ci_high": interval.high if interval else None,
+                    }
+                )
         return pd.DataFrame(rows)
 
 
@@ -112,7 +159,12 @@ def assess(
     resamples: int = 1000,
     seed: int = 0,
     explain: bool = True,
+    calibration: Calibration | None = None,
+    source: np.ndarray | None = None,
 ) -> Assessment:
+    """`model` judged on `split` at `threshold`; `calibration`, the one the model carries (for its figures);
+    `source`, the same films as stored (evaluation.acquisition.source_films), for the calls under acquisition
+    changes (None: not measured)."""
     probabilities = predict_probabilities(model, split.images)
     clinical = clinical_scores(
         split.labels,
@@ -132,7 +184,13 @@ def assess(
         resamples=resamples,
         seed=seed,
     )
-    return Assessment(split, probabilities, clinical, sources, heatmaps, audit, seed)
+    shift = None
+    if source is not None:
+        size = int(split.images.shape[1])
+        acquired = {name: predict_probabilities(model, x) for name, x in acquired_sets(source, size, seed).items()}
+        changed = {name: p for name, p in acquired.items() if name != AS_GIVEN}
+        shift = shift_scores(split.labels, acquired[AS_GIVEN], changed, threshold, resamples=resamples, seed=seed)
+    return Assessment(split, probabilities, clinical, sources, heatmaps, audit, seed, shift, calibration)
 
 
 def assessment_metrics(assessment: Assessment, prefix: str) -> dict[str, float]:
@@ -143,7 +201,12 @@ def assessment_metrics(assessment: Assessment, prefix: str) -> dict[str, float]:
     for name, scored in clinical.per_source.items():
         out |= scored.flat(f"{prefix}source_{safe_name(name)}_")
     out[f"{prefix}threshold"] = clinical.threshold
-    return out | assessment.audit.flat(prefix)
+    out |= assessment.audit.flat(prefix)
+    if assessment.shift is not None:
+        out |= assessment.shift.flat(prefix)
+    if assessment.calibration is not None:
+        out |= assessment.calibration.metrics(prefix, assessment.split.labels)
+    return out
 
 
 def log_assessment(
@@ -161,11 +224,27 @@ def log_assessment(
             plots.precision_recall_figure(labels, p, f"{title}: precision-recall", threshold),
             "plots/precision_recall.png",
         )
+    calibration = assessment.calibration
+    before = None
+    if calibration is not None:
+        before = (calibration.uncalibrated, float(ranking_metrics(labels, calibration.uncalibrated)["ece"][0]))
     runs.log_figure(
         run_id,
-        plots.reliability_figure(labels, p, f"{title}: calibration", overall.metrics["ece"]),
+        plots.reliability_figure(labels, p, f"{title}: calibration", overall.metrics["ece"], before),
         "plots/reliability.png",
     )
+    if assessment.shift is not None:
+        shift = assessment.shift
+        runs.log_figure(
+            run_id,
+            plots.shift_figure(
+                shift.rows(),
+                shift.values["shift_clean_specificity"],
+                threshold,
+                f"{title}: calls under acquisition changes\n(worst specificity {shift.describe()})",
+            ),
+            "plots/acquisition_shift.png",
+        )
     runs.log_figure(
         run_id,
         plots.confusion_matrix_figure(overall.confusion(AT_THRESHOLD), f"{title}: threshold {threshold:.3f}"),

@@ -107,3 +107,22 @@ def clinical_scores(
             members = names == name
             per_source[str(name)] = score_set(labels[members], probabilities[members], threshold, resamples, seed)
     return ClinicalScores(threshold, threshold_rule, overall, per_source, resamples, seed)
+
+
+SOURCE_FIGURES = ("thr_specificity", "thr_sensitivity", "auc")  # what a trial logs per source
+
+
+def source_figures(per_source: Mapping[str, Scored], prefix: str) -> dict[str, float]:
+    """Per source, the specificity of its NORMAL films and the sensitivity of its COVID-19 films at the threshold,
+    and its AUC where it has both classes, with intervals: `{prefix}source_<name>_thr_specificity`, ..."""
+    from xraycnn.evaluation.shortcuts import safe_name
+
+    out: dict[str, float] = {}
+    for name, scored in per_source.items():
+        flat = scored.flat(f"{prefix}source_{safe_name(name)}_")
+        for figure in SOURCE_FIGURES:
+            for suffix in ("", "_ci_low", "_ci_high"):
+                key = f"{prefix}source_{safe_name(name)}_{figure}{suffix}"
+                if key in flat and np.isfinite(flat[key]):
+                    out[key] = flat[key]
+    return out

@@ -105,13 +105,31 @@ def precision_recall_figure(
     return _curve_done(fig, ax, "sensitivity (recall)", "PPV (precision)", title, "lower left", legend_size=8)
 
 
-def reliability_figure(labels: np.ndarray, probabilities: np.ndarray, title: str, ece: float) -> Figure:
-    """Observed share of COVID19 against the mean predicted probability, per tenth of probability."""
+def reliability_figure(
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    title: str,
+    ece: float,
+    uncalibrated: tuple[np.ndarray, float] | None = None,
+) -> Figure:
+    """Observed share of COVID19 against the mean predicted probability, per tenth of probability; with
+    `uncalibrated` (the network's probabilities before its Platt scaling, and their ECE), that curve too."""
     r = reliability(labels, probabilities)
     used = r.counts > 0
     fig = Figure(figsize=(3.6, 3.4))
     ax = fig.subplots()
     ax.plot([0, 1], [0, 1], ":", color="grey", label="perfectly calibrated")
+    if uncalibrated is not None:
+        before = reliability(labels, uncalibrated[0])
+        kept = before.counts > 0
+        ax.plot(
+            before.predicted[kept],
+            before.observed[kept],
+            "--s",
+            markersize=3,
+            color="#999999",
+            label=f"before calibration (ECE {uncalibrated[1]:.3f})",
+        )
     ax.plot(r.predicted[used], r.observed[used], "-o", markersize=4, label=f"model (ECE {ece:.3f})")
     for x, y, n in zip(r.predicted[used], r.observed[used], r.counts[used], strict=True):
         ax.annotate(str(int(n)), (x, y), textcoords="offset points", xytext=(3, -9), fontsize=6, color="grey")
@@ -120,6 +138,27 @@ def reliability_figure(labels: np.ndarray, probabilities: np.ndarray, title: str
     return _curve_done(
         fig, ax, "mean predicted P(COVID19)", "observed share of COVID19", title, "upper left", legend_size=8
     )
+
+
+def shift_figure(rows: Sequence[tuple[str, float, float, float]], clean: float, threshold: float, title: str) -> Figure:
+    """Per acquisition change (evaluation.acquisition), the share of NORMAL films still called NORMAL at the
+    threshold and the share of COVID-19 films still called COVID-19, against the films as given."""
+    names = [r[0] for r in rows]
+    fig = Figure(figsize=(5.6, 0.32 * len(names) + 1.4))
+    ax = fig.subplots()
+    y = np.arange(len(names))
+    ax.barh(y - 0.2, [r[1] for r in rows], height=0.4, color="#1f77b4", label="NORMAL kept NORMAL (specificity)")
+    ax.barh(y + 0.2, [r[2] for r in rows], height=0.4, color="#ff7f0e", label="COVID-19 kept COVID-19 (sensitivity)")
+    ax.axvline(clean, color="#1f77b4", linestyle=":", label=f"specificity as given ({clean:.3f})")
+    ax.set_yticks(y, names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(f"share of the films at threshold {threshold:.3f}")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="lower left")
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    return fig
 
 
 def _curve_done(

@@ -1,7 +1,8 @@
 """`xraycnn evaluate`: any logged or registered model on any labelled folder, as one MLflow evaluation run
-linked to the model version: clinical metrics with intervals at the model's threshold and at 0.5, the shortcut
-audit (evaluation.shortcuts), both per source when a MANIFEST.csv says where the images come from, plots,
-Grad-CAM and per-image predictions."""
+linked to the model version: clinical metrics with intervals at the model's threshold (or a site's, `--site`)
+and at 0.5, the shortcut audit (evaluation.shortcuts), both per source when a MANIFEST.csv says where the
+images come from, the calls under acquisition changes (evaluation.acquisition), plots, Grad-CAM and per-image
+predictions."""
 
 from __future__ import annotations
 
@@ -16,10 +17,11 @@ from rich.table import Table
 from xraycnn.data.external import LabeledImages, load_labeled_folder
 from xraycnn.data.images import input_shape_of
 from xraycnn.data.regions import uniform_outside_share
-from xraycnn.evaluation import THRESHOLD
+from xraycnn.evaluation.acquisition import ShiftScores, source_films
 from xraycnn.evaluation.assessment import Assessment, assess, log_assessment
 from xraycnn.evaluation.clinical import AT_THRESHOLD, REPORTED, THRESHOLD_FREE, Scored
 from xraycnn.evaluation.shortcuts import FIGURES
+from xraycnn.evaluation.site import SiteThreshold
 from xraycnn.registry import ModelCard, load_keras_model_with_card
 from xraycnn.tracking.lifecycle import closed_run
 from xraycnn.tracking.runs import RunLogger
@@ -42,16 +44,17 @@ def run_evaluate(
     tracking_uri: str | None = None,
     resamples: int = 1000,
     seed: int = 0,
+    site: str | None = None,
     console: Console | None = None,
 ) -> EvaluateResult:
     console = console or Console()
     store = resolve_store(tracking_uri)
     model, card = load_keras_model_with_card(model_uri)
+    threshold, rule = card.decision(site)
     height, _, channels = input_shape_of(model)
     with console.status(f"Decoding {data_dir} at {height}px ..."):
         data = load_labeled_folder(data_dir, height, channels)
-    threshold = card.threshold if card.threshold is not None else THRESHOLD
-    rule = card.threshold_rule or "0.5: this model carries no threshold chosen on validation"
+        source = source_films([data.root / f for f in data.split.files], height, channels)
     counts = data.split.class_counts()
     console.print(
         f"{model_uri}{f' (v{card.version})' if card.version else ''}, threshold {threshold:.4f} ({rule}); "
@@ -59,10 +62,14 @@ def run_evaluate(
         + (f", {len(set(data.sources))} sources" if data.sources else "")
         + (f"; skipped {len(data.skipped)} unreadable file(s)" if data.skipped else "")
     )
-    with console.status(f"Scoring, {resamples} bootstrap resamples, Grad-CAM ..."):
-        assessment = assess(model, data.split, threshold, rule, sources=data.sources, resamples=resamples, seed=seed)
-    run_id = _log(store.client(), store, model_uri, card, data, assessment)
+    with console.status(f"Scoring, acquisition changes, {resamples} bootstrap resamples, Grad-CAM ..."):
+        assessment = assess(
+            model, data.split, threshold, rule, sources=data.sources, resamples=resamples, seed=seed, source=source
+        )
+    run_id = _log(store.client(), store, model_uri, card, data, assessment, site)
     _print(console, assessment)
+    if site is not None:
+        _print_site(console, card, site, assessment)
     console.print(f"Logged as run {run_id} in MLflow experiment {EVALUATIONS_EXPERIMENT!r}.")
     return EvaluateResult(run_id, card, data, assessment)
 
@@ -74,6 +81,7 @@ def _log(
     card: ModelCard,
     data: LabeledImages,
     assessment: Assessment,
+    site: str | None = None,
 ) -> str:
     experiment_id = ensure_experiment(store, EVALUATIONS_EXPERIMENT)
     runs = RunLogger(client)
@@ -87,6 +95,7 @@ def _log(
         f"{TAG_PREFIX}dataset_root": str(data.root),
         f"{TAG_PREFIX}dataset_digest": data.digest,
         f"{TAG_PREFIX}threshold_rule": assessment.clinical.threshold_rule,
+        f"{TAG_PREFIX}site": site,
         "mlflow.note.content": (
             f"{model_label} ({model_uri}) evaluated on {data.root} ({len(data.split)} images, digest {data.digest}) "
             f"at threshold {assessment.threshold:.4f} and at 0.5; 95 % stratified bootstrap intervals "
@@ -95,7 +104,7 @@ def _log(
     }
     run = client.create_run(
         experiment_id,
-        run_name=f"eval {model_label} on {data.name} {time.strftime('%Y%m%d-%H%M%S')}",
+        run_name=f"eval {model_label}{f' site {site}' if site else ''} on {data.name} {time.strftime('%Y%m%d-%H%M%S')}",
         tags={k: str(v) for k, v in tags.items() if v is not None},
     )
     run_id = run.info.run_id
@@ -111,7 +120,8 @@ def _log(
         log_assessment(runs, run_id, assessment, f"{model_label} on {data.name}", prefix="", model_id=card.model_id)
         runs.log_skipped_files(run_id, data.skipped)
         if card.version:  # the version points at its latest evaluation on this data
-            client.set_model_version_tag(card.name, card.version, f"{TAG_PREFIX}evaluation.{data.digest[:12]}", run_id)
+            key = f"{TAG_PREFIX}evaluation.{data.digest[:12]}" + (f".{site}" if site else "")
+            client.set_model_version_tag(card.name, card.version, key, run_id)
     return run_id
 
 
@@ -153,3 +163,47 @@ def _print(console: Console, assessment: Assessment) -> None:
     for name, figures in {"all": audit.overall, **audit.per_source}.items():
         table.add_row(name, str(figures.n), *(figures.describe(k) for k in FIGURES))
     console.print(table)
+    if assessment.shift is not None:
+        console.print(shift_table(assessment.shift))
+
+
+def shift_table(shift: ShiftScores) -> Table:
+    """Per acquisition change, worst first: the calls of the NORMAL and the COVID-19 films at the threshold."""
+    table = Table(
+        title=f"Calls under acquisition changes of the stored films, at threshold {shift.threshold:.3f} (95 % "
+        f"bootstrap intervals); NORMAL specificity as given {shift.describe('shift_clean_specificity')}, under the "
+        f"worst change {shift.describe()}",
+        header_style="bold",
+    )
+    for column in ("change", "NORMAL specificity", "COVID-19 sensitivity", "AUC"):
+        table.add_column(column, justify="left" if column == "change" else "right")
+    for name, *_ in shift.rows():
+        table.add_row(
+            name,
+            shift.describe(f"shift_{name}_specificity"),
+            shift.describe(f"shift_{name}_sensitivity"),
+            shift.describe(f"shift_{name}_auc"),
+        )
+    return table
+
+
+def _print_site(console: Console, card: ModelCard, site: str, assessment: Assessment) -> None:
+    """The site's promise beside what this folder's NORMAL films show at its threshold."""
+    stored = SiteThreshold.from_dict(card.sites[site])
+    normals = int((assessment.split.labels == 0).sum())
+    if not normals:
+        return
+    called = int(assessment.clinical.overall.metrics["thr_fp"])
+    low, high = stored.predicted_range(normals)
+    inside = low <= called / normals <= high
+    console.print(
+        f"Site {site}: {called} of {normals} NORMAL films called COVID-19 ({called / normals:.3f}) at its threshold "
+        f"{stored.threshold:.4f}; its promise ({stored.promise()}) puts that share in [{low:.3f}, {high:.3f}] for "
+        f"{normals} new normal films with 95 % probability: "
+        + (
+            "[green]within it[/]."
+            if inside
+            else "[red]outside it[/]: this folder's normals are not like the ones it was calibrated on."
+        ),
+        highlight=False,
+    )

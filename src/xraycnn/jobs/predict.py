@@ -1,6 +1,6 @@
 """`xraycnn predict`: P(COVID19) and a label for each image, from a model loaded by name, at the threshold
-the model carries (chosen on validation when it was registered; 0.5 for older models); `--explain` writes a
-Grad-CAM heatmap next to each image."""
+the model carries (chosen on validation when it was registered; 0.5 for older models) or, with `--site`, at
+the threshold that site set on the version; `--explain` writes a Grad-CAM heatmap next to each image."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from rich.table import Table
 
 from xraycnn.data.discovery import CLASS_NAMES
 from xraycnn.data.images import UnreadableImageError, input_shape_of, prepare_images
-from xraycnn.evaluation import THRESHOLD, plots, predict_probabilities
+from xraycnn.evaluation import plots, predict_probabilities
 from xraycnn.evaluation.gradcam import gradcam
 from xraycnn.registry import load_keras_model_with_card
 from xraycnn.tracking.store import resolve_store
@@ -48,12 +48,13 @@ def run_predict(
     tracking_uri: str | None = None,
     explain: bool = False,
     explain_dir: str | Path | None = None,
+    site: str | None = None,
     console: Console | None = None,
 ) -> list[Prediction]:
     console = console or Console()
     resolve_store(tracking_uri)
     model, card = load_keras_model_with_card(model_uri)
-    threshold = card.threshold if card.threshold is not None else THRESHOLD
+    threshold, source = card.decision(site)
     shape = input_shape_of(model)
     readable: list[tuple[int, np.ndarray]] = []
     results: list[Prediction | None] = [None] * len(images)
@@ -78,7 +79,6 @@ def run_predict(
             results[i] = Prediction(str(images[i]), float(p), label, None, written, share)
     predictions = [r for r in results if r is not None]
 
-    source = card.threshold_rule or "no threshold stored with the model"
     table = Table(title=f"{model_uri} (threshold {threshold:.4f}: {source})", header_style="bold")
     table.add_column("image")
     table.add_column("P(COVID19)", justify="right")

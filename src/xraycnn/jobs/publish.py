@@ -14,11 +14,14 @@ from rich.console import Console
 from xraycnn.data.external import read_sources
 from xraycnn.data.preprocess import film_preprocessing_of
 from xraycnn.errors import RegistryError
-from xraycnn.evaluation import predict_probabilities
-from xraycnn.evaluation.assessment import Assessment, assess, log_assessment
+from xraycnn.evaluation import predict_probabilities, ranking_metrics
+from xraycnn.evaluation.acquisition import AS_GIVEN, WORST_SPECIFICITY, acquired_sets, source_films
+from xraycnn.evaluation.assessment import Assessment, Calibration, assess, log_assessment
+from xraycnn.evaluation.calibration import fit_platt
 from xraycnn.evaluation.shortcuts import BORDERS_ONLY, LUNGS_ONLY, OUTSIDE_SHARE
 from xraycnn.evaluation.threshold import choose_threshold
 from xraycnn.jobs.session import Session
+from xraycnn.model.calibration import fold_platt
 from xraycnn.registry import (
     THRESHOLD_RULE_TAG,
     THRESHOLD_TAG,
@@ -32,24 +35,43 @@ from xraycnn.tracking.tags import TAG_PREFIX
 
 
 def final_assessment(session: Session, model: keras.Model) -> Assessment:
-    """The final model judged as every champion is: its threshold chosen on validation (never on test),
-    then the test set scored at it and at 0.5, with intervals and Grad-CAM."""
+    """The final model judged as every champion is. First calibrated: a Platt scaling fitted on validation is
+    folded into its output layer (in place), so every way of using it gives probabilities that mean what they
+    say. Then its threshold is chosen on validation (never on test) by the experiment's rule, and the test set is
+    scored at it and at 0.5, with intervals, Grad-CAM and the calls under acquisition changes."""
     config = session.experiment.config
+    val, test = session.data.val, session.data.test
+    raw_val = predict_probabilities(model, val.images)
+    raw_test = predict_probabilities(model, test.images)
+    platt = fit_platt(val.labels, raw_val)
+    fold_platt(model, platt)
+    val_p = predict_probabilities(model, val.images)
+    root, size, channels = Path(session.data.root), session.data.image_size, session.data.channels
+    changed = None
+    if config.evaluation.threshold == "shift_youden":
+        source = source_films([root / f for f in val.files], size, channels)
+        acquired = acquired_sets(source, size, config.seed)
+        changed = {name: predict_probabilities(model, x) for name, x in acquired.items() if name != AS_GIVEN}
     chosen = choose_threshold(
-        session.data.val.labels,
-        predict_probabilities(model, session.data.val.images),
-        config.evaluation.threshold,
-        config.evaluation.target_sensitivity,
+        val.labels, val_p, config.evaluation.threshold, config.evaluation.target_sensitivity, changed
     )
-    root = Path(session.data.root)
+    calibration = Calibration(
+        platt,
+        val_ece_before=float(ranking_metrics(val.labels, raw_val)["ece"][0]),
+        val_ece_after=float(ranking_metrics(val.labels, val_p)["ece"][0]),
+        uncalibrated=raw_test,
+    )
+    test_paths = [root / f for f in test.files]
     return assess(
         model,
-        session.data.test,
+        test,
         chosen.value,
         chosen.describe(),
-        sources=read_sources(root, [root / f for f in session.data.test.files]),  # per source, given a manifest
+        sources=read_sources(root, test_paths),  # per source, given a manifest
         resamples=config.evaluation.bootstrap_resamples,
         seed=config.seed,
+        calibration=calibration,
+        source=source_films(test_paths, size, channels),
     )
 
 
@@ -96,7 +118,27 @@ def publish_model(
             f"{TAG_PREFIX}test_thr_{k}": f"{overall.metrics[f'thr_{k}']:.4f}"
             for k in ("accuracy", "sensitivity", "specificity")
         },
+        f"{TAG_PREFIX}test_ece": f"{overall.metrics['ece']:.4f}",
     }
+    if assessment.shift is not None:
+        tags[f"{TAG_PREFIX}test_{WORST_SPECIFICITY}"] = f"{assessment.shift.worst_specificity:.4f}"
+        tags[f"{TAG_PREFIX}test_shift_worst_change"] = str(assessment.shift.worst_change)
+    metadata = {
+        "threshold": assessment.threshold,
+        "threshold_rule": assessment.clinical.threshold_rule,
+        "threshold_chosen_on": "validation",
+        "preprocess": preprocess,
+    }
+    if assessment.calibration is not None:
+        platt = assessment.calibration.platt
+        tags[f"{TAG_PREFIX}calibration"] = f"platt scale={platt.scale:.6g} shift={platt.shift:.6g} (validation)"
+        metadata["calibration"] = {
+            "method": "platt",
+            "scale": platt.scale,
+            "shift": platt.shift,
+            "fitted_on": "validation",
+            "folded_into": "the output layer: the network's output is the calibrated probability",
+        }
     registration = log_and_register(
         model,
         model_name=config.registry.model_name,
@@ -105,12 +147,7 @@ def publish_model(
         direction=config.tuner.direction,
         tags=tags,
         description=description,
-        metadata={
-            "threshold": assessment.threshold,
-            "threshold_rule": assessment.clinical.threshold_rule,
-            "threshold_chosen_on": "validation",
-            "preprocess": preprocess,
-        },
+        metadata=metadata,
     )
     runs.set_tags(
         run_id,
@@ -132,10 +169,17 @@ def describe_assessment(assessment: Assessment) -> str:
         return f"{label} {overall.metrics[key]:.4f}" + (f" {interval}" if interval else "")
 
     audit = assessment.audit.overall
+    shift = assessment.shift
+    under_shift = (
+        ""
+        if shift is None
+        else f"; NORMAL specificity under the worst acquisition change ({shift.worst_change}) {shift.describe()}"
+    )
     return (
         f"at threshold {assessment.threshold:.3f}: {figure('thr_accuracy', 'accuracy')}, "
         f"{figure('thr_sensitivity', 'sensitivity')}, {figure('thr_specificity', 'specificity')}; "
-        f"{figure('auc', 'AUC')}; at 0.5: {figure('accuracy', 'accuracy')}; shortcut audit: borders-only AUC "
+        f"{figure('auc', 'AUC')}; ECE {overall.metrics['ece']:.3f}; at 0.5: {figure('accuracy', 'accuracy')}"
+        f"{under_shift}; shortcut audit: borders-only AUC "
         f"{audit.describe(BORDERS_ONLY)}, lungs-only AUC {audit.describe(LUNGS_ONLY)}, Grad-CAM heat outside "
         f"the lungs {audit.describe(OUTSIDE_SHARE)} (95 % bootstrap intervals)"
     )

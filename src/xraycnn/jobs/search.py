@@ -296,19 +296,36 @@ def _finalise(
     row = trials.loc[trials["trial_id"] == best.trial_id].iloc[0]
     best_run = row["run_id"]
     runs.set_tags(parent_run_id, {f"{TAG_PREFIX}best_trial_id": best.trial_id, f"{TAG_PREFIX}best_run_id": best_run})
-    value, _ = tuner_config.ungated(float(best.score))
-    best_metrics = {f"best_{tuner_config.objective}": value, f"best_{tuner_config.selection_metric}": float(best.score)}
+    value = _metric(row, f"best_{tuner_config.objective}")
+    if value is None:  # a trial run that lacks it (its writes failed): what the score says
+        value = tuner_config.verdict(float(best.score)).objective
+    best_metrics = {f"best_{tuner_config.selection_metric}": float(best.score)}
+    if value is not None:
+        best_metrics[f"best_{tuner_config.objective}"] = value
     runs.log_metrics(parent_run_id, best_metrics)
     runs.log_dataframe_csv(parent_run_id, trials, "trials.csv")
-    selection = Selection(value, _metric(row, "best_val_borders_only_auc"), tuner_config.max_borders_only_auc)
+    selection = Selection(
+        float("nan") if value is None else value,
+        _metric(row, "best_val_borders_only_auc"),
+        tuner_config.max_borders_only_auc,
+        _metric(row, "best_val_shift_worst_specificity"),
+        tuner_config.min_shift_specificity,
+    )
     config = session.experiment.config
+    guarded = (
+        ""
+        if selection.shift_specificity is None
+        else f", NORMAL specificity under the worst acquisition change {selection.shift_specificity:.3f}"
+    )
+    calibrated = f"{assessment.calibration.describe()}. " if assessment.calibration else ""
     description = (
         f"Best trial {best.trial_id} of experiment {experiment.name} ({config.tuner.algorithm} search on "
-        f"{config.tuner.objective}): {config.tuner.objective} {selection.objective_value:.4f}; "
+        f"{config.tuner.objective}): {config.tuner.objective} {selection.objective_value:.4f}{guarded}; "
         f"test {describe_assessment(assessment)}. "
-        f"Threshold chosen on validation: {assessment.clinical.threshold_rule}. "
+        f"Threshold chosen on validation: {assessment.clinical.threshold_rule}. {calibrated}"
         f"Input: float32 {'x'.join(map(str, model.input_shape[1:]))} films, values 0-255 "
-        "(xraycnn.prepare_images); the model applies its own preprocessing. Output: P(COVID19)."
+        "(xraycnn.prepare_images); the model applies its own preprocessing and calibration. Output: P(COVID19), "
+        "calibrated on validation."
     )
     version_tags = {
         f"{TAG_PREFIX}experiment": experiment.name,

@@ -12,7 +12,6 @@ import os
 from rich.console import Console
 
 from xraycnn.errors import XrayCnnError
-from xraycnn.evaluation import THRESHOLD
 from xraycnn.registry import download_model
 from xraycnn.serving import app
 from xraycnn.serving.flavor import serves_images
@@ -28,9 +27,11 @@ def run_serve(
     workers: int = 1,
     max_request_mb: float = app.DEFAULT_MAX_BYTES / 2**20,
     tracking_uri: str | None = None,
+    site: str | None = None,
     console: Console | None = None,
 ) -> None:
-    """Serve until stopped (Ctrl-C, SIGTERM)."""
+    """Serve until stopped (Ctrl-C, SIGTERM). Requests are called at the model's threshold, or with `site` at
+    that site's; a request's `params.site` names another calibrated site."""
     import uvicorn
 
     console = console or Console()
@@ -45,15 +46,23 @@ def run_serve(
             f"{model_uri} has no image-serving flavour (it was registered before xraycnn logged one): register "
             "it again with `xraycnn search` or `xraycnn train`, or serve a newer version"
         )
+    threshold, rule = card.decision(site)
     os.environ[app.MODEL_ENV] = str(local)
-    os.environ[app.CONFIG_ENV] = json.dumps({"model_version": card.version, "model_name": card.name})
+    os.environ[app.CONFIG_ENV] = json.dumps(
+        {
+            "model_version": card.version,
+            "model_name": card.name,
+            "sites": {name: float(stored["threshold"]) for name, stored in card.sites.items()},
+            "site": site or "",
+        }
+    )
     os.environ[app.MAX_BYTES_ENV] = str(int(max_request_mb * 2**20))
     label = f"{card.name} v{card.version}" if card.version else model_uri
-    threshold = card.threshold if card.threshold is not None else THRESHOLD
+    sites = f"; sites a request may name (params.site): {', '.join(sorted(card.sites))}" if card.sites else ""
     console.print(
-        f"Serving {model_uri} ({label}, threshold {threshold:.4f}) on http://{host}:{port} with {workers} "
-        f"worker(s): POST /invocations with a column {IMAGE_COLUMN!r} of base64 images (dataframe_split), GET /ping. "
-        "Ctrl-C to stop.",
+        f"Serving {model_uri} ({label}, threshold {threshold:.4f}: {rule}{sites}) on http://{host}:{port} with "
+        f"{workers} worker(s): POST /invocations with a column {IMAGE_COLUMN!r} of base64 images (dataframe_split), "
+        "GET /ping. Ctrl-C to stop.",
         highlight=False,
     )
     if not _loopback(host):

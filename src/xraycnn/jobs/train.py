@@ -142,15 +142,22 @@ def _train_and_publish(
     title = name
     runs.log_learning_curves(run_id, history.epochs, history.metrics, title)
     # EarlyStopping restored the best epoch's weights: audited on validation as a trial is, then judged
-    audit = hypermodel.trial_scores(hp, model).audit
-    runs.log_metrics(run_id, audit.flat("best_val_"))
+    scores = hypermodel.trial_scores(hp, model)
+    audit = scores.audit
+    runs.log_metrics(run_id, scores.validation_metrics())
     model = hypermodel.registered_model(hp, model)
     assessment = final_assessment(session, model)
     description = (
         f"Fixed network of experiment {name} ({describe_hyperparameters(params)}); {objective} "
         f"{best_value:.4f} at epoch {best_epoch}; test {describe_assessment(assessment)}."
     )
-    selection = Selection(best_value, audit.values[BORDERS_ONLY], config.tuner.max_borders_only_auc)
+    selection = Selection(
+        best_value,
+        audit.values[BORDERS_ONLY],
+        config.tuner.max_borders_only_auc,
+        scores.shift.worst_specificity,
+        config.tuner.min_shift_specificity,
+    )
     registration = publish_model(
         session,
         run_id,

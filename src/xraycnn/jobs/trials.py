@@ -18,7 +18,7 @@ from xraycnn.jobs.session import Session, fixed_params
 from xraycnn.model.hypermodel import CxrHyperModel
 from xraycnn.report.snapshot import last_attempts
 from xraycnn.tracking.spooled_runs import SpooledRuns
-from xraycnn.tracking.tags import BEST_EPOCH_TAG, GATE_TAG, TRACKING_FAILURES_TAG, WORKER_TAG
+from xraycnn.tracking.tags import BEST_EPOCH_TAG, GATE_TAG, GUARD_TAG, TRACKING_FAILURES_TAG, WORKER_TAG
 from xraycnn.tracking.trial_tracker import TrialTracker
 from xraycnn.tuning.progress import SearchProgress
 from xraycnn.tuning.tuners import planned_budget
@@ -89,6 +89,7 @@ def trials_table(session: Session, tuner: Any, parent_run_id: str) -> pd.DataFra
             "run_id": run.info.run_id if run else None,
             "best_epoch": int(run.data.tags[BEST_EPOCH_TAG]) if run and BEST_EPOCH_TAG in run.data.tags else None,
             "gate": run.data.tags.get(GATE_TAG) if run else None,
+            "guard": run.data.tags.get(GUARD_TAG) if run else None,
             "hyperparameters": dict(trial.hyperparameters.values),
         }
         if run:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -25,12 +26,15 @@ import numpy as np
 from xraycnn.config import ExperimentConfig
 from xraycnn.data.augment import AugmentValues
 from xraycnn.data.dataset import PreparedData
+from xraycnn.data.external import read_sources
 from xraycnn.data.pipeline import eval_batches, training_stream
 from xraycnn.data.preprocess import FilmPreprocessing, FilmSteps, preprocess_films
 from xraycnn.evaluation import predict_probabilities, ranking_metrics
-from xraycnn.evaluation.clinical import Scored, score_set
+from xraycnn.evaluation.acquisition import AS_GIVEN, ShiftScores, acquired_sets, shift_scores, source_films
+from xraycnn.evaluation.clinical import Scored, clinical_scores, score_set, source_figures
 from xraycnn.evaluation.gradcam import gradcam
 from xraycnn.evaluation.shortcuts import BORDERS_ONLY, LUNGS_ONLY, AuditScores, audit_scores, blackout
+from xraycnn.evaluation.threshold import Threshold, choose_threshold
 from xraycnn.model.layers import FusedBatchNormalization
 from xraycnn.model.schedules import CosineDecayPerEpoch
 
@@ -38,6 +42,9 @@ EVAL_BATCH_SIZE = 256
 MODEL_NAME = "cxr_cnn"
 TRIAL_GRADCAM_IMAGES = 256  # validation images explained per trial for its Grad-CAM share
 TRIAL_AUDIT_RESAMPLES = 500  # bootstrap resamples of a trial's audit intervals (a champion's: the experiment's)
+# The acquisition guard of every epoch is measured on this many validation films of each class (seeded), the
+# trial's own figures at its end on all of them: the guard's cost per epoch stays a fraction of the epoch's.
+GUARD_FILMS_PER_CLASS = 256
 PREPROCESS_HP = {"crop": "preprocess_crop", "equalize": "preprocess_equalize", "mask": "preprocess_mask"}
 
 
@@ -60,11 +67,26 @@ def trial_seed(base_seed: int, values: dict[str, Any]) -> int:
 
 @dataclass(frozen=True)
 class TrialScores:
-    """What a finished trial is reported with: test metrics and the shortcut audit on validation, both of its
-    best epoch (reported only: the tuner ranks on the selection metric, `TunerConfig.selection_metric`)."""
+    """What a finished trial is reported with, all of its best epoch: test metrics; and on validation the
+    shortcut audit, its threshold (the experiment's rule), its calls under acquisition changes at that threshold
+    and its calls per source (reported only: the tuner ranks on the selection metric,
+    `TunerConfig.selection_metric`)."""
 
     test: Scored  # at 0.5, without intervals
     audit: AuditScores
+    threshold: Threshold
+    shift: ShiftScores
+    sources: dict[str, Scored]
+
+    def validation_metrics(self) -> dict[str, float]:
+        """As the trial run's metrics: `best_val_borders_only_auc`, `best_val_shift_worst_specificity`,
+        `best_val_threshold`, `best_val_source_<name>_thr_specificity`, ... (with `_ci_low` / `_ci_high`)."""
+        return {
+            **self.audit.flat("best_val_"),
+            **self.shift.flat("best_val_"),
+            "best_val_threshold": self.threshold.value,
+            **source_figures(self.sources, "best_val_"),
+        }
 
 
 def predict_distinct(network: keras.Model, inputs: np.ndarray) -> np.ndarray:
@@ -75,23 +97,56 @@ def predict_distinct(network: keras.Model, inputs: np.ndarray) -> np.ndarray:
     return predict_probabilities(network, inputs, EVAL_BATCH_SIZE)
 
 
-class ShortcutGate(keras.callbacks.Callback):
-    """Adds the borders-only AUC on validation to every epoch's logs, and the gated selection score that the
-    tuner, its checkpoint and early stopping then rank epochs by. Must come before them in the callbacks."""
+@dataclass(frozen=True)
+class GuardFilms:
+    """What the acquisition guard of every epoch predicts, as a trial's network sees it: a seeded subset of the
+    validation films, as given and under each acquisition change."""
 
-    def __init__(self, config: ExperimentConfig, borders_only: np.ndarray, labels: np.ndarray) -> None:
+    labels: np.ndarray
+    clean: np.ndarray
+    changed: dict[str, np.ndarray]
+
+
+class SelectionGuards(keras.callbacks.Callback):
+    """Adds to every epoch's logs what the tuner, its checkpoint and early stopping then rank epochs by: the
+    borders-only AUC on validation (the shortcut gate), the epoch's threshold and the specificity of the NORMAL
+    guard films under the worst acquisition change at it (the acquisition guard), and the gated selection score.
+    Must come before them in the callbacks."""
+
+    def __init__(
+        self, config: ExperimentConfig, borders_only: np.ndarray | None, labels: np.ndarray, guard: GuardFilms | None
+    ) -> None:
         super().__init__()
+        self.config = config
         self.tuner = config.tuner
         self.borders_only = borders_only
         self.labels = labels
+        self.guard = guard
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is None:
             return
-        p = predict_distinct(self.model, self.borders_only)
-        auc = float(ranking_metrics(self.labels, p)["auc"][0])
-        logs["val_borders_only_auc"] = auc
-        logs[self.tuner.selection_metric] = self.tuner.gated(float(logs[self.tuner.objective]), auc)
+        borders = shift = None
+        if self.borders_only is not None:
+            p = predict_distinct(self.model, self.borders_only)
+            borders = logs["val_borders_only_auc"] = float(ranking_metrics(self.labels, p)["auc"][0])
+        if self.guard is not None:
+            threshold, shift = guard_specificity(self.model, self.guard, self.config)
+            logs["val_threshold"] = threshold
+            logs["val_shift_worst_specificity"] = shift
+        logs[self.tuner.selection_metric] = self.tuner.gated(float(logs[self.tuner.objective]), borders, shift)
+
+
+def guard_specificity(network: keras.Model, guard: GuardFilms, config: ExperimentConfig) -> tuple[float, float]:
+    """(the threshold the experiment's rule picks on the guard films, the NORMAL guard films' specificity
+    under the worst change at it)."""
+    clean = predict_probabilities(network, guard.clean, EVAL_BATCH_SIZE)
+    changed = {name: predict_probabilities(network, films, EVAL_BATCH_SIZE) for name, films in guard.changed.items()}
+    rule = config.evaluation
+    chosen = choose_threshold(guard.labels, clean, rule.threshold, rule.target_sensitivity, changed)
+    normals = guard.labels == 0
+    worst = min(float(np.mean(p[normals] < chosen.value)) for p in changed.values())
+    return chosen.value, worst
 
 
 class CxrHyperModel(kt.HyperModel):
@@ -101,6 +156,9 @@ class CxrHyperModel(kt.HyperModel):
         self.data = data  # the films; `inputs(steps)` is what a trial's network sees
         self._inputs: dict[str, PreparedData] = {}  # steps key -> the splits as the trials' networks see them
         self._masked: dict[tuple[str, str], np.ndarray] = {}  # (steps, kept) -> preprocessed masked validation films
+        self._acquired: dict[str, np.ndarray] = {}  # change -> the validation films so acquired, at the film size
+        self._changed: dict[str, dict[str, np.ndarray]] = {}  # steps -> change -> those films through the steps
+        self._val_sources: tuple[str, ...] | bool | None = False  # False: not read yet
 
     # -- hyperparameters used by fit(); declared up front so the oracle samples them from trial 1 ----------
     def declare_hyperparameters(self, hp: kt.HyperParameters) -> None:
@@ -228,6 +286,40 @@ class CxrHyperModel(kt.HyperModel):
             self._masked[key] = preprocess_films(blackout(self.data.val.images, keep), steps)
         return self._masked[key]
 
+    def changed_inputs(self, steps: FilmSteps) -> dict[str, np.ndarray]:
+        """The validation films as acquired under each change (and AS_GIVEN, through the same route), brought to
+        the film size and through `steps`: what a trial's network sees of them (once per preprocessing)."""
+        if not self._acquired:
+            root = Path(self.data.root)
+            source = source_films([root / f for f in self.data.val.files], self.data.image_size, self.data.channels)
+            self._acquired.update(acquired_sets(source, self.data.image_size, self.config.seed))
+        if steps.key() not in self._changed:
+            self._changed[steps.key()] = {
+                name: preprocess_films(films, steps) for name, films in self._acquired.items()
+            }
+        return self._changed[steps.key()]
+
+    def guard_films(self, steps: FilmSteps) -> GuardFilms:
+        """The acquisition guard's subset of the validation films, GUARD_FILMS_PER_CLASS of each class."""
+        labels = self.data.val.labels
+        rng = np.random.default_rng(self.config.seed)
+        picked = np.sort(
+            np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:GUARD_FILMS_PER_CLASS] for c in (0, 1)])
+        )
+        changed = self.changed_inputs(steps)
+        return GuardFilms(
+            labels[picked],
+            self.inputs(steps).val.images[picked],
+            {name: films[picked] for name, films in changed.items() if name != AS_GIVEN},
+        )
+
+    def validation_sources(self) -> tuple[str, ...] | None:
+        """Where each validation film comes from (the dataset's MANIFEST.csv), or None without one."""
+        if self._val_sources is False:
+            root = Path(self.data.root)
+            self._val_sources = read_sources(root, [root / f for f in self.data.val.files])
+        return self._val_sources  # type: ignore[return-value]
+
     def fit(
         self,
         hp: kt.HyperParameters,
@@ -253,8 +345,15 @@ class CxrHyperModel(kt.HyperModel):
         seed = trial_seed(self.config.seed, hp.values)
         tuner = self.config.tuner
         first: list[keras.callbacks.Callback] = []
-        if tuner.max_borders_only_auc is not None:
-            first.append(ShortcutGate(self.config, self.masked_inputs(steps, "borders"), data.val.labels))
+        if tuner.guarded:
+            first.append(
+                SelectionGuards(
+                    self.config,
+                    self.masked_inputs(steps, "borders") if tuner.max_borders_only_auc is not None else None,
+                    data.val.labels,
+                    self.guard_films(steps) if tuner.min_shift_specificity is not None else None,
+                )
+            )
         if self.config.training.learning_rate_schedule == "cosine":
             first.append(CosineDecayPerEpoch(epochs))
         early_stopping = keras.callbacks.EarlyStopping(
@@ -263,8 +362,15 @@ class CxrHyperModel(kt.HyperModel):
             patience=self.config.training.early_stopping_patience,
             restore_best_weights=True,
         )
+        # At the film stage the films are augmented, then preprocessed, per batch; otherwise the cached inputs are.
+        on_films = self.config.data.augmentation.stage == "film" and augmentation.active and steps.active
         batches, steps_per_epoch = training_stream(
-            data.train, batch_size, augmentation, seed, self.config.training.steps_per_execution
+            self.data.train if on_films else data.train,
+            batch_size,
+            augmentation,
+            seed,
+            self.config.training.steps_per_execution,
+            steps if on_films else None,
         )
         return model.fit(
             batches,
@@ -279,19 +385,43 @@ class CxrHyperModel(kt.HyperModel):
 
     # -- reporting --------------------------------------------------------------------------------------
     def trial_scores(self, hp: kt.HyperParameters, network: keras.Model) -> TrialScores:
-        """The test metrics and the validation audit of a trial's network (holding its best epoch's weights).
-        The masked films go through the same steps as the registered model's layer, computed once per
-        preprocessing (data.preprocess holds the two equal), so the network predicts them directly."""
+        """The test metrics and, on validation, the audit, threshold, acquisition shift and per-source calls of a
+        trial's network (holding its best epoch's weights). The masked and changed films go through the same
+        steps as the registered model's layer, computed once per preprocessing (data.preprocess holds the two
+        equal), so the network predicts them directly."""
         steps, _ = self.preprocessing(hp)
-        test_inputs = self.inputs(steps).test
-        test = score_set(test_inputs.labels, predict_probabilities(network, test_inputs.images), None, 0, 0)
+        inputs = self.inputs(steps)
+        test = score_set(inputs.test.labels, predict_probabilities(network, inputs.test.images), None, 0, 0)
         val = self.data.val
         heatmaps = gradcam(self.registered_model(hp, network), val.images[:TRIAL_GRADCAM_IMAGES].astype(np.float32))
         masked = {
             BORDERS_ONLY: predict_distinct(network, self.masked_inputs(steps, "borders")),
             LUNGS_ONLY: predict_distinct(network, self.masked_inputs(steps, "lungs")),
         }
+        seed = self.config.seed
         audit = audit_scores(
-            val.labels, masked, heatmaps.shares_of(len(val)), resamples=TRIAL_AUDIT_RESAMPLES, seed=self.config.seed
+            val.labels, masked, heatmaps.shares_of(len(val)), resamples=TRIAL_AUDIT_RESAMPLES, seed=seed
         )
-        return TrialScores(test, audit)
+        clean = predict_probabilities(network, inputs.val.images)
+        acquired = {name: predict_probabilities(network, x) for name, x in self.changed_inputs(steps).items()}
+        changed = {name: p for name, p in acquired.items() if name != AS_GIVEN}
+        rule = self.config.evaluation
+        threshold = choose_threshold(val.labels, clean, rule.threshold, rule.target_sensitivity, changed)
+        shift = shift_scores(
+            val.labels, acquired[AS_GIVEN], changed, threshold.value, resamples=TRIAL_AUDIT_RESAMPLES, seed=seed
+        )
+        sources = self.validation_sources()
+        per_source = (
+            {}
+            if sources is None
+            else clinical_scores(
+                val.labels,
+                clean,
+                threshold.value,
+                threshold.rule,
+                sources=np.asarray(sources, dtype=object),
+                resamples=TRIAL_AUDIT_RESAMPLES,
+                seed=seed,
+            ).per_source
+        )
+        return TrialScores(test, audit, threshold, shift, per_source)

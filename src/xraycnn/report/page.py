@@ -13,7 +13,7 @@ from html import escape
 from typing import Any
 
 from xraycnn.data.regions import uniform_outside_share
-from xraycnn.report.snapshot import AUDIT_COLUMNS, SearchSnapshot
+from xraycnn.report.snapshot import AUDIT_COLUMNS, SHIFT_COLUMNS, SearchSnapshot, is_source_column
 from xraycnn.tracking.tags import TAG_PREFIX
 
 TEST_COLUMNS = ("test_auc", "test_accuracy", "test_sensitivity", "test_specificity")
@@ -81,7 +81,9 @@ def trials_table_html(snapshot: SearchSnapshot) -> str:
         return "<p>No trial has started yet.</p>"
     hp = [c for c in frame.columns if c.startswith("hp.")]
     columns = ["trial_id", "run_name", "status", "score", *[c for c in AUDIT_COLUMNS if c in frame.columns]]
-    columns += [c for c in ("gate",) if frame.get(c) is not None and frame[c].notna().any()]
+    columns += [c for c in SHIFT_COLUMNS if c in frame.columns]
+    columns += [c for c in ("gate", "guard") if frame.get(c) is not None and frame[c].notna().any()]
+    columns += sorted(c for c in frame.columns if is_source_column(c))
     columns += ["epochs", "best_epoch", "attempts", "minutes", *hp]
     columns += [c for c in TEST_COLUMNS if c in frame.columns]
     names = {
@@ -90,8 +92,15 @@ def trials_table_html(snapshot: SearchSnapshot) -> str:
         "best_val_borders_only_auc": "borders-only AUC",
         "best_val_lungs_only_auc": "lungs-only AUC",
         "best_val_gradcam_outside_share": "heat outside lungs",
+        "best_val_threshold": "threshold",
+        "best_val_shift_worst_specificity": "worst-change specificity",
+        "best_val_shift_worst_auc": "worst-change AUC",
     }
-    text = {"trial_id", "run_name", "status", "gate"}
+    for column in columns:
+        if is_source_column(column):
+            source, figure = column.removeprefix("best_val_source_").rsplit("_thr_", 1)
+            names[column] = f"{source}: {figure}"
+    text = {"trial_id", "run_name", "status", "gate", "guard"}
     head = "".join(
         f'<th scope="col" class="{"text" if c in text else ""}">{escape(names.get(c, c.removeprefix("hp.")))}</th>'
         for c in columns
@@ -146,6 +155,93 @@ def _audit_figures(metrics: dict[str, float]) -> str:
     return ", ".join(figures) + " (validation, per trial: the table below)" if figures else "not evaluated yet"
 
 
+def _shift_figures(metrics: dict[str, float], tags: dict[str, str]) -> str:
+    if "test_shift_worst_specificity" not in metrics:
+        return "not evaluated yet"
+    worst = _with_interval(metrics, "test_shift_worst_specificity", "NORMAL specificity under the worst change")
+    clean = metrics.get("test_shift_clean_specificity")
+    change = tags.get(f"{TAG_PREFIX}test_shift_worst_change") or "?"
+    return f"{worst} ({change}; {clean:.4f} as given), " + (
+        _with_interval(metrics, "test_shift_mean_auc", "mean AUC under the changes") or ""
+    )
+
+
+def _calibration_figures(metrics: dict[str, float]) -> str:
+    if "test_ece" not in metrics:
+        return "not evaluated yet"
+    ece = _with_interval(metrics, "test_ece", "ECE on test") or ""
+    if "test_ece_uncalibrated" not in metrics:
+        return ece
+    scale, shift = metrics.get("calibration_scale", float("nan")), metrics.get("calibration_shift", float("nan"))
+    return (
+        f"{ece} ({metrics['test_ece_uncalibrated']:.4f} before the Platt scaling fitted on validation: scale "
+        f"{scale:.3f}, shift {shift:+.3f})"
+    )
+
+
+def per_source_html(metrics: dict[str, float]) -> str:
+    """The best model's calls per source on test: the specificity of each source's NORMAL films and the
+    sensitivity of its COVID-19 films at the threshold, with intervals, and its AUC where it has both."""
+    prefix, suffix = "test_source_", "_thr_specificity"
+    sources = sorted(
+        k.removeprefix(prefix).removesuffix(suffix)
+        for k in metrics
+        if k.startswith(prefix) and k.endswith(suffix) and "_ci_" not in k
+    )
+    if not sources:
+        return "<p>No source is known for the test films (the dataset has no MANIFEST.csv).</p>"
+
+    def cell(key: str) -> str:
+        value = metrics.get(key)
+        if value is None or math.isnan(value):
+            return '<td data-v="">-</td>'
+        low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
+        shown = f"{value:.3f}" + (f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else "")
+        return f'<td data-v="{value!r}">{escape(shown)}</td>'
+
+    rows = "".join(
+        f'<tr><td class="text">{escape(s)}</td>{cell(f"{prefix}{s}_thr_specificity")}'
+        f"{cell(f'{prefix}{s}_thr_sensitivity')}{cell(f'{prefix}{s}_auc')}</tr>"
+        for s in sources
+    )
+    head = "".join(
+        f'<th scope="col" class="{c}">{escape(n)}</th>'
+        for c, n in (("text", "source"), ("", "NORMAL specificity"), ("", "COVID-19 sensitivity"), ("", "AUC"))
+    )
+    return f'<table class="sortable" id="sources"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
+
+
+def sites_html(sites: Mapping[str, Mapping[str, Any]]) -> str:
+    if not sites:
+        return (
+            "<p>No site threshold yet: <code>xraycnn calibrate --normals FOLDER --max-false-positive-rate 0.10 "
+            "--site NAME</code> sets one from a site's own normal films.</p>"
+        )
+    rows = []
+    for name, site in sites.items():
+        promise = (
+            f"at most {site['max_false_positive_rate']:g} at {site['confidence']:.0%} confidence; expected "
+            f"{site['expected_rate']:.3f}, {2 * site['confidence'] - 1:.0%} interval [{site['rate_low']:.3f}, "
+            f"{site['rate_high']:.3f}]"
+        )
+        rows.append(
+            f'<tr><td class="text">{escape(name)}</td><td data-v="{site["threshold"]!r}">{site["threshold"]:.4f}</td>'
+            f'<td data-v="{site["normals"]}">{site["normals"]}</td><td class="text">{escape(promise)}</td>'
+            f'<td class="text">{escape(str(site.get("calibrated_utc", "")))}</td></tr>'
+        )
+    head = "".join(
+        f'<th scope="col" class="{c}">{escape(n)}</th>'
+        for c, n in (
+            ("text", "site"),
+            ("", "threshold"),
+            ("", "normal films"),
+            ("text", "false-positive rate promised"),
+            ("text", "set"),
+        )
+    )
+    return f'<table class="sortable" id="sites"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
 def _facts(snapshot: SearchSnapshot) -> str:
     parent = snapshot.parent
     info, metrics = parent.info, parent.data.metrics
@@ -167,6 +263,8 @@ def _facts(snapshot: SearchSnapshot) -> str:
         "registered": snapshot.registered or "not yet",
         "best model on test": _test_figures(metrics),
         "shortcut audit of the best model on test": _audit_figures(metrics),
+        "best model's calls under acquisition changes (test)": _shift_figures(metrics, parent.data.tags),
+        "calibration of the best model": _calibration_figures(metrics),
     }
     items = "".join(f"<dt>{escape(k)}</dt><dd>{escape(str(v))}</dd>" for k, v in facts.items())
     return f'<dl class="facts">{items}</dl>'
@@ -191,6 +289,12 @@ def render(snapshot: SearchSnapshot, figures: Mapping[str, tuple[bytes, str]]) -
         f'<p class="muted">{escape(description).replace(chr(10), "<br>")}</p>'
         f"{_facts(snapshot)}"
         f'<h2>Figures</h2><div class="figures">{"".join(blocks)}</div>'
+        "<h2>The best model per source (test)</h2>"
+        '<p class="muted">At its threshold, with 95 % bootstrap intervals. On cxr-covid every NORMAL film comes from '
+        "one hospital (NIH Clinical Center), so a source's specificity says little of another hospital's.</p>"
+        f"{per_source_html(snapshot.parent.data.metrics)}"
+        "<h2>Site thresholds of the registered version</h2>"
+        f"{sites_html(snapshot.sites)}"
         "<h2>All trials</h2>"
         '<p class="muted">Best first; click a column to sort. Test metrics are reported only, never used to '
         "select a trial (on cxr-covid the two classes come from different hospitals, so they are optimistic).</p>"

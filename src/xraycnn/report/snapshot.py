@@ -7,8 +7,9 @@ in any store, finished or interrupted, by the search itself or later by `xraycnn
 
 from __future__ import annotations
 
+import json
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -22,7 +23,9 @@ from xraycnn.tracking.tags import (
     BEST_EPOCH_TAG,
     EXPERIMENT_PREFIX,
     GATE_TAG,
+    GUARD_TAG,
     PREDICTIONS_ARTIFACT,
+    SITE_TAG_PREFIX,
     TAG_PREFIX,
     TRIAL_ID_TAG,
 )
@@ -50,6 +53,7 @@ class SearchSnapshot:
     hyperparameters: list[str]  # the hp columns that vary between trials
     curves: list[Curve]  # best first
     predictions: pd.DataFrame | None  # file, label, probability_covid19, predicted; None before the end
+    sites: dict[str, dict[str, Any]] = field(default_factory=dict)  # the registered version's site thresholds
 
     @property
     def best_trial_id(self) -> str | None:
@@ -113,6 +117,12 @@ def last_attempts(children: list[Run]) -> dict[str, tuple[Run, int]]:
 
 
 AUDIT_COLUMNS = ("best_val_borders_only_auc", "best_val_lungs_only_auc", "best_val_gradcam_outside_share")
+SHIFT_COLUMNS = ("best_val_threshold", "best_val_shift_worst_specificity", "best_val_shift_worst_auc")
+
+
+def is_source_column(name: str) -> bool:
+    """A trial's validation figure of one source: `best_val_source_<name>_thr_specificity` or `_thr_sensitivity`."""
+    return name.startswith("best_val_source_") and name.endswith(("_thr_specificity", "_thr_sensitivity"))
 
 
 def trials_frame(
@@ -140,8 +150,13 @@ def trials_frame(
                 "attempts": attempts,
                 "minutes": round((end - run.info.start_time) / 60_000, 2) if end else None,
                 "gate": run.data.tags.get(GATE_TAG),
+                "guard": run.data.tags.get(GUARD_TAG),
                 **{f"hp.{k}": v for k, v in hp.items()},
-                **{k: v for k, v in metrics.items() if k.startswith("test_") or k in AUDIT_COLUMNS},
+                **{
+                    k: v
+                    for k, v in metrics.items()
+                    if k.startswith("test_") or k in AUDIT_COLUMNS or k in SHIFT_COLUMNS or is_source_column(k)
+                },
             }
         )
     frame = pd.DataFrame(rows)
@@ -194,7 +209,12 @@ def load_snapshot(client: MlflowClient, parent_run_id: str, top: int = TOP_CURVE
     objective = parent.data.params.get("tuner.objective", "val_auc")
     direction = OBJECTIVE_DIRECTIONS.get(objective, "max")
     gate = parent.data.params.get("tuner.max_borders_only_auc")
-    tuner = TunerConfig(objective=objective, max_borders_only_auc=None if gate is None else float(gate))
+    guard = parent.data.params.get("tuner.min_shift_specificity")
+    tuner = TunerConfig(
+        objective=objective,
+        max_borders_only_auc=None if gate in (None, "None") else float(gate),
+        min_shift_specificity=None if guard in (None, "None") else float(guard),
+    )
     children = client.search_runs(
         [parent.info.experiment_id],
         filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
@@ -218,4 +238,25 @@ def load_snapshot(client: MlflowClient, parent_run_id: str, top: int = TOP_CURVE
         hyperparameters,
         curves,
         _predictions(client, parent_run_id),
+        _sites(client, parent),
     )
+
+
+def _sites(client: MlflowClient, parent: Run) -> dict[str, dict[str, Any]]:
+    """The site thresholds (`xraycnn calibrate`) of the version this search registered, as stored on it."""
+    tags = parent.data.tags
+    name, version = tags.get(f"{TAG_PREFIX}registered_model"), tags.get(f"{TAG_PREFIX}registered_version")
+    if not name or not version:
+        return {}
+    try:
+        version_tags = client.get_model_version(name, version).tags or {}
+    except MlflowException:
+        return {}
+    sites = {}
+    for key, raw in version_tags.items():
+        if key.startswith(SITE_TAG_PREFIX):
+            try:
+                sites[key.removeprefix(SITE_TAG_PREFIX)] = json.loads(raw)
+            except ValueError:
+                continue
+    return dict(sorted(sites.items()))

@@ -1,6 +1,8 @@
 """The pyfunc flavour of a registered model: a DataFrame column of image bytes in (MLflow's scoring protocol
-carries a binary column as base64), per image the probability of COVID-19, the call at the model's threshold,
-the threshold and the model version out.
+carries a binary column as base64), per image the probability of COVID-19, the call at the model's threshold
+(or a site's: the request's `params.site`, or the server's default site), the threshold and the model version
+out. The probability is calibrated: the Platt scaling fitted on validation is part of the network's output
+layer (model.calibration).
 
 Images are decoded with the code training used (`data.images.decode_image`: EXIF orientation, 16-bit, alpha,
 palette, resize); the Keras model inside carries the experiment's preprocessing as its first layer. An image
@@ -18,7 +20,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
-from mlflow.types import ColSpec, DataType, Schema
+from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 
 from xraycnn.data.discovery import CLASS_NAMES
 
@@ -27,14 +29,27 @@ KERAS_ARTIFACT = "keras_model"  # the key of the .keras file among the pyfunc mo
 OUTPUT_COLUMNS = ("probability_covid19", "call", "threshold", "model_version", "error")
 
 
+SITE_PARAM = "site"  # a request's params: {"site": NAME} calls at that site's threshold
+
+
 def model_config(threshold: float, threshold_rule: str) -> dict[str, Any]:
-    """What the pyfunc flavour is logged with; `model_version` and `model_name` are filled in when served."""
-    return {"threshold": float(threshold), "threshold_rule": threshold_rule, "model_version": "", "model_name": ""}
+    """What the pyfunc flavour is logged with. Filled in when loaded to serve (`xraycnn serve` does it from the
+    registry): `model_version`, `model_name`, `sites` (name -> threshold, `xraycnn calibrate`) and `site` (the
+    default site of requests that name none)."""
+    return {
+        "threshold": float(threshold),
+        "threshold_rule": threshold_rule,
+        "model_version": "",
+        "model_name": "",
+        "sites": {},
+        "site": "",
+    }
 
 
 def serving_signature() -> ModelSignature:
     """Image bytes in; per image its probability, call, threshold, model version and error (if any) out."""
     return ModelSignature(
+        params=ParamSchema([ParamSpec(SITE_PARAM, DataType.string, None)]),
         inputs=Schema([ColSpec(DataType.binary, IMAGE_COLUMN)]),
         outputs=Schema(
             [
@@ -61,6 +76,8 @@ class ImageServingModel(PythonModel):
     def __init__(self) -> None:
         self.threshold = 0.5
         self.model_version = ""
+        self.sites: dict[str, float] = {}
+        self.site = ""
         self._network: Any = None
         self._shape: tuple[int, int, int] | None = None
 
@@ -75,13 +92,31 @@ class ImageServingModel(PythonModel):
         config = context.model_config or {}
         self.threshold = float(config.get("threshold", self.threshold))
         self.model_version = str(config.get("model_version") or "")
+        self.sites = {str(k): float(v) for k, v in (config.get("sites") or {}).items()}
+        self.site = str(config.get("site") or "")
+        if self.site and self.site not in self.sites:
+            raise MlflowException(f"default site {self.site!r} has no threshold; {self._known_sites()}")
 
     # `model_input` unannotated on purpose: MLflow would derive a signature from its annotation.
     def predict(self, context: Any, model_input, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        return self.answer(_image_column(model_input))
+        return self.answer(_image_column(model_input), self.threshold_for((params or {}).get(SITE_PARAM)))
 
-    def answer(self, images: list[Any]) -> pd.DataFrame:
-        """One row per image, in order; see the module's docstring."""
+    def _known_sites(self) -> str:
+        return f"sites with a threshold: {', '.join(sorted(self.sites)) or 'none'} (set one with `xraycnn calibrate`)"
+
+    def threshold_for(self, site: str | None) -> float:
+        """The threshold of `site`, else of the default site, else the model's own."""
+        site = site or self.site
+        if not site:
+            return self.threshold
+        if site not in self.sites:
+            raise MlflowException(f"unknown site {str(site)[:64]!r}: {self._known_sites()}", INVALID_PARAMETER_VALUE)
+        return self.sites[site]
+
+    def answer(self, images: list[Any], threshold: float | None = None) -> pd.DataFrame:
+        """One row per image, in order, called at `threshold` (default: the model's own); see the module's
+        docstring."""
+        threshold = self.threshold if threshold is None else threshold
         from xraycnn.data.images import UnreadableImageError, decode_image
         from xraycnn.evaluation import predict_probabilities
 
@@ -102,11 +137,11 @@ class ImageServingModel(PythonModel):
         if good:
             films = np.stack(decoded).astype(np.float32)
             probabilities[good] = predict_probabilities(self._network, films)
-        calls = [None if np.isnan(p) else CLASS_NAMES[int(p >= self.threshold)] for p in probabilities]
+        calls = [None if np.isnan(p) else CLASS_NAMES[int(p >= threshold)] for p in probabilities]
         column = {
             "probability_covid19": [None if np.isnan(p) else float(p) for p in probabilities],
             "call": calls,
-            "threshold": [self.threshold] * len(images),
+            "threshold": [threshold] * len(images),
             "model_version": [self.model_version or None] * len(images),
             "error": errors,
         }

@@ -10,6 +10,7 @@ TAG_PREFIX = "xraycnn."
 TRIAL_ID_TAG = f"{TAG_PREFIX}trial_id"  # on every trial run: which Keras Tuner trial it is an attempt of
 BEST_EPOCH_TAG = f"{TAG_PREFIX}best_epoch"  # on a trial or training run: the epoch whose weights it kept
 GATE_TAG = f"{TAG_PREFIX}gate"  # on a trial run of a gated search: "pass" or "fail" at its best epoch
+GUARD_TAG = f"{TAG_PREFIX}guard"  # on a trial run of a guarded search: the acquisition guard, "pass" or "fail"
 WORKER_TAG = f"{TAG_PREFIX}worker"  # on a trial run: the worker that trained it
 ORACLE_TAG = f"{TAG_PREFIX}oracle"  # on a distributed search's parent run: where its chief serves the oracle
 ERROR_TAG = f"{TAG_PREFIX}error"  # on a FAILED run: the last line of its error (the whole of it: error.txt)
@@ -21,12 +22,17 @@ OBJECTIVE_TAG = f"{TAG_PREFIX}objective"
 OBJECTIVE_VALUE_TAG = f"{TAG_PREFIX}objective_value"
 BORDERS_ONLY_TAG = f"{TAG_PREFIX}val_borders_only_auc"  # the version's borders-only AUC on validation
 GATE_LIMIT_TAG = f"{TAG_PREFIX}gate_max_borders_only_auc"  # the shortcut gate it was selected under
+# the NORMAL films' specificity under the worst acquisition change on validation, at its threshold
+SHIFT_SPECIFICITY_TAG = f"{TAG_PREFIX}val_shift_worst_specificity"
+SHIFT_GUARD_TAG = f"{TAG_PREFIX}guard_min_shift_specificity"  # the acquisition guard it was selected under
+SITE_TAG_PREFIX = f"{TAG_PREFIX}site."  # + a site's name: its threshold, set from its normal films (JSON)
 THRESHOLD_TAG = f"{TAG_PREFIX}threshold"
 THRESHOLD_RULE_TAG = f"{TAG_PREFIX}threshold_rule"
 
 # -- MLflow experiments -----------------------------------------------------------------------------------
 EXPERIMENT_PREFIX = "xraycnn-"  # one MLflow experiment per experiment file: xraycnn-<file stem>
 EVALUATIONS_EXPERIMENT = f"{EXPERIMENT_PREFIX}evaluations"
+CALIBRATIONS_EXPERIMENT = f"{EXPERIMENT_PREFIX}site-calibrations"
 
 
 def search_experiment_name(experiment_file_stem: str) -> str:

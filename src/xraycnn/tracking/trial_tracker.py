@@ -4,8 +4,10 @@ Each child run gets every hyperparameter and fixed setting as params, the per-ep
 `step = epoch number` (1-based: a Hyperband continuation from epoch 3 to 9 logs steps 4..9), the test
 metrics of the trial's best epoch (`test_*`, reported only, never used for selection), the shortcut audit
 of its best epoch on validation (`best_val_borders_only_auc`, `best_val_lungs_only_auc`,
-`best_val_gradcam_outside_share`, each with `_ci_low` / `_ci_high`), a learning-curve and a
-confusion-matrix PNG, and status FINISHED or FAILED with the error.
+`best_val_gradcam_outside_share`), its threshold there and its calls under acquisition changes at it
+(`best_val_threshold`, `best_val_shift_worst_specificity`, `best_val_shift_<change>_specificity`, ...) and per
+source (`best_val_source_<name>_thr_specificity`, ...), each with `_ci_low` / `_ci_high`; a learning-curve and
+a confusion-matrix PNG, and status FINISHED or FAILED with the error.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from xraycnn.model.hypermodel import TrialScores
 from xraycnn.model.space import choice_tokens
 from xraycnn.tracking.sender import SpoolSender
 from xraycnn.tracking.spooled_runs import SpooledRuns
-from xraycnn.tracking.tags import BEST_EPOCH_TAG, GATE_TAG, TAG_PREFIX, TRIAL_ID_TAG
+from xraycnn.tracking.tags import BEST_EPOCH_TAG, GATE_TAG, GUARD_TAG, TAG_PREFIX, TRIAL_ID_TAG
 from xraycnn.tuning.tuners import SearchListener
 
 
@@ -157,7 +159,7 @@ class TrialTracker(SearchListener):
         title = trial_run_name(trial)
         scores = self.trial_scores(trial.hyperparameters, model)
         self.runs.log_scores(key, scores.test, title)
-        self.runs.log_metrics(key, scores.audit.flat("best_val_"))
+        self.runs.log_metrics(key, scores.validation_metrics())
         history = self.histories[trial.trial_id]
         self.runs.log_learning_curves(key, history.epochs, history.metrics, title)
 
@@ -181,6 +183,9 @@ class TrialTracker(SearchListener):
                 if self.tuner.max_borders_only_auc is not None:
                     passed = at_best["val_borders_only_auc"] <= self.tuner.max_borders_only_auc
                     tags[GATE_TAG] = "pass" if passed else "fail"
+                if self.tuner.min_shift_specificity is not None:
+                    met = at_best["val_shift_worst_specificity"] >= self.tuner.min_shift_specificity
+                    tags[GUARD_TAG] = "pass" if met else "fail"
             self.runs.log_metrics(key, best)
         self.runs.set_tags(key, tags)
         error = None if completed else (trial.message or f"trial ended with status {trial.status}")

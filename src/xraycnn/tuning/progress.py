@@ -122,9 +122,16 @@ class SearchProgress(SearchListener):
         return f"≤{_fmt_duration(left)} left"
 
     def _shown(self, score: float) -> str:
-        """'val_auc 0.9712', or with a failed shortcut gate 'val_auc 0.9712 over the shortcut gate'."""
-        value, passed = self.tuner.ungated(score) if self.tuner is not None else (score, True)
-        return f"{self.objective} {value:.4f}" + ("" if passed else " over the shortcut gate")
+        """'val_auc 0.9712'; with a failed shortcut gate 'val_auc 0.9712 over the shortcut gate'; under the
+        acquisition guard 'under the acquisition guard (worst-change specificity 0.731)'."""
+        if self.tuner is None:
+            return f"{self.objective} {score:.4f}"
+        verdict = self.tuner.verdict(score)
+        if verdict.objective is None:
+            shown = f"under the acquisition guard (worst-change specificity {verdict.shift_specificity:.3f})"
+        else:
+            shown = f"{self.objective} {verdict.objective:.4f}"
+        return shown + ("" if verdict.borders_passed else " over the shortcut gate")
 
     def _search_info(self) -> str:
         best = f"best {self._shown(self.best[0])} (trial {self.best[1]})" if self.best else "best: -"
@@ -191,31 +198,43 @@ def _number(value: Any) -> str:
 
 
 def top_trials_table(rows: Sequence[Mapping[str, Any]], tuner: TunerConfig, limit: int = 10) -> Table:
-    """Rows (best first): trial_id, score, hyperparameters (dict), best_epoch, and where logged test_auc,
-    best_val_borders_only_auc, best_val_lungs_only_auc and gate."""
+    """Rows (best first): trial_id, score, hyperparameters (dict), best_epoch, and where logged the objective at
+    the best epoch (`best_<objective>`), test_auc, best_val_borders_only_auc, best_val_lungs_only_auc,
+    best_val_shift_worst_specificity, gate and guard."""
     objective = tuner.objective
     gated = tuner.max_borders_only_auc is not None
+    guarded = tuner.min_shift_specificity is not None
     title = f"Top trials by {objective} (validation)"
+    if guarded:
+        title += f", under the acquisition guard (worst-change specificity < {tuner.min_shift_specificity:g}) after"
     if gated:
-        title += f", trials over the shortcut gate (borders-only AUC > {tuner.max_borders_only_auc:g}) last"
+        title += f", over the shortcut gate (borders-only AUC > {tuner.max_borders_only_auc:g}) last"
     table = Table(title=title, header_style="bold")
-    for name in ("rank", "trial", objective, "borders-only AUC", "lungs-only AUC", "test_auc", "best epoch"):
+    columns = ("rank", "trial", objective, "borders-only AUC", "lungs-only AUC", "worst-change spec.", "test_auc")
+    for name in (*columns, "best epoch"):
         table.add_column(name, justify="left" if name == "trial" else "right")
     if gated:
         table.add_column("gate")
+    if guarded:
+        table.add_column("guard")
     table.add_column("hyperparameters")
     for rank, row in enumerate(rows[:limit], start=1):
-        value = None if row.get("score") is None else tuner.ungated(float(row["score"]))[0]
+        value = row.get(f"best_{objective}")
+        if value is None and row.get("score") is not None:
+            value = tuner.verdict(float(row["score"])).objective
         cells = [
             str(rank),
             str(row["trial_id"]),
             _number(value),
             _number(row.get("best_val_borders_only_auc")),
             _number(row.get("best_val_lungs_only_auc")),
+            _number(row.get("best_val_shift_worst_specificity")),
             _number(row.get("test_auc")),
             str(row.get("best_epoch") or "-"),
         ]
         if gated:
             cells.append(str(row.get("gate") or "-"))
+        if guarded:
+            cells.append(str(row.get("guard") or "-"))
         table.add_row(*cells, describe_hyperparameters(row["hyperparameters"]))
     return table
