@@ -8,7 +8,7 @@ EXPERIMENT ?= experiments/default.toml
 MODEL ?= models:/xraycnn@champion
 
 .DEFAULT_GOAL := help
-.PHONY: help install search search-robust search-distributed sync train-seed predict evaluate serve report ui test test-fast bench bench-profile bench-against bench-anytime probe lint format clean-state
+.PHONY: help install search search-robust search-distributed sync train-seed predict evaluate calibrate serve report ui test test-fast bench bench-profile bench-against bench-anytime probe probe-transfer lint format clean-state
 
 help: ## list the targets
 	@echo "usage: make TARGET [EXPERIMENT=experiments/x.toml] [FRESH=1]"
@@ -44,6 +44,10 @@ predict: install ## predict IMAGES="a.jpg b.jpg" with MODEL (default models:/xra
 DATA ?= ../shared/data/cxr-covid
 evaluate: install ## evaluate MODEL on DATA (a folder of class folders; default the test split of cxr-covid)
 	$(BIN)/xraycnn evaluate --model $(MODEL) --data $(DATA)
+
+RATE ?= 0.10
+calibrate: install ## set site SITE's threshold on MODEL from its normal films in NORMALS (false-positive rate at most RATE, default 0.10)
+	$(BIN)/xraycnn calibrate --model $(MODEL) --normals $(NORMALS) --max-false-positive-rate $(RATE) --site $(SITE)
 
 PORT ?= 5001
 serve: install ## serve MODEL over HTTP on 127.0.0.1:PORT (default 5001): image files in, P(COVID19) and call out
@@ -86,3 +90,6 @@ bench-anytime: install ## best val_auc so far against wall time: Hyperband, rand
 
 probe: install ## the shortcut probe: one network per preprocessing/augmentation choice, audited on test (~35 min)
 	$(BIN)/python benchmarks/shortcut_probe.py
+
+probe-transfer: install ## the transfer probe: the default champion's network per augmentation set, its calls under acquisition changes (2 seeds, ~30 min)
+	$(BIN)/python benchmarks/transfer_probe.py --only light_12epochs blur_sharpen_12epochs blur_sharpen_framing_12epochs texture_framing_12epochs --seeds 42 7

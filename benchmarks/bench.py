@@ -1537,7 +1537,8 @@ def print_table(console: Any, results: dict[str, Any], figures: dict[str, float]
                     f"acquisition guard per epoch ({name} films)",
                     f"{figures[f'audit_{name}_guard_seconds_per_epoch']:.2f} s",
                     f"{figures[f'audit_{name}_guard_percent_of_epoch']:.1f} % of an epoch: the threshold and the "
-                    "worst-change specificity of 512 validation films under 10 changes, with `min_shift_specificity`",
+                    "worst-change specificity and AUC of the validation films under 10 changes (`val_shift_auc`, "
+                    "`min_shift_specificity`)",
                 )
     if "decode" in results:
         d = results["decode"]

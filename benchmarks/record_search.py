@@ -1,7 +1,7 @@
 """Write what a finished search measured to a JSON file under benchmarks/results/, so that every figure the
 README quotes about a search comes from a committed file: its wall time and peak memory, its trials, its
-champion's test figures and shortcut audit with their intervals (from the MLflow store), the champion's AUC
-under the shortcut probe's acquisition-like changes of the test films, and the machine.
+champion's test figures, shortcut audit, calls under acquisition changes and calibration with their intervals
+(all from the MLflow store, as the search logged them), and the machine.
 
     python benchmarks/record_search.py EXPERIMENT --command "what ran the search" [--peak-rss-kib N]
         [--wall-seconds S] [--env ONEDNN_MAX_CPU_ISA=AVX2] [--tracking-uri URI]
@@ -23,7 +23,8 @@ from machine import machine_facts, machine_slug  # noqa: E402
 
 RESULTS = HERE / "results"
 AUDIT = ("borders_only_auc", "lungs_only_auc", "gradcam_outside_share")
-TEST = ("auc", "accuracy", "thr_accuracy", "thr_sensitivity", "thr_specificity", *AUDIT)
+SHIFT = ("shift_worst_specificity", "shift_clean_specificity", "shift_auc", "shift_worst_auc", "shift_mean_auc")
+TEST = ("auc", "accuracy", "thr_accuracy", "thr_sensitivity", "thr_specificity", "ece", *AUDIT, *SHIFT)
 
 
 def _with_interval(metrics: dict[str, float], key: str) -> dict[str, float] | None:
@@ -74,16 +75,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
 
-    import mlflow
-    import numpy as np
-    from shortcut_probe import PERTURBATIONS, perturb
-
-    import xraycnn.model  # noqa: F401  (registers the preprocessing layer of the models it loads)
-    from xraycnn.config import load_experiment
-    from xraycnn.data.dataset import prepare_data
-    from xraycnn.data.discovery import discover, resolve_data_root
-    from xraycnn.evaluation import binary_metrics, predict_probabilities
-    from xraycnn.registry import load_keras_model
     from xraycnn.report.snapshot import latest_search_run
     from xraycnn.tracking.store import resolve_store
     from xraycnn.tracking.tags import search_experiment_name
@@ -100,14 +91,6 @@ def main(argv: list[str] | None = None) -> int:
     epochs = {r.info.run_id: len(client.get_metric_history(r.info.run_id, "val_auc")) for r in children}
     best = client.get_run(tags["xraycnn.best_run_id"])
     uri = f"models:/{tags['xraycnn.registered_model']}/{tags['xraycnn.registered_version']}"
-    mlflow.set_tracking_uri(store.uri)
-    model = load_keras_model(uri)
-    experiment = load_experiment(HERE.parent / "experiments" / f"{args.experiment}.toml")
-    data = prepare_data(discover(resolve_data_root(None)), experiment.config.data, experiment.config.seed)
-    robust = {
-        p: binary_metrics(data.test.labels, predict_probabilities(model, perturb(data.test.images, p)))["auc"]
-        for p in PERTURBATIONS
-    }
     record: dict[str, Any] = {
         "what": f"a search of experiments/{args.experiment}.toml, read back from MLflow",
         "command": args.command,
@@ -134,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
             "hyperparameters": {k: v for k, v in best.data.params.items() if "." not in k and k != "seed"},
             "best_epoch": best.data.tags.get("xraycnn.best_epoch"),
             "best_val_auc": best.data.metrics.get("best_val_auc"),
+            "best_val_shift_auc": best.data.metrics.get("best_val_shift_auc"),
             "val_audit": {k: _with_interval(best.data.metrics, f"best_val_{k}") for k in AUDIT},
+            "val_shift": {k: _with_interval(best.data.metrics, f"best_val_{k}") for k in SHIFT},
             "threshold": metrics.get("test_threshold"),
             "test": {k: _with_interval(metrics, f"test_{k}") for k in TEST},
             "test_per_source_auc": {
@@ -142,8 +127,22 @@ def main(argv: list[str] | None = None) -> int:
                 for k in metrics
                 if k.startswith("test_source_") and k.endswith("_auc") and "only" not in k
             },
-            "test_auc_under_acquisition_changes": robust,
-            "test_auc_under_acquisition_changes_mean": float(np.mean(list(robust.values()))),
+            "test_per_source_thr_specificity": {
+                k.removeprefix("test_source_").removesuffix("_thr_specificity"): _with_interval(metrics, k)
+                for k in metrics
+                if k.startswith("test_source_") and k.endswith("_thr_specificity")
+            },
+            "test_shift_per_change": {
+                k.removeprefix("test_shift_"): metrics[k]
+                for k in metrics
+                if k.startswith("test_shift_") and "_ci_" not in k
+            },
+            "test_ece_uncalibrated": metrics.get("test_ece_uncalibrated"),
+            "calibration": {"scale": metrics.get("calibration_scale"), "shift": metrics.get("calibration_shift")},
+            "worst_change": tags.get("xraycnn.test_shift_worst_change")
+            or client.get_model_version(tags["xraycnn.registered_model"], tags["xraycnn.registered_version"]).tags.get(
+                "xraycnn.test_shift_worst_change"
+            ),
         },
     }
     out = args.out or RESULTS / f"search-{args.experiment}-{datetime.now(UTC):%Y%m%d-%H%M}-{machine_slug()}.json"

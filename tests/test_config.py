@@ -28,11 +28,13 @@ def test_shipped_experiments_load() -> None:
     default = load_experiment(REPO / "experiments" / "default.toml")
     assert default.name == "default"
     assert default.config.tuner.algorithm == "random"  # measured against Hyperband: README, "Anytime performance"
-    assert default.config.tuner.objective == "val_auc" and default.config.tuner.direction == "max"
+    # ranked by calls that transfer, at a threshold that keeps the normals' calls under acquisition changes
+    assert default.config.tuner.objective == "val_shift_auc" and default.config.tuner.direction == "max"
+    assert default.config.evaluation.threshold == "shift_specificity"
     assert isinstance(default.config.space.conv_blocks, IntRange)
     assert isinstance(default.config.space.learning_rate, FloatRange)
     assert default.config.space.learning_rate.sampling == "log"
-    assert default.config.epochs_spec() == Fixed(value=9)  # every trial up to budget.max_epochs, early stopping
+    assert default.config.epochs_spec() == Fixed(value=12)  # every trial up to budget.max_epochs, early stopping
     assert default.config.training.learning_rate_schedule == "cosine"
 
     seed = load_experiment(REPO / "experiments" / "seed.toml").config
@@ -324,3 +326,11 @@ def test_the_acquisition_guard_ranks_by_feasibility_then_objective() -> None:
     assert loss.verdict(loss.gated(0.01, None, 0.5)).shift_specificity == pytest.approx(0.5)
     assert "keep their NORMAL call" in tuner.selection_rule()
     assert TunerConfig().selection_metric == "val_auc"
+
+
+def test_an_objective_of_calls_that_transfer(tmp_path: Path) -> None:
+    text = '[tuner]\nobjective = "val_shift_auc"\n[evaluation]\nthreshold = "shift_specificity"\n'
+    config = load_experiment(write(tmp_path, text)).config
+    assert config.tuner.direction == "max" and config.evaluation.target_shift_specificity == 0.88
+    assert config.tuner.watches_acquisition and not config.tuner.guarded
+    assert "against the NORMAL films changed" in config.tuner.selection_rule()

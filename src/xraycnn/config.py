@@ -433,7 +433,11 @@ OBJECTIVE_DIRECTIONS: dict[str, Literal["max", "min"]] = {
     "val_precision": "max",
     "val_recall": "max",
     "val_loss": "min",
+    # the AUC of the COVID-19 films as given against the NORMAL films changed as another hospital would acquire
+    # them, under the worst change (evaluation.acquisition): how well a new hospital's normals are told apart
+    "val_shift_auc": "max",
 }
+SHIFT_OBJECTIVE = "val_shift_auc"
 
 
 GATE_PENALTY = 100.0  # a gated score is the objective moved this far the wrong way: below every passing one
@@ -460,7 +464,9 @@ class Verdict:
 
 class TunerConfig(_Frozen):
     algorithm: Literal["hyperband", "random", "bayesian"] = "hyperband"
-    objective: Literal["val_auc", "val_accuracy", "val_precision", "val_recall", "val_loss"] = "val_auc"
+    objective: Literal["val_auc", "val_accuracy", "val_precision", "val_recall", "val_loss", "val_shift_auc"] = (
+        "val_auc"
+    )
     # The shortcut gate: a trial whose validation AUC on films with the lungs blacked out (the borders alone)
     # is above this ranks below every trial under it, whatever its objective. None: no gate.
     max_borders_only_auc: float | None = Field(None, ge=0.5, le=1.0)
@@ -475,7 +481,13 @@ class TunerConfig(_Frozen):
 
     @property
     def guarded(self) -> bool:
+        """Whether a gate or the guard moves the score the tuner ranks by away from the objective."""
         return self.max_borders_only_auc is not None or self.min_shift_specificity is not None
+
+    @property
+    def watches_acquisition(self) -> bool:
+        """Whether every epoch needs the calls under acquisition changes (for the guard or the objective)."""
+        return self.min_shift_specificity is not None or self.objective == SHIFT_OBJECTIVE
 
     @property
     def selection_metric(self) -> str:
@@ -516,6 +528,11 @@ class TunerConfig(_Frozen):
     def selection_rule(self) -> str:
         """The rule in words, printed at the start of a search and stored on its parent run."""
         rule = f"trials ranked by {self.objective} ({self.direction}) on validation"
+        if self.objective == SHIFT_OBJECTIVE:
+            rule += (
+                " (the AUC of the COVID-19 films as given against the NORMAL films changed as another hospital would "
+                "acquire them, under the worst change)"
+            )
         if not self.guarded:
             return rule + "; no shortcut gate, no acquisition guard"
         parts = []
@@ -555,9 +572,11 @@ class TrainingConfig(_Frozen):
 class EvaluationConfig(_Frozen):
     """How a final model is judged: the decision threshold chosen on validation, and the confidence intervals."""
 
-    # Youden's J; Youden's J under the worst acquisition change (evaluation.threshold); or the highest threshold
-    # meeting the target below
-    threshold: Literal["youden", "shift_youden", "sensitivity"] = "youden"
+    # Youden's J; Youden's J under the worst acquisition change; the lowest threshold whose NORMAL films keep
+    # their call under every acquisition change at least target_shift_specificity of the time; or the highest
+    # threshold meeting target_sensitivity (evaluation.threshold)
+    threshold: Literal["youden", "shift_youden", "shift_specificity", "sensitivity"] = "youden"
+    target_shift_specificity: float = Field(0.88, gt=0, lt=1)  # with threshold = "shift_specificity"
     target_sensitivity: float = Field(0.95, gt=0, lt=1)  # with threshold = "sensitivity"
     bootstrap_resamples: int = Field(1000, ge=100, le=100_000)  # stratified, seeded with the experiment's seed
 

@@ -56,3 +56,18 @@ def test_the_shift_youden_threshold_is_youden_s_without_changes_and_protects_nor
         assert sens + spec <= robust.worst_sensitivity + robust.worst_specificity + 1e-12
     with pytest.raises(ValueError, match="needs the films' probabilities"):
         choose_threshold(labels, p, "shift_youden")
+
+
+def test_the_shift_specificity_threshold_is_the_lowest_that_keeps_the_normals_under_every_change() -> None:
+    rng = np.random.default_rng(3)
+    labels = np.r_[np.zeros(400, int), np.ones(400, int)]
+    p = np.clip(np.where(labels == 1, 0.65, 0.35) + rng.normal(0, 0.12, 800), 0, 1)
+    changed = {"blur_2": np.clip(p + np.where(labels == 0, 0.08, 0.0), 0, 1), "gamma_0.6": p}
+    chosen = choose_threshold(labels, p, "shift_specificity", changed=changed, target_shift_specificity=0.9)
+    assert chosen.rule == "shift_specificity>=0.9"
+    normals = labels == 0
+    for q in (p, *changed.values()):
+        assert np.mean(q[normals] < chosen.value) >= 0.9
+    # the lowest such threshold: just below it, the changed normals keep their call less often than 0.9
+    assert np.mean(changed["blur_2"][normals] < chosen.value - 2e-6) < 0.9
+    assert chosen.worst_specificity >= 0.9 and chosen.sensitivity == pytest.approx(np.mean(p[~normals] >= chosen.value))

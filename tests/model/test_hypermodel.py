@@ -373,14 +373,15 @@ def test_the_acquisition_guard_adds_the_threshold_and_worst_change_specificity_t
     callbacks = spy.kwargs["callbacks"]
     assert isinstance(callbacks[0], SelectionGuards)
     history = spy.model.history.history
-    for value, threshold, worst, score in zip(
+    for value, threshold, worst, shift_auc, score in zip(
         history["val_auc"],
         history["val_threshold"],
         history["val_shift_worst_specificity"],
+        history["val_shift_auc"],
         history["val_gated_auc"],
         strict=True,
     ):
-        assert 0 <= threshold <= 1 and 0 <= worst <= 1
+        assert 0 <= threshold <= 1 and 0 <= worst <= 1 and 0 <= shift_auc <= 1
         assert score == (value if worst >= 0.8 else worst - 40.0)
     # the trial's own figures at its end: on every validation film, with intervals, at the threshold it chose
     scores = hm.trial_scores(hp, spy.model)
@@ -409,3 +410,29 @@ def test_film_stage_augmentation_changes_films_before_their_preprocessing(data: 
     assert not np.array_equal(np.sort(values, axis=None), np.sort(plain.astype(np.float32), axis=None))
     with pytest.raises(ValueError, match="without augmentation"):
         training_batches(data.train, 4, AugmentValues(), seed=3, steps=steps)
+
+
+def test_an_objective_of_calls_that_transfer_ranks_epochs_by_the_auc_against_changed_normals(
+    data: PreparedData,
+) -> None:
+    transfer = config(
+        tuner__objective="val_shift_auc",
+        evaluation__threshold="shift_specificity",
+        evaluation__target_shift_specificity=0.75,
+        space__conv_blocks=1,
+    )
+    hm = CxrHyperModel(transfer, data)
+    hp = kt.HyperParameters()
+    hm.declare_hyperparameters(hp)
+    spy = _fit(hm, epochs=2)
+    early = next(c for c in spy.kwargs["callbacks"] if isinstance(c, keras.callbacks.EarlyStopping))
+    assert early.monitor == "val_shift_auc"  # no gate: the objective itself
+    history = spy.model.history.history
+    # the threshold keeps 75 % of the NORMAL validation films NORMAL under every change
+    assert all(w >= 0.75 for w in history["val_shift_worst_specificity"])
+    # the epoch's figure is the trial's own at its end: the same films, the same weights (the best epoch's, which
+    # early stopping restores)
+    best = int(np.argmax(history["val_shift_auc"]))
+    scores = hm.trial_scores(hp, spy.model)
+    assert scores.shift.values["shift_auc"] == pytest.approx(history["val_shift_auc"][best], abs=1e-6)
+    assert scores.threshold.value == pytest.approx(history["val_threshold"][best], abs=1e-6)

@@ -1,8 +1,10 @@
 """The decision threshold, chosen on validation and never on test: Youden's J (sensitivity + specificity - 1
-at its highest) by default; or Youden's J under acquisition shift (`shift_youden`: the worst sensitivity plus
-the worst specificity over the films as given and under every acquisition change, evaluation.acquisition), for
-calls that hold when another hospital's scanner and processing move the scores; or the highest threshold that
-still reaches a target sensitivity (a screening test that must miss few cases)."""
+at its highest) by default; for calls that hold when another hospital's scanner and processing move the scores
+(evaluation.acquisition), Youden's J under acquisition shift (`shift_youden`: the worst sensitivity plus the
+worst specificity over the films as given and under every change) or the lowest threshold at which the NORMAL
+films keep their call under every change at least a target share of the time (`shift_specificity`: the most
+sensitive threshold that transfers); or the highest threshold that still reaches a target sensitivity (a
+screening test that must miss few cases)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.metrics import roc_curve
 
-RULES = ("youden", "shift_youden", "sensitivity")
+RULES = ("youden", "shift_youden", "shift_specificity", "sensitivity")
+MARGIN = 1e-6  # above a NORMAL film's score by more than two ways of computing it differ (1e-6)
 
 
 @dataclass(frozen=True)
@@ -62,23 +65,47 @@ def shift_youden(labels: np.ndarray, probabilities: np.ndarray, changed: Mapping
     )
 
 
+def shift_specificity(
+    labels: np.ndarray, probabilities: np.ndarray, changed: Mapping[str, np.ndarray], target: float
+) -> Threshold:
+    """The lowest threshold at which at least `target` of the NORMAL films keep their call (`p < threshold`), as
+    given and under each change in `changed`: just above the score that many of them are under, in the set
+    where it is highest."""
+    sets = [probabilities, *(np.asarray(p, dtype=np.float64) for p in changed.values())]
+    negatives = [np.sort(p[labels == 0]) for p in sets]
+    kept = int(np.ceil(target * len(negatives[0]) - 1e-9))  # films that must stay NORMAL
+    value = 0.0 if kept == 0 else float(max(n[kept - 1] for n in negatives)) + MARGIN
+    shares = [_called_shares(labels, p, np.array([value])) for p in sets]
+    return Threshold(
+        value,
+        f"shift_specificity>={target:g}",
+        float(shares[0][0][0]),
+        float(shares[0][1][0]),
+        float(min(s[0] for s, _ in shares)),
+        float(min(s[0] for _, s in shares)),
+    )
+
+
 def choose_threshold(
     labels: np.ndarray,
     probabilities: np.ndarray,
     rule: str = "youden",
     target: float = 0.95,
     changed: Mapping[str, np.ndarray] | None = None,
+    target_shift_specificity: float = 0.88,
 ) -> Threshold:
     """The threshold `rule` picks on (labels, probabilities); `p >= threshold` means COVID19. `changed` (the same
-    films' probabilities under acquisition changes) is needed by `shift_youden`."""
+    films' probabilities under acquisition changes) is needed by `shift_youden` and `shift_specificity`."""
     labels = np.asarray(labels).astype(int)
     probabilities = np.asarray(probabilities, dtype=np.float64)
     if len(set(labels.tolist())) != 2:
         raise ValueError("choosing a threshold needs both classes in the validation data")
-    if rule == "shift_youden":
+    if rule in ("shift_youden", "shift_specificity"):
         if not changed:
-            raise ValueError("the shift_youden threshold needs the films' probabilities under acquisition changes")
-        return shift_youden(labels, probabilities, changed)
+            raise ValueError(f"the {rule} threshold needs the films' probabilities under acquisition changes")
+        if rule == "shift_youden":
+            return shift_youden(labels, probabilities, changed)
+        return shift_specificity(labels, probabilities, changed, target_shift_specificity)
     fpr, tpr, cuts = roc_curve(labels, probabilities, drop_intermediate=False)
     cuts = np.minimum(cuts, 1.0)  # sklearn's first cut is +inf (nothing positive)
     if rule == "youden":
@@ -91,3 +118,20 @@ def choose_threshold(
     else:
         raise ValueError(f"unknown threshold rule {rule!r}: one of {', '.join(RULES)}")
     return Threshold(float(cuts[best]), name, float(tpr[best]), float(1 - fpr[best]))
+
+
+SHIFT_RULES = ("shift_youden", "shift_specificity")
+
+
+def choose_by(
+    evaluation: object, labels: np.ndarray, probabilities: np.ndarray, changed: Mapping[str, np.ndarray] | None = None
+) -> Threshold:
+    """The threshold an experiment's `[evaluation]` (config.EvaluationConfig) picks."""
+    return choose_threshold(
+        labels,
+        probabilities,
+        evaluation.threshold,  # type: ignore[attr-defined]
+        evaluation.target_sensitivity,  # type: ignore[attr-defined]
+        changed,
+        evaluation.target_shift_specificity,  # type: ignore[attr-defined]
+    )

@@ -19,7 +19,7 @@ from xraycnn.evaluation.acquisition import AS_GIVEN, WORST_SPECIFICITY, acquired
 from xraycnn.evaluation.assessment import Assessment, Calibration, assess, log_assessment
 from xraycnn.evaluation.calibration import fit_platt
 from xraycnn.evaluation.shortcuts import BORDERS_ONLY, LUNGS_ONLY, OUTSIDE_SHARE
-from xraycnn.evaluation.threshold import choose_threshold
+from xraycnn.evaluation.threshold import SHIFT_RULES, choose_by
 from xraycnn.jobs.session import Session
 from xraycnn.model.calibration import fold_platt
 from xraycnn.registry import (
@@ -48,13 +48,11 @@ def final_assessment(session: Session, model: keras.Model) -> Assessment:
     val_p = predict_probabilities(model, val.images)
     root, size, channels = Path(session.data.root), session.data.image_size, session.data.channels
     changed = None
-    if config.evaluation.threshold == "shift_youden":
+    if config.evaluation.threshold in SHIFT_RULES:
         source = source_films([root / f for f in val.files], size, channels)
         acquired = acquired_sets(source, size, config.seed)
         changed = {name: predict_probabilities(model, x) for name, x in acquired.items() if name != AS_GIVEN}
-    chosen = choose_threshold(
-        val.labels, val_p, config.evaluation.threshold, config.evaluation.target_sensitivity, changed
-    )
+    chosen = choose_by(config.evaluation, val.labels, val_p, changed)
     calibration = Calibration(
         platt,
         val_ece_before=float(ranking_metrics(val.labels, raw_val)["ece"][0]),

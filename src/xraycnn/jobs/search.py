@@ -191,7 +191,8 @@ def _tuner(
         f"({config.tuner.direction}); budget {planned_trials} trials / {planned_epochs} epochs at most; MLflow run "
         f"{state.parent_run_id} in {session.store.uri}"
     )
-    console.print(f"Selection: {config.tuner.selection_rule()}.", highlight=False)
+    rule = config.tuner.selection_rule()
+    console.print(f"Selection: {rule}.", highlight=False)
     if cluster is not None:
         console.print(f"Chief: serving the oracle on {cluster.oracle}; the workers train the trials.")
     else:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from xraycnn.evaluation.acquisition import AS_GIVEN, ShiftScores, acquired_sets,
 from xraycnn.evaluation.clinical import Scored, clinical_scores, score_set, source_figures
 from xraycnn.evaluation.gradcam import gradcam
 from xraycnn.evaluation.shortcuts import BORDERS_ONLY, LUNGS_ONLY, AuditScores, audit_scores, blackout
-from xraycnn.evaluation.threshold import Threshold, choose_threshold
+from xraycnn.evaluation.threshold import Threshold, choose_by
 from xraycnn.model.layers import FusedBatchNormalization
 from xraycnn.model.schedules import CosineDecayPerEpoch
 
@@ -42,9 +42,6 @@ EVAL_BATCH_SIZE = 256
 MODEL_NAME = "cxr_cnn"
 TRIAL_GRADCAM_IMAGES = 256  # validation images explained per trial for its Grad-CAM share
 TRIAL_AUDIT_RESAMPLES = 500  # bootstrap resamples of a trial's audit intervals (a champion's: the experiment's)
-# The acquisition guard of every epoch is measured on this many validation films of each class (seeded), the
-# trial's own figures at its end on all of them: the guard's cost per epoch stays a fraction of the epoch's.
-GUARD_FILMS_PER_CLASS = 256
 PREPROCESS_HP = {"crop": "preprocess_crop", "equalize": "preprocess_equalize", "mask": "preprocess_mask"}
 
 
@@ -99,19 +96,23 @@ def predict_distinct(network: keras.Model, inputs: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class GuardFilms:
-    """What the acquisition guard of every epoch predicts, as a trial's network sees it: a seeded subset of the
-    validation films, as given and under each acquisition change."""
+    """What the acquisition guard of every epoch predicts, as a trial's network sees it: the validation films as
+    given (for the threshold), and through the acquisition route unchanged (`as_given`) and under each change,
+    of the films `changed_index` picks (the NORMAL ones, or all where the threshold rule needs them changed)."""
 
     labels: np.ndarray
     clean: np.ndarray
+    as_given: np.ndarray
     changed: dict[str, np.ndarray]
+    changed_index: np.ndarray
 
 
 class SelectionGuards(keras.callbacks.Callback):
     """Adds to every epoch's logs what the tuner, its checkpoint and early stopping then rank epochs by: the
-    borders-only AUC on validation (the shortcut gate), the epoch's threshold and the specificity of the NORMAL
-    guard films under the worst acquisition change at it (the acquisition guard), and the gated selection score.
-    Must come before them in the callbacks."""
+    borders-only AUC on validation (the shortcut gate); the epoch's threshold, the specificity of the NORMAL
+    validation films under the worst acquisition change at it (the acquisition guard) and the AUC of the COVID-19
+    films against the changed NORMAL ones (`val_shift_auc`); and the gated selection score. Must come before
+    them in the callbacks."""
 
     def __init__(
         self, config: ExperimentConfig, borders_only: np.ndarray | None, labels: np.ndarray, guard: GuardFilms | None
@@ -131,22 +132,45 @@ class SelectionGuards(keras.callbacks.Callback):
             p = predict_distinct(self.model, self.borders_only)
             borders = logs["val_borders_only_auc"] = float(ranking_metrics(self.labels, p)["auc"][0])
         if self.guard is not None:
-            threshold, shift = guard_specificity(self.model, self.guard, self.config)
-            logs["val_threshold"] = threshold
+            chosen, shift_auc = guard_calls(self.model, self.guard, self.config)
+            shift = chosen.worst_specificity
+            logs["val_threshold"] = chosen.value
             logs["val_shift_worst_specificity"] = shift
+            logs["val_shift_auc"] = shift_auc
         logs[self.tuner.selection_metric] = self.tuner.gated(float(logs[self.tuner.objective]), borders, shift)
 
 
-def guard_specificity(network: keras.Model, guard: GuardFilms, config: ExperimentConfig) -> tuple[float, float]:
-    """(the threshold the experiment's rule picks on the guard films, the NORMAL guard films' specificity
-    under the worst change at it)."""
+def guard_calls(network: keras.Model, guard: GuardFilms, config: ExperimentConfig) -> tuple[Threshold, float]:
+    """The threshold the experiment's rule picks on the validation films, with the specificity of the NORMAL
+    films under the worst change at it; and the AUC of the COVID-19 films as given against the NORMAL films
+    changed, under the worst change."""
     clean = predict_probabilities(network, guard.clean, EVAL_BATCH_SIZE)
+    as_given = predict_probabilities(network, guard.as_given, EVAL_BATCH_SIZE)
     changed = {name: predict_probabilities(network, films, EVAL_BATCH_SIZE) for name, films in guard.changed.items()}
-    rule = config.evaluation
-    chosen = choose_threshold(guard.labels, clean, rule.threshold, rule.target_sensitivity, changed)
-    normals = guard.labels == 0
-    worst = min(float(np.mean(p[normals] < chosen.value)) for p in changed.values())
-    return chosen.value, worst
+    labels = guard.labels
+    index = guard.changed_index
+    if len(index) == len(labels):  # every film changed: the threshold rule sees them all
+        chosen = choose_by(config.evaluation, labels, clean, changed)
+    else:  # the NORMAL films changed: a COVID-19 film's score, as given, stands in for its changed ones
+        chosen = choose_by(config.evaluation, labels, clean, {k: _spliced(clean, index, p) for k, p in changed.items()})
+    normal = labels[index] == 0
+    worst = min(float(np.mean(p[normal] < chosen.value)) for p in changed.values())
+    positives = as_given[labels == 1]
+    shift_auc = min(
+        float(
+            ranking_metrics(np.r_[np.ones(len(positives)), np.zeros(normal.sum())], np.r_[positives, p[normal]])["auc"][
+                0
+            ]
+        )
+        for p in changed.values()
+    )
+    return replace(chosen, worst_specificity=worst), shift_auc
+
+
+def _spliced(clean: np.ndarray, index: np.ndarray, changed: np.ndarray) -> np.ndarray:
+    out = clean.copy()
+    out[index] = changed
+    return out
 
 
 class CxrHyperModel(kt.HyperModel):
@@ -300,17 +324,19 @@ class CxrHyperModel(kt.HyperModel):
         return self._changed[steps.key()]
 
     def guard_films(self, steps: FilmSteps) -> GuardFilms:
-        """The acquisition guard's subset of the validation films, GUARD_FILMS_PER_CLASS of each class."""
+        """What the acquisition guard predicts every epoch: every validation film as given and through the
+        acquisition route, and under each change the NORMAL ones (every film where the threshold rule needs the
+        COVID-19 films changed too: `shift_youden`)."""
         labels = self.data.val.labels
-        rng = np.random.default_rng(self.config.seed)
-        picked = np.sort(
-            np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:GUARD_FILMS_PER_CLASS] for c in (0, 1)])
-        )
-        changed = self.changed_inputs(steps)
+        acquired = self.changed_inputs(steps)
+        everyone = self.config.evaluation.threshold == "shift_youden"
+        index = np.arange(len(labels)) if everyone else np.flatnonzero(labels == 0)
         return GuardFilms(
-            labels[picked],
-            self.inputs(steps).val.images[picked],
-            {name: films[picked] for name, films in changed.items() if name != AS_GIVEN},
+            labels,
+            self.inputs(steps).val.images,
+            acquired[AS_GIVEN],
+            {name: films[index] for name, films in acquired.items() if name != AS_GIVEN},
+            index,
         )
 
     def validation_sources(self) -> tuple[str, ...] | None:
@@ -345,13 +371,13 @@ class CxrHyperModel(kt.HyperModel):
         seed = trial_seed(self.config.seed, hp.values)
         tuner = self.config.tuner
         first: list[keras.callbacks.Callback] = []
-        if tuner.guarded:
+        if tuner.guarded or tuner.watches_acquisition:
             first.append(
                 SelectionGuards(
                     self.config,
                     self.masked_inputs(steps, "borders") if tuner.max_borders_only_auc is not None else None,
                     data.val.labels,
-                    self.guard_films(steps) if tuner.min_shift_specificity is not None else None,
+                    self.guard_films(steps) if tuner.watches_acquisition else None,
                 )
             )
         if self.config.training.learning_rate_schedule == "cosine":
@@ -405,8 +431,7 @@ class CxrHyperModel(kt.HyperModel):
         clean = predict_probabilities(network, inputs.val.images)
         acquired = {name: predict_probabilities(network, x) for name, x in self.changed_inputs(steps).items()}
         changed = {name: p for name, p in acquired.items() if name != AS_GIVEN}
-        rule = self.config.evaluation
-        threshold = choose_threshold(val.labels, clean, rule.threshold, rule.target_sensitivity, changed)
+        threshold = choose_by(self.config.evaluation, val.labels, clean, changed)
         shift = shift_scores(
             val.labels, acquired[AS_GIVEN], changed, threshold.value, resamples=TRIAL_AUDIT_RESAMPLES, seed=seed
         )
