@@ -16,6 +16,7 @@ import json
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -126,19 +127,48 @@ def perturb(films: Any, name: str) -> Any:
     return np.clip(out.numpy(), 0, 255).astype(np.uint8)
 
 
-def run_variant(name: str, epochs: int, precision: str, data_root: Path) -> dict[str, Any]:
+@dataclass
+class Trained:
+    """One fixed network trained on the dataset as a search's trial is: the network, the registered model (its
+    preprocessing in front), the data, Keras' history, the precision and the seconds it took."""
+
+    policy: str
+    data: Any
+    network: Any
+    model: Any
+    history: Any
+    seconds: float
+
+
+def train_fixed_network(config: Any, data_root: Path) -> Trained:
+    """Train the one network `config`'s space fixes (every entry one value), through the project's hypermodel."""
     import keras_tuner as kt
+
+    from xraycnn.data.dataset import prepare_data
+    from xraycnn.data.discovery import discover
+    from xraycnn.model.hypermodel import CxrHyperModel
+    from xraycnn.runtime.precision import apply_policy
+
+    policy, _ = apply_policy(config.training.precision)
+    data = prepare_data(discover(data_root), config.data, config.seed)
+    hypermodel = CxrHyperModel(config, data)
+    hp = kt.HyperParameters()
+    hypermodel.declare_hyperparameters(hp)
+    started = time.monotonic()
+    network = hypermodel.build(hp)
+    history = hypermodel.fit(hp, network, callbacks=[])
+    seconds = time.monotonic() - started
+    return Trained(policy, data, network, hypermodel.registered_model(hp, network), history, seconds)
+
+
+def run_variant(name: str, epochs: int, precision: str, data_root: Path) -> dict[str, Any]:
     import numpy as np
 
     from xraycnn.config import ExperimentConfig
-    from xraycnn.data.dataset import prepare_data
-    from xraycnn.data.discovery import discover
     from xraycnn.data.external import read_sources
     from xraycnn.evaluation import binary_metrics, predict_probabilities
     from xraycnn.evaluation.assessment import assess
     from xraycnn.evaluation.threshold import choose_threshold
-    from xraycnn.model.hypermodel import CxrHyperModel
-    from xraycnn.runtime.precision import apply_policy
 
     size, preprocess, augmentation, extra = VARIANTS[name]
     config = ExperimentConfig.model_validate(
@@ -151,17 +181,9 @@ def run_variant(name: str, epochs: int, precision: str, data_root: Path) -> dict
             "training": {"early_stopping_patience": epochs, "precision": precision},
         }
     )
-    policy, _ = apply_policy(config.training.precision)
-    files = discover(data_root)
-    data = prepare_data(files, config.data, config.seed)
-    hypermodel = CxrHyperModel(config, data)
-    hp = kt.HyperParameters()
-    hypermodel.declare_hyperparameters(hp)
-    started = time.monotonic()
-    network = hypermodel.build(hp)
-    history = hypermodel.fit(hp, network, callbacks=[])
-    train_seconds = time.monotonic() - started
-    model = hypermodel.registered_model(hp, network)
+    trained = train_fixed_network(config, data_root)
+    policy, data, history, train_seconds = trained.policy, trained.data, trained.history, trained.seconds
+    network, model = trained.network, trained.model
     val_p = predict_probabilities(model, data.val.images)
     chosen = choose_threshold(data.val.labels, val_p, "youden", 0.95)
     root = Path(data.root)

@@ -15,7 +15,6 @@ import argparse
 import json
 import platform
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from machine import machine_facts, machine_slug  # noqa: E402
+from shortcut_probe import LIGHT_AUGMENT, train_fixed_network  # noqa: E402
 
 RESULTS = HERE / "results"
 THRESHOLD_RULES = ("youden", "shift_youden", "shift_specificity")  # the last at 0.88, the default
@@ -43,21 +43,11 @@ NETWORK: dict[str, Any] = {
     "batch_size": 32,
 }
 PREPROCESS = {"crop": True, "equalize": "global", "standardize": True}
-LIGHT = {  # experiments/default.toml until 2026-12-04
-    "zoom": 0.05,
-    "horizontal_flip": False,
-    "translate": 0.04,
-    "crop": 0.1,
-    "rotate": 5.0,
-    "brightness": 0.05,
-    "contrast": 0.1,
-    "gamma": 0.2,
-    "noise": 0.05,
-    "blur": 0.5,
-    "erase": 0.3,
-}
+LIGHT = LIGHT_AUGMENT  # experiments/default.toml until 2026-12-04
 TEXTURE = {**LIGHT, "noise": 0.2, "blur": 1.5, "sharpen": 1.5}
 FRAMING = {"zoom": 0.1, "translate": 0.06}  # reframed: zoom 0.92-1.08, shift up to 5 %
+
+
 def variant(augmentation: dict[str, Any], **changes: Any) -> dict[str, Any]:
     """A variant: the champion's setting with `augmentation` and `changes` (preprocess, image_size, space,
     epochs)."""
@@ -92,17 +82,12 @@ def run_variant(
     predictions_dir: Path | None = None,
     at_input: bool = False,
 ) -> dict[str, Any]:
-    import keras_tuner as kt
     import numpy as np
 
     from xraycnn.config import ExperimentConfig
-    from xraycnn.data.dataset import prepare_data
-    from xraycnn.data.discovery import discover
     from xraycnn.evaluation import decision_metrics, predict_probabilities, ranking_metrics
     from xraycnn.evaluation.acquisition import AS_GIVEN, acquired_sets, shift_scores, source_films
     from xraycnn.evaluation.threshold import choose_threshold
-    from xraycnn.model.hypermodel import CxrHyperModel
-    from xraycnn.runtime.precision import apply_policy
 
     setting = VARIANTS[name]
     epochs = setting.get("epochs", epochs)
@@ -124,16 +109,14 @@ def run_variant(
             },
         }
     )
-    policy, _ = apply_policy(config.training.precision)
-    data = prepare_data(discover(data_root), config.data, config.seed)
-    hypermodel = CxrHyperModel(config, data)
-    hp = kt.HyperParameters()
-    hypermodel.declare_hyperparameters(hp)
-    started = time.monotonic()
-    network = hypermodel.build(hp)
-    history = hypermodel.fit(hp, network, callbacks=[])
-    train_seconds = time.monotonic() - started
-    model = hypermodel.registered_model(hp, network)
+    trained = train_fixed_network(config, data_root)
+    policy, data, model, history, train_seconds = (
+        trained.policy,
+        trained.data,
+        trained.model,
+        trained.history,
+        trained.seconds,
+    )
     record: dict[str, Any] = {
         "variant": name,
         "seed": seed,

@@ -66,13 +66,13 @@ def test_the_shortcut_gate_comes_before_the_objective() -> None:
     under = gated_version("2", 0.90, 0.52, gate=0.6)
     # a better val_auc over the gate does not take the alias from a champion under it
     alias, why = decide_alias(under, "val_auc", 0.99, "max", borders_only=0.8, gate=0.6, versions=[over, under])
-    assert alias == CHALLENGER and "over the shortcut gate 0.6 while v2" in why
+    assert alias == CHALLENGER and "does not meet the shortcut gate 0.6 while v2" in why
     # nor from any other version under the gate, even when the champion is over it
     alias, _ = decide_alias(over, "val_auc", 0.99, "max", borders_only=0.8, gate=0.6, versions=[over, under])
     assert alias == CHALLENGER
     # a version under the gate takes it from a champion over it, whatever their val_auc
     alias, why = decide_alias(over, "val_auc", 0.85, "max", borders_only=0.55, gate=0.6, versions=[over])
-    assert alias == CHAMPION and "champion v1 (0.830) is not" in why
+    assert alias == CHAMPION and "champion v1 (0.830) does not" in why
     # a version registered before the audit counts as over the gate
     assert decide_alias(version("1", "val_auc", 0.99), "val_auc", 0.8, "max", borders_only=0.5, gate=0.6)[0] == CHAMPION
     # both under: the objective decides; the champion's own gate applies when the new search has none
@@ -295,7 +295,7 @@ def test_a_higher_val_auc_never_buys_the_alias_with_calls_that_move_at_another_h
     assert alias == CHALLENGER and "lower than the champion's (0.900)" in why
     # under the guard while v1 meets it: challenger, whatever its val_auc
     alias, why = decide_alias(v1, "val_auc", 0.99, "max", versions=[v1], shift_specificity=0.70, shift_guard=0.85)
-    assert alias == CHALLENGER and "under the guard 0.85 while v1" in why
+    assert alias == CHALLENGER and "does not meet the acquisition guard 0.85 while v1" in why
     # better on both: champion; the champion's guard applies when the new version's search had none
     assert decide_alias(v1, "val_auc", 0.95, "max", versions=[v1], shift_specificity=0.91)[0] == CHAMPION
     assert decide_alias(v1, "val_auc", 0.95, "max", versions=[v1], shift_specificity=0.80)[0] == CHALLENGER

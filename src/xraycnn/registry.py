@@ -106,22 +106,55 @@ def _tag_float(version: Any, tag: str) -> float | None:
     return None if raw is None else float(raw)
 
 
-def _borders_only(version: Any) -> float | None:
-    return _tag_float(version, BORDERS_ONLY_TAG)
-
-
 def _shift_specificity(version: Any) -> float | None:
     return _tag_float(version, SHIFT_SPECIFICITY_TAG)
 
 
-def _passes(borders_only: float | None, gate: float) -> bool:
-    """Under the gate; a version registered without its borders-only AUC counts as over it."""
-    return borders_only is not None and borders_only <= gate
+@dataclass(frozen=True)
+class _Limit:
+    """A rule a version's figure must meet before objectives are compared: the shortcut gate (at most) or the
+    acquisition guard (at least). A version registered without the figure counts as not meeting it."""
+
+    figure: str  # in words
+    tag: str  # where a version carries the figure
+    limit_tag: str  # where a version carries the limit it was selected under
+    name: str  # the limit in words
+    at_most: bool
+
+    def met(self, value: float | None, limit: float) -> bool:
+        return value is not None and (value <= limit if self.at_most else value >= limit)
+
+    def decide(self, champion: Any | None, value: float | None, limit: float | None, versions: list[Any]) -> Any:
+        """(alias, why) when the limit decides, else None: a version not meeting it never takes the alias while
+        another registered version meets it; one meeting it takes the alias from a champion that does not."""
+        if limit is None and champion is not None and self.limit_tag in (champion.tags or {}):
+            limit = float(champion.tags[self.limit_tag])
+        if limit is None:
+            return None
+        if not self.met(value, limit):
+            meeting = [v for v in versions if self.met(_tag_float(v, self.tag), limit)]
+            if meeting:
+                other = meeting[0]
+                return CHALLENGER, (
+                    f"{self.figure} {_shown(value)} does not meet the {self.name} {limit:g} while v{other.version} "
+                    f"({_shown(_tag_float(other, self.tag))}) does"
+                )
+        elif champion is not None and not self.met(_tag_float(champion, self.tag), limit):
+            return CHAMPION, (
+                f"{self.figure} {_shown(value)} meets the {self.name} {limit:g}; champion v{champion.version} "
+                f"({_shown(_tag_float(champion, self.tag))}) does not"
+            )
+        return None
 
 
-def _meets(shift_specificity: float | None, guard: float) -> bool:
-    """At or over the acquisition guard; a version registered without the figure counts as under it."""
-    return shift_specificity is not None and shift_specificity >= guard
+SHORTCUT_GATE = _Limit("borders-only AUC", BORDERS_ONLY_TAG, GATE_LIMIT_TAG, "shortcut gate", at_most=True)
+ACQUISITION_GUARD = _Limit(
+    "NORMAL specificity under the worst acquisition change",
+    SHIFT_SPECIFICITY_TAG,
+    SHIFT_GUARD_TAG,
+    "acquisition guard",
+    at_most=False,
+)
 
 
 def decide_alias(
@@ -139,37 +172,13 @@ def decide_alias(
     """(alias, why) for a new version scoring `value` on `objective`, with `borders_only` under `gate` (or the
     gate the champion carries) and `shift_specificity` over `shift_guard` (or the champion's guard); `versions`
     are the model's other registered versions."""
-    if gate is None and champion is not None and GATE_LIMIT_TAG in (champion.tags or {}):
-        gate = float(champion.tags[GATE_LIMIT_TAG])
-    if gate is not None:
-        if not _passes(borders_only, gate):
-            passing = [v for v in versions if _passes(_borders_only(v), gate)]
-            if passing:
-                return CHALLENGER, (
-                    f"borders-only AUC {_shown(borders_only)} is over the shortcut gate {gate:g} while "
-                    f"v{passing[0].version} ({_shown(_borders_only(passing[0]))}) is under it"
-                )
-        elif champion is not None and not _passes(_borders_only(champion), gate):
-            return CHAMPION, (
-                f"borders-only AUC {_shown(borders_only)} is under the shortcut gate {gate:g}; champion "
-                f"v{champion.version} ({_shown(_borders_only(champion))}) is not"
-            )
-    if shift_guard is None and champion is not None and SHIFT_GUARD_TAG in (champion.tags or {}):
-        shift_guard = float(champion.tags[SHIFT_GUARD_TAG])
-    if shift_guard is not None:
-        if not _meets(shift_specificity, shift_guard):
-            meeting = [v for v in versions if _meets(_shift_specificity(v), shift_guard)]
-            if meeting:
-                return CHALLENGER, (
-                    f"NORMAL specificity under the worst acquisition change {_shown(shift_specificity)} is under the "
-                    f"guard {shift_guard:g} while v{meeting[0].version} ({_shown(_shift_specificity(meeting[0]))}) "
-                    "meets it"
-                )
-        elif champion is not None and not _meets(_shift_specificity(champion), shift_guard):
-            return CHAMPION, (
-                f"NORMAL specificity under the worst acquisition change {_shown(shift_specificity)} meets the guard "
-                f"{shift_guard:g}; champion v{champion.version} ({_shown(_shift_specificity(champion))}) does not"
-            )
+    for rule, figure, limit in (
+        (SHORTCUT_GATE, borders_only, gate),
+        (ACQUISITION_GUARD, shift_specificity, shift_guard),
+    ):
+        decided = rule.decide(champion, figure, limit, list(versions))
+        if decided is not None:
+            return decided
     alias, why = _decide_on_objective(champion, objective, value, direction)
     # (an objective of calls that transfer, val_shift_auc, already ranks by how the normals' scores hold under the
     # changes; the specificity at a threshold chosen to keep a target of it would compare only how far over it landed)

@@ -39,7 +39,7 @@ from PIL import Image
 from scipy import ndimage
 
 from xraycnn.evaluation import decision_metrics, ranking_metrics
-from xraycnn.evaluation.bootstrap import RESAMPLES, Interval, bootstrap_intervals
+from xraycnn.evaluation.bootstrap import RESAMPLES, Interval, bootstrap_intervals, with_intervals
 
 Change = Callable[[np.ndarray, np.random.Generator], np.ndarray]  # float32 films 0-255 -> the same, changed
 
@@ -261,11 +261,7 @@ class ShiftScores:
 
     def flat(self, prefix: str) -> dict[str, float]:
         """As MLflow metrics: `{prefix}shift_worst_specificity`, `{prefix}shift_noise_8_auc_ci_low`, ..."""
-        out = {f"{prefix}{k}": v for k, v in self.values.items() if np.isfinite(v)}
-        for name, interval in self.intervals.items():
-            out[f"{prefix}{name}_ci_low"] = interval.low
-            out[f"{prefix}{name}_ci_high"] = interval.high
-        return out
+        return with_intervals(self.values, self.intervals, prefix)
 
     def describe(self, name: str = WORST_SPECIFICITY) -> str:
         value = self.values.get(name, np.nan)

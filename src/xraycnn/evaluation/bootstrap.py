@@ -22,6 +22,16 @@ class Interval:
         return f"[{self.low:.4f}, {self.high:.4f}]"
 
 
+def with_intervals(values: dict[str, float], intervals: dict[str, Interval], prefix: str) -> dict[str, float]:
+    """As MLflow metrics: `{prefix}<name>` for every finite value, `{prefix}<name>_ci_low` / `_ci_high` for every
+    interval."""
+    out = {f"{prefix}{k}": v for k, v in values.items() if np.isfinite(v)}
+    for name, interval in intervals.items():
+        out[f"{prefix}{name}_ci_low"] = interval.low
+        out[f"{prefix}{name}_ci_high"] = interval.high
+    return out
+
+
 def stratified_resamples(labels: np.ndarray, resamples: int, seed: int) -> np.ndarray:
     """(resamples, n) indices, each row drawing as many positives and negatives as `labels` holds."""
     labels = np.asarray(labels).astype(int)

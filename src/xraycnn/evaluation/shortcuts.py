@@ -23,7 +23,7 @@ import numpy as np
 
 from xraycnn.data.regions import lung_mask
 from xraycnn.evaluation import ranking_metrics
-from xraycnn.evaluation.bootstrap import RESAMPLES, Interval, bootstrap_intervals
+from xraycnn.evaluation.bootstrap import RESAMPLES, Interval, bootstrap_intervals, with_intervals
 
 BORDERS_ONLY, LUNGS_ONLY, OUTSIDE_SHARE = "borders_only_auc", "lungs_only_auc", "gradcam_outside_share"
 FIGURES = (BORDERS_ONLY, LUNGS_ONLY, OUTSIDE_SHARE)
@@ -57,11 +57,7 @@ class AuditScores:
 
     def flat(self, prefix: str) -> dict[str, float]:
         """As MLflow metrics: `{prefix}borders_only_auc`, `{prefix}borders_only_auc_ci_low`, ..."""
-        out = {f"{prefix}{k}": v for k, v in self.values.items() if np.isfinite(v)}
-        for name, interval in self.intervals.items():
-            out[f"{prefix}{name}_ci_low"] = interval.low
-            out[f"{prefix}{name}_ci_high"] = interval.high
-        return out
+        return with_intervals(self.values, self.intervals, prefix)
 
     def describe(self, name: str) -> str:
         """'0.512 [0.478, 0.547]', a share as '31 % [29, 33]', or '-' where undefined."""

@@ -25,7 +25,7 @@ from xraycnn.registry import ModelCard, load_keras_model_with_card, set_site_thr
 from xraycnn.site_request import SiteCalibrationError, check_request
 from xraycnn.tracking.lifecycle import closed_run
 from xraycnn.tracking.runs import RunLogger
-from xraycnn.tracking.store import ensure_experiment, resolve_store
+from xraycnn.tracking.store import TrackingStore, create_job_run, resolve_store
 from xraycnn.tracking.tags import CALIBRATIONS_EXPERIMENT, TAG_PREFIX
 
 UNREADABLE_LISTED = 20  # unreadable films named in the refusal; the rest are counted
@@ -92,7 +92,7 @@ def run_calibrate(
 
 
 def _log(
-    store: object,
+    store: TrackingStore,
     card: ModelCard,
     model_uri: str,
     folder: Path,
@@ -100,9 +100,7 @@ def _log(
     scores: np.ndarray,
     threshold: SiteThreshold,
 ) -> str:
-    client = store.client()  # type: ignore[attr-defined]
-    experiment_id = ensure_experiment(store, CALIBRATIONS_EXPERIMENT)  # type: ignore[arg-type]
-    runs = RunLogger(client)
+    runs = RunLogger(store.client())
     tags = {
         f"{TAG_PREFIX}kind": "site-calibration",
         f"{TAG_PREFIX}site": threshold.site,
@@ -111,12 +109,8 @@ def _log(
         f"{TAG_PREFIX}model_version": card.version,
         "mlflow.note.content": f"Site {threshold.site}: {threshold.promise()}, from {folder}.",
     }
-    run = client.create_run(
-        experiment_id,
-        run_name=f"site {threshold.site} {card.name} v{card.version} {time.strftime('%Y%m%d-%H%M%S')}",
-        tags={k: str(v) for k, v in tags.items() if v is not None},
-    )
-    run_id = run.info.run_id
+    name = f"site {threshold.site} {card.name} v{card.version} {time.strftime('%Y%m%d-%H%M%S')}"
+    run_id = create_job_run(store, CALIBRATIONS_EXPERIMENT, name, tags)
     with closed_run(runs, run_id):
         runs.log_params(
             run_id,

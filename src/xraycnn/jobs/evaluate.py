@@ -25,7 +25,7 @@ from xraycnn.evaluation.site import SiteThreshold
 from xraycnn.registry import ModelCard, load_keras_model_with_card
 from xraycnn.tracking.lifecycle import closed_run
 from xraycnn.tracking.runs import RunLogger
-from xraycnn.tracking.store import TrackingStore, ensure_experiment, resolve_store
+from xraycnn.tracking.store import TrackingStore, create_job_run, resolve_store
 from xraycnn.tracking.tags import EVALUATIONS_EXPERIMENT, TAG_PREFIX
 
 
@@ -83,7 +83,6 @@ def _log(
     assessment: Assessment,
     site: str | None = None,
 ) -> str:
-    experiment_id = ensure_experiment(store, EVALUATIONS_EXPERIMENT)
     runs = RunLogger(client)
     model_label = f"{card.name} v{card.version}" if card.version else model_uri
     tags = {
@@ -102,12 +101,8 @@ def _log(
             f"({assessment.clinical.resamples} resamples, seed {assessment.seed})."
         ),
     }
-    run = client.create_run(
-        experiment_id,
-        run_name=f"eval {model_label}{f' site {site}' if site else ''} on {data.name} {time.strftime('%Y%m%d-%H%M%S')}",
-        tags={k: str(v) for k, v in tags.items() if v is not None},
-    )
-    run_id = run.info.run_id
+    name = f"eval {model_label}{f' site {site}' if site else ''} on {data.name} {time.strftime('%Y%m%d-%H%M%S')}"
+    run_id = create_job_run(store, EVALUATIONS_EXPERIMENT, name, tags)
     with closed_run(runs, run_id):
         runs.log_params(
             run_id,
