@@ -103,9 +103,11 @@ def test_calibrate_refuses_too_few_unreadable_films_and_unsafe_names(search: Sea
     args = ("calibrate", "--model", URI, "--max-false-positive-rate", "0.10")
     result = search.run(*args, "--normals", str(few), "--site", "few")
     assert result.returncode == 2 and "12 normal film(s)" in result.stderr and "at least 29 are needed" in result.stderr
-    (few / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a film")
-    (few / "notes.txt").write_text("not a film either")
-    result = search.run(*args, "--normals", str(few), "--site", "few")
+    broken = site["root"] / "broken"
+    shutil.copytree(site["root"] / "normals", broken)
+    (broken / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a film")
+    (broken / "notes.txt").write_text("not a film either")
+    result = search.run(*args, "--normals", str(broken), "--site", "few")
     assert result.returncode == 2 and "broken.jpg" in result.stderr and "notes.txt" in result.stderr
     result = search.run(*args, "--normals", str(few), "--site", "../../etc")
     assert result.returncode == 2 and "is not allowed" in result.stderr and "Traceback" not in result.stderr
