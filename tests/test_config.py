@@ -34,7 +34,7 @@ def test_shipped_experiments_load() -> None:
     assert default.config.space.conv_blocks == Fixed(value=4)  # 3-block networks fell behind on val_shift_auc
     assert isinstance(default.config.space.learning_rate, FloatRange)
     assert default.config.space.learning_rate.sampling == "log"
-    assert default.config.epochs_spec() == Fixed(value=12)  # every trial up to budget.max_epochs, early stopping
+    assert default.config.epochs_spec() == Fixed(value=15)  # every trial up to budget.max_epochs, early stopping
     assert default.config.training.learning_rate_schedule == "cosine"
 
     seed = load_experiment(REPO / "experiments" / "seed.toml").config
