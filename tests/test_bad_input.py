@@ -144,6 +144,17 @@ def test_input_is_checked_before_tensorflow_is_imported(tmp_path: Path) -> None:
     assert "bad.toml: space.conv_blocks: min (3) must be smaller than max (2)" in one_clear_line(result.stderr)
 
 
+def test_a_missing_image_is_named_before_tensorflow_is_imported(tmp_path: Path) -> None:
+    probe = (
+        "import sys\nfrom xraycnn.cli import main\n"
+        f"code = main(['predict', {str(tmp_path / 'nosuch.jpg')!r}])\n"
+        "assert code == 2, code\nassert 'tensorflow' not in sys.modules and 'mlflow' not in sys.modules\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert f"no such file: {tmp_path / 'nosuch.jpg'}" in one_clear_line(result.stderr)
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

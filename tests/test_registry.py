@@ -185,12 +185,18 @@ def test_models_are_saved_as_keras_files(store_uri: str) -> None:
         Path(f.path).name
         for f in mlflow.MlflowClient().list_artifacts(mlflow.MlflowClient().get_model_version("m", "1").run_id, "model")
     }
-    assert first.version == "1" and files >= {"MLmodel", "artifacts", "pyfunc_entry.py"}
+    assert first.version == "1" and files >= {"MLmodel", "data", "requirements.txt"}
+    assert not any(name.endswith(".py") for name in files)  # data only: the installed package loads it
     local = Path(mlflow.artifacts.download_artifacts("models:/m@champion"))
     # one .keras file behind both flavours: keras for Keras users, python_function (image bytes) for serving
     assert [p.name for p in local.rglob("*.keras")] == ["model.keras"]
     mlmodel = mlflow.models.Model.load(local / "MLmodel")
-    assert mlmodel.flavors["keras"]["data"] == "artifacts" and serves_images(mlmodel)
+    assert mlmodel.flavors["keras"]["data"] == "data/network" and serves_images(mlmodel)
+    pyfunc = mlmodel.flavors["python_function"]
+    assert pyfunc["loader_module"] == "xraycnn.serving.loader" and "model_code_path" not in pyfunc
+    # no path of the machine that logged it (MLflow's own `artifact_path` aside: where the store put it)
+    assert [line for line in (local / "MLmodel").read_text().splitlines() if "/" + "tmp" in line] == []
+    assert "xraycnn==0.1.0" in (local / "requirements.txt").read_text().split()
 
 
 def test_a_model_that_would_run_code_is_refused(store_uri: str) -> None:

@@ -3,6 +3,7 @@ and `xraycnn report`."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -15,7 +16,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import xraycnn.model  # noqa: F401  (as the README says: registers the preprocessing layer the models carry)
 from tests.tiny_search import EPOCH_METRICS, MODEL, TEST_METRICS, Search
 from xraycnn import prepare_images
 from xraycnn.data.dataset import dataset_digest
@@ -172,7 +172,7 @@ def test_every_path_applies_the_same_preprocessing(search: Search, tmp_path: Pat
     assert mlflow.models.get_model_info(uri).metadata["preprocess"] == "crop-eq_clahe2x8"
 
     keras_model = mlflow.keras.load_model(uri)
-    assert type(keras_model.layers[0]).__name__ == "FilmPreprocessing"
+    assert keras_model.layers[0].name == "film_preprocessing_crop-eq_clahe2x8"  # stock Keras operations
     by_keras = keras_model.predict(prepare_images(paths, keras_model), verbose=0).ravel()
     pyfunc = mlflow.pyfunc.load_model(uri)
     by_pyfunc = pyfunc.predict(pd.DataFrame({"image": [p.read_bytes() for p in paths]}))["probability_covid19"]
@@ -197,6 +197,40 @@ def test_every_path_applies_the_same_preprocessing(search: Search, tmp_path: Pat
     # and the shortcut audit is part of every evaluation, per source too
     assert {"borders_only_auc", "lungs_only_auc_ci_low", "gradcam_outside_share"} <= set(run.data.metrics)
     assert "Shortcut audit" in result.stdout and "borders_only_auc" in result.stdout
+
+
+def test_plain_mlflow_loads_work_in_a_clean_interpreter(search: Search, tmp_path: Path) -> None:
+    """`mlflow.keras.load_model` and `mlflow.pyfunc.load_model` by name in a fresh Python that imports nothing
+    of xraycnn: the Keras load needs none of it, the pyfunc load imports only its installed loader."""
+    parent, _ = parent_and_children(search)
+    assessed = pd.read_csv(
+        search.client.download_artifacts(parent.info.run_id, "evaluation/test_predictions.csv", str(tmp_path))
+    ).set_index("file")["probability_covid19"]
+    files = sorted(assessed.index)[:6]
+    uri = f"models:/{MODEL}@champion"
+    films = prepare_images([search.root / f for f in files], mlflow.keras.load_model(uri))
+    np.save(tmp_path / "films.npy", films)
+    (tmp_path / "paths.txt").write_text("\n".join(str(search.root / f) for f in files))
+    probe = f"""
+import json, sys
+import mlflow, numpy as np, pandas as pd
+keras_model = mlflow.keras.load_model({uri!r})
+assert not [m for m in sys.modules if m.startswith("xraycnn")], "the Keras load imported xraycnn"
+by_keras = keras_model.predict(np.load({str(tmp_path / "films.npy")!r}), verbose=0).ravel().tolist()
+paths = open({str(tmp_path / "paths.txt")!r}).read().split("\\n")
+pyfunc = mlflow.pyfunc.load_model({uri!r})
+answers = pyfunc.predict(pd.DataFrame({{"image": [open(p, "rb").read() for p in paths]}}))
+loaded = sorted(m for m in sys.modules if m.startswith("xraycnn.serving"))
+print("RESULT" + json.dumps([by_keras, answers["probability_covid19"].astype(float).tolist(), loaded]))
+"""
+    env = {**os.environ, **search.env, "MLFLOW_REGISTRY_URI": search.env["MLFLOW_TRACKING_URI"]}
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    by_keras, by_pyfunc, loaded = json.loads(result.stdout.split("RESULT", 1)[1])
+    expected = assessed.loc[files].to_numpy()
+    np.testing.assert_allclose(by_keras, expected, atol=1e-6)
+    np.testing.assert_allclose(by_pyfunc, expected, atol=1e-6)
+    assert "xraycnn.serving.loader" in loaded
 
 
 def test_every_trial_and_the_champion_carry_the_shortcut_audit(search: Search) -> None:
@@ -480,14 +514,25 @@ def test_champion_carries_a_threshold_chosen_on_validation_and_test_figures_with
 def test_predict_uses_the_models_threshold_and_explains(search: Search, tmp_path: Path) -> None:
     version = search.client.get_model_version_by_alias(MODEL, "champion")
     threshold = float(version.tags["xraycnn.threshold"])
-    files = sorted((search.root / "test" / "COVID19").iterdir())[:2]
+    # two films of one name in two folders, as a user's class folders may hold
+    files = []
+    for folder, src in zip(
+        ("NORMAL", "COVID19"), sorted((search.root / "test" / "COVID19").iterdir())[:2], strict=True
+    ):
+        (tmp_path / "films" / folder).mkdir(parents=True)
+        files.append(tmp_path / "films" / folder / "x.jpg")
+        files[-1].write_bytes(src.read_bytes())
+    (tmp_path / "work").mkdir()
+    refused = search.run("predict", "--explain", "--explain-dir", str(files[0].parent / "maps"), *map(str, files))
+    assert refused.returncode == 2 and "heatmaps never go among the films" in refused.stderr
     result = search.run(
-        "predict", "--model", f"models:/{MODEL}@champion", "--explain", "--explain-dir", str(tmp_path), *map(str, files)
+        "predict", "--model", f"models:/{MODEL}@champion", "--explain", *map(str, files), cwd=tmp_path / "work"
     )
     assert result.returncode == 0, result.stderr
     assert f"threshold {threshold:.4f}" in result.stdout
     for f in files:
-        assert (tmp_path / f"{f.stem}.gradcam.png").stat().st_size > 5_000
+        assert (tmp_path / "work" / "heatmaps" / f.parent.name / "x.gradcam.png").stat().st_size > 5_000
+        assert [p.name for p in f.parent.iterdir()] == ["x.jpg"]  # nothing written among the films
     assert "heat outside lungs" in result.stdout
 
 

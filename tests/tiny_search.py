@@ -84,9 +84,11 @@ model_name = "{model}"
 """
 
 
-def xraycnn(*args: str, env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess[str]:
+def xraycnn(
+    *args: str, env: dict[str, str], timeout: int = 600, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [XRAYCNN, *args], capture_output=True, text=True, env={**os.environ, **env}, timeout=timeout
+        [XRAYCNN, *args], capture_output=True, text=True, env={**os.environ, **env}, timeout=timeout, cwd=cwd
     )
     print(result.stdout[-4000:], result.stderr[-4000:])
     return result
@@ -101,8 +103,8 @@ class Search:
     experiment_id: str
     output: str
 
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return xraycnn(*args, env=self.env)
+    def run(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        return xraycnn(*args, env=self.env, cwd=cwd)
 
     def runs(self) -> list:
         return self.client.search_runs([self.experiment_id], order_by=["attributes.start_time ASC"])

@@ -193,7 +193,16 @@ def _ui(args: argparse.Namespace, console: Console) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="xraycnn", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="xraycnn",
+        description=__doc__,
+        epilog=(
+            f"environment: ${paths.HOME_ENV} the project folder (experiments/, tuner/, mlruns/, reports/; default: "
+            f"the checkout xraycnn is installed from, else the working directory); ${paths.DATA_ENV} the dataset "
+            f"folder; ${paths.CACHE_ENV} the decoded-film cache; MLFLOW_TRACKING_URI the store (default: "
+            "sqlite:///<project>/mlruns/mlflow.db)"
+        ),
+    )
     parser.add_argument("--version", action="version", version=f"xraycnn {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -325,8 +334,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="P(COVID19) and label per image, from a registered or logged model")
     p.add_argument("--model", default="models:/xraycnn@champion", help="model URI (default models:/xraycnn@champion)")
     p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--explain", action="store_true", help="write a Grad-CAM heatmap next to each image")
-    p.add_argument("--explain-dir", help="with --explain: write the heatmaps here instead")
+    p.add_argument("--explain", action="store_true", help="write a Grad-CAM heatmap of each image to --explain-dir")
+    p.add_argument(
+        "--explain-dir",
+        help="with --explain: the folder for the heatmaps (default: a new ./heatmaps folder; never a folder of films)",
+    )
     site(p, "call the images")
     tracking(p)
     p.set_defaults(func=_predict)
@@ -384,26 +396,40 @@ def _report(exc: XrayCnnError) -> int:
     return exc.exit_code
 
 
+def _note(line: str | None) -> None:
+    if line:
+        Console(stderr=True).print(f"[yellow]note:[/] {line}", highlight=False, soft_wrap=True)
+
+
 def _check_inputs_early(args: argparse.Namespace) -> None:
-    """A bad experiment file or data folder is reported before TensorFlow is even imported."""
+    """A bad experiment file, data folder or image path is reported before TensorFlow is even imported."""
+    from xraycnn.data.discovery import ignored_note
+
     if args.command in ("search", "train"):
         from xraycnn.jobs.inputs import check_inputs
 
-        check_inputs(_experiment_path(args.experiment), args.data, args.overrides)
+        _note(ignored_note(check_inputs(_experiment_path(args.experiment), args.data, args.overrides).files.ignored))
     if args.command == "evaluate":
         from xraycnn.data.discovery import discover_labeled_folder
 
-        discover_labeled_folder(args.data)
+        _note(ignored_note(discover_labeled_folder(args.data)[2]))
         if args.resamples < 100:
             raise XrayCnnError(f"--resamples {args.resamples}: at least 100 for a 95 % interval")
+    if args.command == "predict":
+        from xraycnn.jobs.heatmaps import check_images, heatmap_dir
+
+        check_images(args.images)
+        if args.explain:
+            args.explain_dir = heatmap_dir(args.images, args.explain_dir)
     if args.command == "calibrate":
         from xraycnn.data.discovery import discover_films
         from xraycnn.site_request import check_enough, check_request
 
         check_request(args.site, args.max_false_positive_rate, args.confidence)
         folder, films = discover_films(args.normals)
+        _note(ignored_note(films.ignored))
         try:
-            check_enough(len(films), args.max_false_positive_rate, args.confidence)
+            check_enough(len(films.files), args.max_false_positive_rate, args.confidence)
         except XrayCnnError as exc:
             raise type(exc)(f"{folder}: {exc}") from None
     elif getattr(args, "site", None) is not None:

@@ -49,6 +49,27 @@ def default_data_candidates() -> list[Path]:
     return [root / "data", root.parent / "shared" / "data" / "cxr-covid"]
 
 
+# Files xraycnn writes that may sit beside films (Grad-CAM heatmaps of older versions, written next to the image):
+# never taken for films by discovery.
+DERIVED_SUFFIXES: tuple[str, ...] = (".gradcam.png",)
+
+
+def is_derived(path: Path) -> bool:
+    """Whether `path` is a file xraycnn writes (a heatmap), not a film."""
+    return path.name.lower().endswith(DERIVED_SUFFIXES)
+
+
+def new_heatmap_dir() -> Path:
+    """A folder for `predict --explain`'s heatmaps that does not exist yet, in the working directory: never the
+    folder of the films."""
+    base = Path.cwd() / "heatmaps"
+    candidate, n = base, 1
+    while candidate.exists():
+        n += 1
+        candidate = base.with_name(f"heatmaps-{n}")
+    return candidate
+
+
 CACHE_ENV = "XRAYCNN_CACHE"
 
 

@@ -90,6 +90,15 @@ class Registration:
     own_layers: bool = False  # it has layers of this project (loading it with Keras needs `import xraycnn.model`)
 
 
+def _all_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """The model's layers and those of the models nested in it."""
+    return [
+        inner
+        for layer in model.layers
+        for inner in ([layer, *_all_layers(layer)] if isinstance(layer, keras.Model) else [layer])
+    ]
+
+
 def current_champion(client: MlflowClient, name: str) -> Any | None:
     try:
         return client.get_model_version_by_alias(name, CHAMPION)
@@ -214,11 +223,14 @@ def _decide_on_objective(champion: Any | None, objective: str, value: float, dir
 
 
 def serving_requirements() -> list[str]:
-    """What loading the model needs, pinned to what trained it. MLflow would infer the same list by loading
-    the model in a subprocess, seconds per logged model."""
+    """What loading the model needs, pinned to what trained it: xraycnn itself (its pyfunc loader) and the
+    libraries. MLflow would infer the libraries by loading the model in a subprocess, seconds per model."""
     import tensorflow as tf
 
+    import xraycnn
+
     return [
+        f"xraycnn=={xraycnn.__version__}",
         f"mlflow=={mlflow.__version__}",
         f"keras=={keras.__version__}",
         f"numpy=={np.__version__}",
@@ -300,7 +312,7 @@ def log_and_register(
         previous_champion=None if champion is None else str(champion.version),
         previous_value=None if champion is None else float(champion.tags.get(OBJECTIVE_VALUE_TAG, "nan")),
         reason=reason,
-        own_layers=any(type(layer).__module__.startswith("xraycnn.") for layer in model._flatten_layers()),
+        own_layers=any(type(layer).__module__.startswith("xraycnn.") for layer in _all_layers(model)),
     )
 
 

@@ -6,7 +6,14 @@ import pytest
 
 from tests.conftest import build_dataset
 from xraycnn import paths
-from xraycnn.data.discovery import CLASS_NAMES, discover, resolve_data_root
+from xraycnn.data.discovery import (
+    CLASS_NAMES,
+    discover,
+    discover_films,
+    discover_labeled_folder,
+    ignored_note,
+    resolve_data_root,
+)
 from xraycnn.errors import DataLayoutError
 
 
@@ -39,6 +46,21 @@ def test_hidden_files_are_not_images(tmp_path: Path) -> None:
     root = build_dataset(tmp_path / "d", {"train": 2, "test": 2}, real=False)
     (root / "train" / "NORMAL" / ".DS_Store").write_bytes(b"junk")
     assert len(discover(root).train) == 4
+
+
+def test_heatmaps_among_the_films_are_left_out_and_named(tmp_path: Path) -> None:
+    root = build_dataset(tmp_path / "d", {"train": 2, "test": 2}, real=False)
+    heatmap = root / "test" / "NORMAL" / "n0.gradcam.png"
+    heatmap.write_bytes(b"png")
+    files = discover(root)
+    assert len(files.test) == 4 and files.ignored == (heatmap.resolve(),)
+    _, listed, ignored = discover_labeled_folder(root / "test")
+    assert len(listed) == 4 and ignored == (heatmap.resolve(),)
+    _, films = discover_films(root / "test" / "NORMAL")
+    assert heatmap.resolve() not in films.files and films.ignored == (heatmap.resolve(),)
+    note = ignored_note(films.ignored)
+    assert note is not None and "n0.gradcam.png" in note and "1 file(s)" in note
+    assert ignored_note(()) is None
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,16 @@ from xraycnn.config import DataConfig
 from xraycnn.data import cache, dataset, preprocess
 from xraycnn.data.dataset import prepare_data
 from xraycnn.data.discovery import discover
-from xraycnn.data.preprocess import FilmPreprocessing, FilmSteps, equalize_clahe, equalize_global, preprocess_films
+from xraycnn.data.preprocess import (
+    FilmPreprocessing,
+    FilmSteps,
+    equalize_clahe,
+    equalize_global,
+    film_preprocessing_model,
+    film_region_of,
+    preprocess_films,
+    preprocessing_key_of,
+)
 
 
 def films(n: int, height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -62,16 +71,24 @@ def test_crop_and_mask_follow_the_box() -> None:
     assert FilmSteps(crop=True, equalize="clahe").key() == "crop-eq_clahe2x8"
 
 
-def test_training_arrays_equal_what_the_saved_model_computes(tmp_path: Path) -> None:
-    steps = FilmSteps(crop=True, equalize="clahe")
+@pytest.mark.parametrize(
+    "steps",
+    [FilmSteps(crop=True, equalize="clahe"), FilmSteps(crop=True, equalize="global"), FilmSteps(mask=True)],
+    ids=lambda s: s.key(),
+)
+def test_training_arrays_equal_what_the_saved_model_computes(tmp_path: Path, steps: FilmSteps) -> None:
     images = films(5, 64, 64)
     cached = preprocess_films(images, steps)
-    assert cached.dtype == np.uint8 and cached.shape == (5, 48, 48, 1)
-    model = keras.Sequential([keras.Input((64, 64, 1)), FilmPreprocessing.of(steps)])
+    assert cached.dtype == np.uint8 and cached.shape == (5, *steps.output_size(64, 64), 1)
+    model = keras.Sequential([keras.Input((64, 64, 1)), film_preprocessing_model(steps, 64, 64, 1)])
     model.save(tmp_path / "m.keras")
-    loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
-    assert loaded.layers[0].steps == steps
+    loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)  # no custom object: stock Keras
+    assert preprocessing_key_of(loaded) == steps.key()
+    assert film_region_of(loaded, 64, 64) == steps.film_region(64, 64)
     np.testing.assert_array_equal(loaded.predict(images.astype(np.float32), verbose=0), cached.astype(np.float32))
+    # models registered before carry the FilmPreprocessing layer: the same arithmetic
+    older = FilmPreprocessing.of(steps)(images.astype(np.float32))
+    np.testing.assert_array_equal(np.asarray(older), cached.astype(np.float32))
 
 
 def test_preprocessed_splits_are_cached_per_preprocessing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

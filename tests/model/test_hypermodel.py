@@ -13,9 +13,10 @@ from xraycnn.config import ExperimentConfig
 from xraycnn.data.augment import AugmentValues
 from xraycnn.data.dataset import PreparedData, prepare_data
 from xraycnn.data.discovery import discover
-from xraycnn.data.preprocess import FilmPreprocessing
+from xraycnn.data.preprocess import film_region_of, preprocessing_key_of
 from xraycnn.model.hypermodel import CxrHyperModel, SelectionGuards, trial_seed
 from xraycnn.model.hypermodel import metrics as hm_metrics
+from xraycnn.model.layers import FusedBatchNormalization
 from xraycnn.model.schedules import cosine_factor
 
 SPACE = {
@@ -264,17 +265,27 @@ def test_batch_norm_and_global_pooling_and_standardisation(data: PreparedData) -
 
 
 def test_a_cropping_trial_trains_on_crops_and_registers_a_film_model(data: PreparedData) -> None:
-    hm = CxrHyperModel(config(space__conv_blocks=1, data__preprocess={"crop": True, "equalize": "global"}), data)
+    hm = CxrHyperModel(
+        config(space__conv_blocks=1, space__batch_norm=True, data__preprocess={"crop": True, "equalize": "global"}),
+        data,
+    )
     hp = kt.HyperParameters()
     hm.declare_hyperparameters(hp)
     network = hm.build(hp)
-    assert network.input_shape == (None, 24, 24, 1)  # rows 10-85 %, columns 12-88 % of a 32px film
+    assert network.input_shape == (None, 24, 24, 1)
+    assert any(
+        isinstance(layer, FusedBatchNormalization) for layer in network.layers
+    )  # rows 10-85 %, columns 12-88 % of a 32px film
     hm.fit(hp, network, callbacks=[], epochs=1)
     model = hm.registered_model(hp, network)
-    assert model.input_shape == (None, 32, 32, 1) and isinstance(model.layers[0], FilmPreprocessing)
+    assert model.input_shape == (None, 32, 32, 1) and preprocessing_key_of(model) == "crop-eq_global"
+    assert film_region_of(model, 32, 32) == (3, 27, 4, 28)
+    # stock Keras only: Keras' own batch normalisation, with the trained one's weights
+    assert not any(isinstance(layer, FusedBatchNormalization) for layer in model.layers)
+    assert sum(type(layer) is keras.layers.BatchNormalization for layer in model.layers) == 1
     films = data.test.images.astype(np.float32)
-    inputs = data.preprocessed(model.layers[0].steps).test.images.astype(np.float32)
-    np.testing.assert_array_equal(model.predict(films, verbose=0), network.predict(inputs, verbose=0))
+    inputs = data.preprocessed(hm.preprocessing(hp)[0]).test.images.astype(np.float32)
+    np.testing.assert_allclose(model.predict(films, verbose=0), network.predict(inputs, verbose=0), atol=1e-6)
 
 
 def test_the_gate_adds_the_borders_only_auc_and_a_gated_score_to_every_epoch(data: PreparedData) -> None:

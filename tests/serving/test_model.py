@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from types import SimpleNamespace
 
 import keras
 import numpy as np
@@ -12,7 +11,7 @@ import pytest
 from mlflow.exceptions import MlflowException
 from PIL import Image
 
-from xraycnn.serving.model import KERAS_ARTIFACT, OUTPUT_COLUMNS, ImageServingModel, model_config
+from xraycnn.serving.model import OUTPUT_COLUMNS, ImageModel, model_config
 
 
 def _png(size: tuple[int, int], value: int = 0) -> bytes:
@@ -22,20 +21,17 @@ def _png(size: tuple[int, int], value: int = 0) -> bytes:
 
 
 @pytest.fixture
-def served(tmp_path) -> ImageServingModel:
+def served(tmp_path) -> ImageModel:
     """A network whose output is the mean pixel / 255 (so each answer is known), loaded as MLflow would."""
     network = keras.Sequential([keras.Input((16, 16, 1)), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(1)])
     network.layers[-1].set_weights([np.array([[1 / 255]]), np.zeros(1)])
     path = tmp_path / "model.keras"
     network.save(path)
-    model = ImageServingModel()
-    config = model_config(0.5, "fixed") | {"model_version": "7"}
-    model.load_context(SimpleNamespace(artifacts={KERAS_ARTIFACT: str(path)}, model_config=config))
-    return model
+    return ImageModel.load(str(path), model_config(0.5, "fixed") | {"model_version": "7"})
 
 
-def test_each_image_gets_its_probability_call_threshold_and_version(served: ImageServingModel) -> None:
-    answers = served.predict(None, pd.DataFrame({"image": [_png((32, 32), 255), _png((20, 20), 51)]}))
+def test_each_image_gets_its_probability_call_threshold_and_version(served: ImageModel) -> None:
+    answers = served.predict(pd.DataFrame({"image": [_png((32, 32), 255), _png((20, 20), 51)]}))
     assert list(answers.columns) == list(OUTPUT_COLUMNS)
     assert answers["probability_covid19"].tolist() == pytest.approx([1.0, 0.2])
     assert answers["call"].tolist() == ["COVID19", "NORMAL"]
@@ -44,8 +40,8 @@ def test_each_image_gets_its_probability_call_threshold_and_version(served: Imag
     assert answers["error"].tolist() == [None, None]
 
 
-def test_a_bad_image_among_good_ones_gets_its_reason_and_nulls(served: ImageServingModel) -> None:
-    answers = served.predict(None, pd.DataFrame({"image": [_png((32, 32), 255), b"", _png((4, 4))]}))
+def test_a_bad_image_among_good_ones_gets_its_reason_and_nulls(served: ImageModel) -> None:
+    answers = served.predict(pd.DataFrame({"image": [_png((32, 32), 255), b"", _png((4, 4))]}))
     assert answers["probability_covid19"].tolist()[0] == pytest.approx(1.0)
     assert answers["probability_covid19"].tolist()[1:] == [None, None]
     assert answers["call"].tolist() == ["COVID19", None, None]
@@ -53,13 +49,13 @@ def test_a_bad_image_among_good_ones_gets_its_reason_and_nulls(served: ImageServ
     assert answers["error"].tolist()[2].startswith("image 2: 4x4 is too small")
 
 
-def test_a_request_with_no_usable_image_is_refused_naming_each(served: ImageServingModel) -> None:
+def test_a_request_with_no_usable_image_is_refused_naming_each(served: ImageModel) -> None:
     with pytest.raises(MlflowException, match=r"image 0: not an image file PIL can read; image 1: empty") as err:
-        served.predict(None, pd.DataFrame({"image": [b"text", b""]}))
+        served.predict(pd.DataFrame({"image": [b"text", b""]}))
     assert err.value.get_http_status_code() == 400
 
 
-def test_a_request_without_the_image_column_is_refused(served: ImageServingModel) -> None:
+def test_a_request_without_the_image_column_is_refused(served: ImageModel) -> None:
     with pytest.raises(MlflowException, match="expected a column 'image'") as err:
-        served.predict(None, pd.DataFrame({"picture": [_png((32, 32))]}))
+        served.predict(pd.DataFrame({"picture": [_png((32, 32))]}))
     assert err.value.get_http_status_code() == 400

@@ -12,6 +12,7 @@ anything is decoded or logged.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,9 +47,32 @@ class DatasetFiles:
     root: Path  # the folder that holds train/ and test/
     train: tuple[LabeledFile, ...]
     test: tuple[LabeledFile, ...]
+    ignored: tuple[Path, ...] = ()  # files xraycnn writes (heatmaps) found among the films, left out
 
     def relative(self, file: LabeledFile) -> str:
         return file.path.relative_to(self.root).as_posix()
+
+
+@dataclass(frozen=True)
+class Films:
+    """The films of some folders, and the files in them that xraycnn wrote (left out, to be said)."""
+
+    files: tuple[Path, ...]
+    ignored: tuple[Path, ...] = ()
+
+
+def _films_in(folder: Path) -> Films:
+    """`folder`'s non-hidden files in name order, without those xraycnn writes (`paths.is_derived`)."""
+    found = sorted((p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")), key=lambda p: p.name)
+    return Films(tuple(p for p in found if not paths.is_derived(p)), tuple(p for p in found if paths.is_derived(p)))
+
+
+def ignored_note(ignored: Sequence[Path]) -> str | None:
+    """One line naming the derived files discovery left out, or None."""
+    if not ignored:
+        return None
+    shown = ", ".join(str(p) for p in ignored[:3]) + (f" and {len(ignored) - 3} more" if len(ignored) > 3 else "")
+    return f"ignored {len(ignored)} file(s) xraycnn writes (Grad-CAM heatmaps), not films: {shown}"
 
 
 def _children_by_lower_name(folder: Path) -> dict[str, Path]:
@@ -75,7 +99,8 @@ def _split_root(root: Path) -> Path:
     return folder
 
 
-def _list_split(split_dir: Path) -> tuple[LabeledFile, ...]:
+def _list_split(split_dir: Path) -> tuple[tuple[LabeledFile, ...], tuple[Path, ...]]:
+    """The split's labelled films, and the derived files left out."""
     classes = _children_by_lower_name(split_dir)
     wanted = {name.lower(): label for label, name in enumerate(CLASS_NAMES)}
     unknown = sorted(name for lower, name in ((k, v.name) for k, v in classes.items()) if lower not in wanted)
@@ -85,17 +110,17 @@ def _list_split(split_dir: Path) -> tuple[LabeledFile, ...]:
             f"used (move the others out). {EXPECTED_LAYOUT}"
         )
     files: list[LabeledFile] = []
+    ignored: list[Path] = []
     for lower, label in sorted(wanted.items(), key=lambda kv: kv[1], reverse=True):
         folder = classes.get(lower)
         if folder is None:
             raise DataLayoutError(f"{split_dir}: class folder {CLASS_NAMES[label]}/ is missing. {EXPECTED_LAYOUT}")
-        found = sorted(
-            (p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")), key=lambda p: p.name
-        )
-        if not found:
+        films = _films_in(folder)
+        if not films.files:
             raise DataLayoutError(f"{folder}: class folder is empty. {EXPECTED_LAYOUT}")
-        files.extend(LabeledFile(p, label) for p in found)
-    return tuple(files)
+        files.extend(LabeledFile(p, label) for p in films.files)
+        ignored.extend(films.ignored)
+    return tuple(files), tuple(ignored)
 
 
 def discover(root: str | Path) -> DatasetFiles:
@@ -111,7 +136,9 @@ def discover(root: str | Path) -> DatasetFiles:
     missing = [s for s in SPLITS if s not in splits]
     if missing:
         raise DataLayoutError(f"{base}: {' and '.join(m + '/' for m in missing)} missing. {EXPECTED_LAYOUT}")
-    return DatasetFiles(base, _list_split(splits["train"]), _list_split(splits["test"]))
+    train, ignored_train = _list_split(splits["train"])
+    test, ignored_test = _list_split(splits["test"])
+    return DatasetFiles(base, train, test, ignored_train + ignored_test)
 
 
 def resolve_data_root(cli: str | Path | None = None, in_experiment: str | Path | None = None) -> Path:
@@ -136,37 +163,35 @@ FOLDER_LAYOUT = (
 )
 
 
-def discover_labeled_folder(root: str | Path) -> tuple[Path, tuple[LabeledFile, ...]]:
+def discover_labeled_folder(root: str | Path) -> tuple[Path, tuple[LabeledFile, ...], tuple[Path, ...]]:
     """An evaluation set: `root`'s class folders, or the test split of a training layout. Returns the folder
-    the class folders are in, and the files in a stable order."""
+    the class folders are in, the files in a stable order and the derived files left out."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataLayoutError(f"evaluation folder {root} does not exist or is not a folder. {FOLDER_LAYOUT}")
     root = root.resolve()
     children = _children_by_lower_name(root)
     if any(name.lower() in children for name in CLASS_NAMES):
-        return root, _list_split(root)
+        return root, *_list_split(root)
     base = _split_root(root)
     split = _children_by_lower_name(base).get("test")
     if split is not None:
-        return split, _list_split(split)
+        return split, *_list_split(split)
     raise DataLayoutError(f"{root}: no {' or '.join(n + '/' for n in CLASS_NAMES)} class folder. {FOLDER_LAYOUT}")
 
 
-def discover_films(folder: str | Path) -> tuple[Path, tuple[Path, ...]]:
-    """The films of one unlabelled folder (a site's normal films): every non-hidden file in it, in name order.
-    Raises `DataLayoutError` when there is none."""
+def discover_films(folder: str | Path) -> tuple[Path, Films]:
+    """The films of one unlabelled folder (a site's normal films): every non-hidden file in it but those
+    xraycnn writes, in name order. Raises `DataLayoutError` when there is none."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise DataLayoutError(
             f"film folder {folder} does not exist or is not a folder; give the folder that holds the films"
         )
     folder = folder.resolve()
-    files = tuple(
-        sorted((p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")), key=lambda p: p.name)
-    )
-    if not files:
+    films = _films_in(folder)
+    if not films.files:
         inside = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
         hint = f" (it holds the folder(s) {', '.join(inside[:5])}: give the one with the films)" if inside else ""
         raise DataLayoutError(f"{folder}: no film in this folder{hint}")
-    return folder, files
+    return folder, films

@@ -71,7 +71,7 @@ def read_sources(root: Path, files: list[Path]) -> tuple[str, ...] | None:
 
 def load_labeled_folder(root: str | Path, size: int, channels: int) -> LabeledImages:
     """Decode a labelled folder for a model taking (size, size, channels) images."""
-    folder, listed = discover_labeled_folder(root)
+    folder, listed, _ = discover_labeled_folder(root)
     digest = files_digest([("eval", f) for f in listed], folder)
     images, kept, skipped = decode_files([f.path for f in listed], size, channels)
     labels = np.array([listed[i].label for i in kept], dtype=np.int32)

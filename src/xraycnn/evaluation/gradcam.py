@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from xraycnn.data.preprocess import film_preprocessing_of
+from xraycnn.data.preprocess import film_region_of
 from xraycnn.data.regions import lung_mask
 from xraycnn.evaluation import OUTCOMES, outcome_of
 
@@ -66,8 +66,7 @@ def gradcam(model: keras.Model, images: np.ndarray, batch_size: int = 128) -> He
     if not isinstance(head, keras.layers.Dense) or head.units != 1:
         raise ValueError("Grad-CAM here expects a single-unit Dense output layer (P(COVID19))")
     height, width = images.shape[1:3]
-    steps = film_preprocessing_of(model)
-    r0, r1, c0, c1 = steps.film_region(height, width) if steps is not None else (0, height, 0, width)
+    r0, r1, c0, c1 = film_region_of(model, height, width)
     layers = model.layers[:-1]
 
     # One graph for every batch (the batch dimension left open): run eagerly, layer by layer, the passes

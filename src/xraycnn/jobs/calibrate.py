@@ -50,7 +50,8 @@ def run_calibrate(
 ) -> CalibrateResult:
     console = console or Console()
     check_request(site, max_false_positive_rate, confidence)
-    folder, files = discover_films(normals_dir)
+    folder, listing = discover_films(normals_dir)
+    files = listing.files
     store = resolve_store(tracking_uri)
     model, card = load_keras_model_with_card(model_uri)
     if card.version is None:

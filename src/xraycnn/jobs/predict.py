@@ -1,6 +1,7 @@
 """`xraycnn predict`: P(COVID19) and a label for each image, from a model loaded by name, at the threshold
 the model carries (chosen on validation when it was registered; 0.5 for older models) or, with `--site`, at
-the threshold that site set on the version; `--explain` writes a Grad-CAM heatmap next to each image."""
+the threshold that site set on the version; `--explain` writes a Grad-CAM heatmap of each image into a folder of
+its own (`jobs.heatmaps`)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from xraycnn.data.discovery import CLASS_NAMES
 from xraycnn.data.images import UnreadableImageError, input_shape_of, prepare_images
 from xraycnn.evaluation import plots, predict_probabilities
 from xraycnn.evaluation.gradcam import gradcam
+from xraycnn.jobs.heatmaps import check_images, heatmap_dir, heatmap_paths
 from xraycnn.registry import load_keras_model_with_card
 from xraycnn.tracking.store import resolve_store
 
@@ -28,10 +30,6 @@ class Prediction:
     error: str | None = None
     heatmap: str | None = None  # with --explain: the Grad-CAM PNG written for it
     outside_share: float | None = None  # with --explain: the share of its heat outside the lung box
-
-
-def heatmap_path(image: Path, explain_dir: Path | None) -> Path:
-    return (explain_dir or image.parent) / f"{image.stem}.gradcam.png"
 
 
 def _write_heatmap(image: np.ndarray, heatmap: np.ndarray, title: str, path: Path) -> None:
@@ -52,6 +50,8 @@ def run_predict(
     console: Console | None = None,
 ) -> list[Prediction]:
     console = console or Console()
+    check_images(images)
+    targets = heatmap_paths(images, heatmap_dir(images, explain_dir)) if explain else []
     resolve_store(tracking_uri)
     model, card = load_keras_model_with_card(model_uri)
     threshold, source = card.decision(site)
@@ -72,7 +72,7 @@ def run_predict(
             written, share = None, None
             if heatmaps is not None:
                 share = float(heatmaps.outside_share[k])
-                target = heatmap_path(Path(images[i]), Path(explain_dir) if explain_dir else None)
+                target = targets[i]
                 title = f"{Path(images[i]).name}: P(COVID19) {p:.3f} -> {label}; {share:.0%} of the heat outside"
                 _write_heatmap(x, heatmaps.maps[k], title, target)
                 written = str(target)

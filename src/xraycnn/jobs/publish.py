@@ -12,7 +12,7 @@ from mlflow.exceptions import MlflowException
 from rich.console import Console
 
 from xraycnn.data.external import read_sources
-from xraycnn.data.preprocess import film_preprocessing_of
+from xraycnn.data.preprocess import preprocessing_key_of
 from xraycnn.errors import RegistryError
 from xraycnn.evaluation import predict_probabilities, ranking_metrics
 from xraycnn.evaluation.acquisition import AS_GIVEN, WORST_SPECIFICITY, acquired_sets, source_films
@@ -92,8 +92,7 @@ def publish_model(
         champion = current_champion(runs.client, config.registry.model_name)
         raise RegistryError(failure_message(f"logging the test evaluation of {title}", exc, champion)) from exc
     overall = assessment.clinical.overall
-    steps = film_preprocessing_of(model)
-    preprocess = steps.key() if steps is not None else "none"
+    preprocess = preprocessing_key_of(model)
     tags = {
         **version_tags,
         f"{TAG_PREFIX}preprocess": preprocess,

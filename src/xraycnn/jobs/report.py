@@ -37,8 +37,9 @@ def run_report(
             raise XrayCnnError(f"no run {run_id} in {client.tracking_uri}; give a search's parent run id") from None
     parent_run_id = run_id or latest_search_run(client, search_experiment_name(experiment_name(experiment)))
     report = write_report(client, parent_run_id, Path(reports_dir or paths.reports_root()))
+    count = len(report.snapshot.trials)
     console.print(
-        f"Report of {report.snapshot.parent.info.run_name} ({len(report.snapshot.trials)} trials): "
+        f"Report of {report.snapshot.parent.info.run_name} ({count} trial{'' if count == 1 else 's'}): "
         f"{report.page} (also in the run's artifacts under {REPORT_ARTIFACT_DIR}/)"
     )
     return report

@@ -13,6 +13,7 @@ from rich.console import Console
 
 from xraycnn.errors import XrayCnnError
 from xraycnn.registry import download_model
+from xraycnn.runtime.local_http import check_bindable
 from xraycnn.serving import app
 from xraycnn.serving.flavor import serves_images
 from xraycnn.serving.model import IMAGE_COLUMN
@@ -39,6 +40,7 @@ def run_serve(
         raise XrayCnnError(f"--workers {workers}: at least 1")
     if max_request_mb <= 0:
         raise XrayCnnError(f"--max-request-mb {max_request_mb}: must be positive")
+    check_bindable(host, port, "the model server")
     resolve_store(tracking_uri)
     local, card, mlmodel = download_model(model_uri)
     if not serves_images(mlmodel):

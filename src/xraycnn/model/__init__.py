@@ -1,8 +1,9 @@
 """The searchable network (hypermodel) and its search space.
 
-Importing this package registers the project's own layers with Keras: `FilmPreprocessing`, which a
-registered model carries when its experiment preprocesses films, and `FusedBatchNormalization`, the batch
-normalisation of its networks: `import xraycnn.model` before loading such a model with MLflow or Keras.
+Registered models are stock Keras (their preprocessing a sub-model of Keras operations, their batch
+normalisation Keras' own) and load anywhere. Importing this package registers the project's own layers with
+Keras, which versions registered before that carry: `FilmPreprocessing` and `FusedBatchNormalization` (the
+batch normalisation the networks train with).
 """
 
 from xraycnn.data.preprocess import FilmPreprocessing

@@ -28,14 +28,14 @@ from xraycnn.data.augment import AugmentValues
 from xraycnn.data.dataset import PreparedData
 from xraycnn.data.external import read_sources
 from xraycnn.data.pipeline import eval_batches, training_stream
-from xraycnn.data.preprocess import FilmPreprocessing, FilmSteps, preprocess_films
+from xraycnn.data.preprocess import FilmSteps, film_preprocessing_model, preprocess_films
 from xraycnn.evaluation import predict_probabilities, ranking_metrics
 from xraycnn.evaluation.acquisition import AS_GIVEN, ShiftScores, acquired_sets, shift_scores, source_films
 from xraycnn.evaluation.clinical import Scored, clinical_scores, score_set, source_figures
 from xraycnn.evaluation.gradcam import gradcam
 from xraycnn.evaluation.shortcuts import BORDERS_ONLY, LUNGS_ONLY, AuditScores, audit_scores, blackout
 from xraycnn.evaluation.threshold import Threshold, choose_by
-from xraycnn.model.layers import FusedBatchNormalization
+from xraycnn.model.layers import FusedBatchNormalization, stock_layers
 from xraycnn.model.schedules import CosineDecayPerEpoch
 
 EVAL_BATCH_SIZE = 256
@@ -286,14 +286,15 @@ class CxrHyperModel(kt.HyperModel):
         return model
 
     def registered_model(self, hp: kt.HyperParameters, network: keras.Model) -> keras.Model:
-        """What is registered and assessed: the trial's network behind its preprocessing layer, taking films.
-        Without preprocessing steps, the network itself (plain Keras layers, loadable anywhere)."""
+        """What is registered and assessed: the trial's network behind its preprocessing, taking films, in
+        stock Keras layers and operations only (`mlflow.keras.load_model` needs nothing of xraycnn). The
+        network's layers are shared, but for its batch normalisations, copied as Keras' own."""
         steps, _ = self.preprocessing(hp)
-        if not steps.active:
-            return network
-        film = keras.Input(shape=(self.data.image_size, self.data.image_size, self.data.channels), name="film")
-        layer = FilmPreprocessing.of(steps, name="film_preprocessing")
-        return keras.Sequential([film, layer, *network.layers], name=MODEL_NAME)
+        shape = (self.data.image_size, self.data.image_size, self.data.channels)
+        front = [film_preprocessing_model(steps, *shape)] if steps.active else []
+        return keras.Sequential(
+            [keras.Input(shape=shape, name="film"), *front, *stock_layers(network)], name=MODEL_NAME
+        )
 
     # -- training ---------------------------------------------------------------------------------------
     def inputs(self, steps: FilmSteps) -> PreparedData:

@@ -4,7 +4,8 @@
 float32 arithmetic under mixed precision) computed by TensorFlow's fused kernel: one op forward and one
 backward instead of Keras' separate moments, normalisation and their gradients. At the searched networks'
 sizes batch normalisation is memory-bound and cost as much of a training step as the convolutions (`make
-bench --only breakdown`). Registered with Keras: `import xraycnn.model` before loading a model that has it.
+bench --only breakdown`). Registered models carry Keras' own layer instead (`stock_layers`): the same
+weights and arithmetic, loadable without xraycnn; `import xraycnn.model` loads models that carry this one.
 """
 
 from __future__ import annotations
@@ -52,3 +53,21 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
                 is_training=False,
             )
         return tf.cast(y, self.compute_dtype)
+
+
+def as_keras_batch_normalization(layer: FusedBatchNormalization) -> keras.layers.BatchNormalization:
+    """Keras' own layer with `layer`'s config and weights (moving statistics included)."""
+    config = layer.get_config()
+    stock = keras.layers.BatchNormalization.from_config(config)
+    stock.build(tuple(layer.input.shape))  # the layer of a built network: its input is known
+    stock.set_weights(layer.get_weights())
+    return stock
+
+
+def stock_layers(network: keras.Model) -> list[keras.layers.Layer]:
+    """The network's layers, each `FusedBatchNormalization` replaced by Keras' `BatchNormalization` with its
+    weights: a model of these saves as stock Keras."""
+    return [
+        as_keras_batch_normalization(layer) if isinstance(layer, FusedBatchNormalization) else layer
+        for layer in network.layers
+    ]

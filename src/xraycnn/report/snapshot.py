@@ -69,21 +69,30 @@ class SearchSnapshot:
         return f"{name} v{tags.get(f'{TAG_PREFIX}registered_version')} ({tags.get(f'{TAG_PREFIX}registered_alias')})"
 
 
-def latest_search_run(client: MlflowClient, experiment_name: str) -> str:
-    """The id of the most recent search's parent run in MLflow experiment `experiment_name`."""
-    experiment = client.get_experiment_by_name(experiment_name)
-    if experiment is None or experiment.lifecycle_stage != "active":
-        known = sorted(e.name for e in client.search_experiments() if e.name.startswith(EXPERIMENT_PREFIX))
-        raise XrayCnnError(
-            f"no MLflow experiment {experiment_name!r} in this store; experiments with searches: "
-            f"{', '.join(known) or 'none'} (give the experiment file or its name, e.g. `xraycnn report default`)"
-        )
-    runs = client.search_runs(
-        [experiment.experiment_id],
+def _search_runs(client: MlflowClient, experiment_id: str) -> list[Any]:
+    """The experiment's latest search parent run, as a list of at most one."""
+    return client.search_runs(
+        [experiment_id],
         filter_string=f"tags.`{TAG_PREFIX}kind` = 'search'",
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )
+
+
+def latest_search_run(client: MlflowClient, experiment_name: str) -> str:
+    """The id of the most recent search's parent run in MLflow experiment `experiment_name`."""
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None or experiment.lifecycle_stage != "active":
+        known = sorted(
+            e.name
+            for e in client.search_experiments()
+            if e.name.startswith(EXPERIMENT_PREFIX) and _search_runs(client, e.experiment_id)
+        )
+        raise XrayCnnError(
+            f"no MLflow experiment {experiment_name!r} in this store; experiments with searches: "
+            f"{', '.join(known) or 'none'} (give the experiment file or its name, e.g. `xraycnn report default`)"
+        )
+    runs = _search_runs(client, experiment.experiment_id)
     if not runs:
         raise XrayCnnError(f"MLflow experiment {experiment_name!r} holds no search run; run `xraycnn search` first")
     return runs[0].info.run_id

@@ -18,6 +18,19 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def check_bindable(host: str, port: int, what: str) -> None:
+    """Raise `XrayCnnError` when `host:port` cannot be bound (taken, or not an address of this machine), so a
+    server says so before it says it serves."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: a port in TIME_WAIT is free
+            s.bind((host, port))
+    except OSError as exc:
+        raise XrayCnnError(
+            f"{what} cannot listen on {host}:{port}: {exc.strerror or exc}; give another --port (or --host)"
+        ) from None
+
+
 def wait_until_answering(
     url: str, process: subprocess.Popen | None, timeout: float, what: str, log: Path | None = None
 ) -> None:

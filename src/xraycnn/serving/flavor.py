@@ -1,7 +1,8 @@
-"""Logs a registered model as one MLflow model with two flavours: `keras` (the network, for Keras users:
-`mlflow.keras.load_model`) and `python_function` (image bytes in: `serving.model.ImageServingModel`, logged
-as code, not a pickle, for `mlflow.pyfunc.load_model` and MLflow's model server). One `.keras` file serves
-both.
+"""Logs a registered model as one MLflow model with two flavours: `keras` (the network, stock Keras, for Keras
+users: `mlflow.keras.load_model`, no import of xraycnn needed) and `python_function` (image bytes in:
+`serving.model.ImageModel`, for `mlflow.pyfunc.load_model` and MLflow's model server, loaded by the installed
+package's `serving.loader`, so the artifact holds no code). One `.keras` file serves both; the requirements
+name xraycnn at its version.
 
 Used as the `flavor` of `mlflow.models.Model.log`, the way MLflow's own flavours are logged, so the logged
 model, its run link and the registry work as for any MLflow model.
@@ -20,17 +21,19 @@ import mlflow
 from mlflow.models import Model
 from mlflow.models.model import MLMODEL_FILE_NAME
 
-from xraycnn.serving.model import KERAS_ARTIFACT, model_config, serving_signature
+from xraycnn.serving import loader
+from xraycnn.serving.model import model_config, serving_signature
 
-ARTIFACTS_DIR = "artifacts"  # where mlflow.pyfunc.save_model puts a PythonModel's artifacts
-KERAS_FILE = "model.keras"  # the name the keras flavour's loader expects inside its data folder
-ENTRY_FILE = "pyfunc_entry.py"  # the pyfunc flavour's code
+NETWORK_DIR = "network"  # the data folder: data/network/model.keras
+LEGACY_ENTRY_FILE = "pyfunc_entry.py"  # the code of versions logged as "models from code", before `loader`
 
 
 def serves_images(mlmodel: Model) -> bool:
     """Whether a logged model has this pyfunc flavour (versions registered before it have Keras' own)."""
     pyfunc = mlmodel.flavors.get("python_function", {})
-    return Path(str(pyfunc.get("model_code_path", ""))).name == ENTRY_FILE and "input_shape" in (mlmodel.metadata or {})
+    by_loader = pyfunc.get("loader_module") == loader.__name__
+    by_code = Path(str(pyfunc.get("model_code_path", ""))).name == LEGACY_ENTRY_FILE
+    return (by_loader or by_code) and "input_shape" in (mlmodel.metadata or {})
 
 
 def save_model(
@@ -42,27 +45,29 @@ def save_model(
     mlflow_model: Model | None = None,
     pip_requirements: list[str] | None = None,
 ) -> None:
-    """Write the model to `path`: the pyfunc flavour with the network as its artifact, then the keras flavour
-    pointing at that same file."""
+    """Write the model to `path`: the network as the pyfunc flavour's data, then the keras flavour pointing at
+    that same file."""
     mlflow_model = mlflow_model or Model()
     with tempfile.TemporaryDirectory() as tmp:
-        network = Path(tmp) / KERAS_FILE
-        keras_model.save(network)
+        network = Path(tmp) / NETWORK_DIR
+        network.mkdir()
+        keras_model.save(network / loader.KERAS_FILE)
         with warnings.catch_warnings():  # no input example, by choice: MLflow would load and run the model to check it
             warnings.filterwarnings("ignore", message=".*An input example was not provided")
             mlflow.pyfunc.save_model(
                 path,
-                python_model=str(Path(__file__).with_name(ENTRY_FILE)),
-                artifacts={KERAS_ARTIFACT: str(network)},
+                loader_module=loader.__name__,
+                data_path=str(network),
                 model_config=model_config(threshold, threshold_rule),
                 signature=serving_signature(),
                 mlflow_model=mlflow_model,
                 pip_requirements=pip_requirements,
             )
+    data = mlflow_model.flavors["python_function"]["data"]
     # mlflow.keras's loader reads <data>/model.keras when <data> is a folder
     mlflow_model.add_flavor(
         "keras",
-        data=ARTIFACTS_DIR,
+        data=data,
         keras_version=keras.__version__,
         keras_backend=keras.backend.backend(),
         save_exported_model=False,

@@ -63,42 +63,35 @@ def serving_signature() -> ModelSignature:
     )
 
 
-class ImageServingModel(PythonModel):
-    """The Keras model behind a column of image bytes. Built by `serving.pyfunc_entry` (models from code);
-    `load_context` loads the network from the model's artifacts in Keras safe mode and reads the threshold
-    and the model's version from its model config (`model_config` below, which whoever loads or
-    serves the model may override: `xraycnn serve` sets the version it resolved)."""
+class ImageModel:
+    """The Keras network behind a column of image bytes, with its threshold, sites and version from the
+    model config (`model_config` above, which whoever loads or serves the model may override: `xraycnn
+    serve` sets the version it resolved). What `mlflow.pyfunc.load_model` builds (`serving.loader`)."""
 
-    # The signature is given explicitly when logged; MLflow's type-hint wrapping of `predict` would try to
-    # derive another one from the annotations.
-    _skip_type_hint_validation = True
-
-    def __init__(self) -> None:
-        self.threshold = 0.5
-        self.model_version = ""
-        self.sites: dict[str, float] = {}
-        self.site = ""
-        self._network: Any = None
-        self._shape: tuple[int, int, int] | None = None
-
-    def load_context(self, context: Any) -> None:
-        import keras
-
-        import xraycnn.model  # noqa: F401  registers FilmPreprocessing, the network's first layer
+    def __init__(self, network: Any, config: dict[str, Any] | None = None) -> None:
         from xraycnn.data.images import input_shape_of
 
-        self._network = keras.saving.load_model(context.artifacts[KERAS_ARTIFACT], safe_mode=True)
-        self._shape = input_shape_of(self._network)
-        config = context.model_config or {}
-        self.threshold = float(config.get("threshold", self.threshold))
+        self._network = network
+        self._shape: tuple[int, int, int] = input_shape_of(network)
+        config = config or {}
+        self.threshold = float(config.get("threshold", 0.5))
         self.model_version = str(config.get("model_version") or "")
-        self.sites = {str(k): float(v) for k, v in (config.get("sites") or {}).items()}
+        self.sites: dict[str, float] = {str(k): float(v) for k, v in (config.get("sites") or {}).items()}
         self.site = str(config.get("site") or "")
         if self.site and self.site not in self.sites:
             raise MlflowException(f"default site {self.site!r} has no threshold; {self._known_sites()}")
 
+    @classmethod
+    def load(cls, keras_file: str, config: dict[str, Any] | None = None) -> ImageModel:
+        """The network from `keras_file`, loaded in Keras safe mode."""
+        import keras
+
+        import xraycnn.model  # noqa: F401  the layers of versions registered before they were stock Keras
+
+        return cls(keras.saving.load_model(keras_file, safe_mode=True), config)
+
     # `model_input` unannotated on purpose: MLflow would derive a signature from its annotation.
-    def predict(self, context: Any, model_input, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    def predict(self, model_input, params: dict[str, Any] | None = None) -> pd.DataFrame:
         return self.answer(_image_column(model_input), self.threshold_for((params or {}).get(SITE_PARAM)))
 
     def _known_sites(self) -> str:
@@ -120,7 +113,6 @@ class ImageServingModel(PythonModel):
         from xraycnn.data.images import UnreadableImageError, decode_image
         from xraycnn.evaluation import predict_probabilities
 
-        assert self._shape is not None, "load_context first"
         height, _, channels = self._shape
         decoded: list[np.ndarray] = []
         good: list[int] = []
@@ -147,6 +139,24 @@ class ImageServingModel(PythonModel):
         }
         # object columns: a failed image's fields are JSON null, not NaN (pandas would make floats or str of them)
         return pd.DataFrame({name: pd.Series(column[name], dtype=object) for name in OUTPUT_COLUMNS})
+
+
+class ImageServingModel(PythonModel):
+    """How versions registered before `serving.loader` were logged ("models from code": their artifact holds
+    `pyfunc_entry.py`, which builds this). Kept so they load; new versions carry no code."""
+
+    _skip_type_hint_validation = True  # the signature was given when logged; no second one from annotations
+
+    def __init__(self) -> None:
+        self.model: ImageModel | None = None
+
+    def load_context(self, context: Any) -> None:
+        self.model = ImageModel.load(context.artifacts[KERAS_ARTIFACT], context.model_config)
+
+    # `model_input` unannotated on purpose: MLflow would derive a signature from its annotation.
+    def predict(self, context: Any, model_input, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        assert self.model is not None, "load_context first"
+        return self.model.predict(model_input, params)
 
 
 def _image_column(model_input: Any) -> list[Any]:
