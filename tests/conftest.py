@@ -25,6 +25,27 @@ from PIL import Image
 from xraycnn import paths
 
 REPO = Path(__file__).resolve().parents[1]
+
+# `make test` runs the suite on 2 processes, a file to each at a time (pytest-xdist, --dist loadfile), handing
+# out files in collection order, alternately. The chaos files are mostly waiting (on outages, kills, restarts):
+# collected first, in this order, the two processes each start on some of them and the rest of the suite runs
+# beside them, instead of two of them running last side by side.
+CHAOS_FIRST = (
+    "test_tracking_outages.py",
+    "test_distributed_outages.py",
+    "test_distributed.py",
+    "test_disk_full.py",
+    "test_reliability.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        if item.get_closest_marker("chaos") is None:
+            return len(CHAOS_FIRST)
+        return CHAOS_FIRST.index(item.path.name) if item.path.name in CHAOS_FIRST else len(CHAOS_FIRST) - 1
+
+    items.sort(key=rank)  # stable: the order within a file, and of the other files, is kept
 SHARED_DATA = paths.default_data_candidates()[1]
 CLASSES = ("COVID19", "NORMAL")
 

@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 from tests.test_reliability import trial_runs, wait_for
 from tests.tiny_search import XRAYCNN, random_search, xraycnn
 
-pytestmark = pytest.mark.slow  # the real CLI end to end (make test-fast leaves it out)
+pytestmark = [pytest.mark.slow, pytest.mark.chaos]  # kills, outages, full disks: run first, beside the rest
 
 EPOCHS = 5
 

@@ -21,7 +21,7 @@ from tests.tiny_search import XRAYCNN, random_search
 from xraycnn.runtime.local_http import free_port
 from xraycnn.tracking.server import TrackingServer
 
-pytestmark = pytest.mark.slow  # the real CLI end to end (make test-fast leaves it out)
+pytestmark = [pytest.mark.slow, pytest.mark.chaos]  # kills, outages, full disks: run first, beside the rest
 
 TRIALS, EPOCHS = 3, 8
 

@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.tiny_search import XRAYCNN, random_search, xraycnn
 
-pytestmark = pytest.mark.slow  # the real CLI end to end (make test-fast leaves it out)
+pytestmark = [pytest.mark.slow, pytest.mark.chaos]  # kills, outages, full disks: run first, beside the rest
 
 
 # Random search, 2 trials of 30 epochs each: long enough to be killed in the middle of one, also on a fast

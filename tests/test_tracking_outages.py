@@ -20,7 +20,7 @@ from tests.tiny_search import XRAYCNN, random_search, xraycnn
 from xraycnn.runtime.local_http import free_port
 from xraycnn.tracking.server import tracking_server
 
-pytestmark = pytest.mark.slow  # the real CLI end to end (make test-fast leaves it out)
+pytestmark = [pytest.mark.slow, pytest.mark.chaos]  # kills, outages, full disks: run first, beside the rest
 
 MODEL = "xraycnn-outage"
 EPOCHS = 5

@@ -168,6 +168,7 @@ def _report_command(args: argparse.Namespace, console: Console) -> int:
 
 
 def _ui(args: argparse.Namespace, console: Console) -> int:
+    from xraycnn.tracking.server import server_environment
     from xraycnn.tracking.store import resolve_store
 
     store = resolve_store(args.tracking_uri)
@@ -187,7 +188,7 @@ def _ui(args: argparse.Namespace, console: Console) -> int:
         command += ["--default-artifact-root", store.artifact_root.as_uri()]
     console.print(f"MLflow UI on http://{args.host}:{args.port} for {store.uri} (Ctrl-C to stop)")
     try:
-        return subprocess.call(command)
+        return subprocess.call(command, env=server_environment())
     except KeyboardInterrupt:
         return 0
 

@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from tests.postgres import postgres_server
 from tests.tiny_search import XRAYCNN, random_search
 
-pytestmark = pytest.mark.slow  # the real CLI end to end (make test-fast leaves it out)
+pytestmark = [pytest.mark.slow, pytest.mark.chaos]  # kills, outages, full disks: run first, beside the rest
 
 
 @pytest.fixture(scope="module")

@@ -73,7 +73,9 @@ class TrackingServer:
             "2",
         ]
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=server_environment()
+            )
         try:
             wait_until_answering(
                 f"{self.url}/health", self.process, START_TIMEOUT_S, "the MLflow tracking server", self.log_path
@@ -113,6 +115,13 @@ def tracking_server(
         yield server.url
     finally:
         server.stop()
+
+
+def server_environment() -> dict[str, str]:
+    """The environment of an `mlflow server` / `mlflow ui` this project starts: MLflow's job runner (GenAI
+    judges and trace roll-ups, several consumer processes, each importing MLflow) off unless the user turned it
+    on: xraycnn submits no job."""
+    return {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
 
 
 def _stop(process: subprocess.Popen) -> None:
