@@ -46,6 +46,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return CHAOS_FIRST.index(item.path.name) if item.path.name in CHAOS_FIRST else len(CHAOS_FIRST) - 1
 
     items.sort(key=rank)  # stable: the order within a file, and of the other files, is kept
+
+
 SHARED_DATA = paths.default_data_candidates()[1]
 CLASSES = ("COVID19", "NORMAL")
 

@@ -169,16 +169,14 @@ def _report_command(args: argparse.Namespace, console: Console) -> int:
 
 def _ui(args: argparse.Namespace, console: Console) -> int:
     from xraycnn.tracking.server import server_environment
-    from xraycnn.tracking.store import resolve_store
+    from xraycnn.tracking.store import redact, resolve_store
 
     store = resolve_store(args.tracking_uri)
     command = [
         sys.executable,
         "-m",
         "mlflow",
-        "ui",
-        "--backend-store-uri",
-        store.uri,
+        "ui",  # the store's URI goes in the environment: not on `ps`'s line
         "--host",
         args.host,
         "--port",
@@ -186,9 +184,9 @@ def _ui(args: argparse.Namespace, console: Console) -> int:
     ]
     if store.artifact_root is not None:
         command += ["--default-artifact-root", store.artifact_root.as_uri()]
-    console.print(f"MLflow UI on http://{args.host}:{args.port} for {store.uri} (Ctrl-C to stop)")
+    console.print(f"MLflow UI on http://{args.host}:{args.port} for {redact(store.uri)} (Ctrl-C to stop)")
     try:
-        return subprocess.call(command, env=server_environment())
+        return subprocess.call(command, env=server_environment(store.uri))
     except KeyboardInterrupt:
         return 0
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from mlflow.entities import Metric, Param, Run, RunData, RunInfo, RunTag
 
 from xraycnn.report.figures import _axis, objective_over_trials, parallel_coordinates
@@ -98,3 +100,19 @@ def test_table_is_escaped_sortable_and_marks_the_best() -> None:
     rows = re.findall(r'<tr class="(\w*)"', html)
     assert rows == ["best", "", "", "failed"]
     assert 'data-v="0.9"' in html and 'data-v=""' in html  # numbers sort by value, blanks last
+
+
+@pytest.mark.parametrize(
+    ("experiment", "part"),
+    [
+        ("xraycnn-default", "default"),
+        ("/etc/cron.d", "_etc_cron.d"),
+        ("xraycnn-../../outside", "_.._outside"),
+        ("..", "experiment"),
+    ],
+)
+def test_a_report_folder_never_leaves_the_reports_dir(tmp_path: Path, experiment: str, part: str) -> None:
+    from xraycnn.report import report_folder
+
+    folder = report_folder(tmp_path, experiment)
+    assert folder == tmp_path / part and folder.resolve().parent == tmp_path.resolve()

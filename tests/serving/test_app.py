@@ -81,3 +81,10 @@ def test_mlflow_s_messages_do_not_echo_the_request() -> None:
     status, payload, _ = _call(RequestGuard(_echo_size, 100), [b"bad"], [])
     assert (status, payload["message"], payload["error_code"]) == (400, "why", "BAD_REQUEST")
     assert concise("Schema mismatch") == "Schema mismatch"
+
+
+def test_a_message_never_carries_a_blob_or_runs_long() -> None:
+    blob = "iVBORw0KGgo" + "A" * 5000
+    said = concise(f"Invalid input. Expected column 'image', got column 'x' with value '{blob}'")
+    assert blob[:64] not in said and "<5011 characters>" in said
+    assert len(concise("Unexpected token " + "{ x " * 10_000)) <= 500

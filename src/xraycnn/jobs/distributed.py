@@ -31,7 +31,7 @@ from xraycnn.jobs.inputs import check_inputs
 from xraycnn.jobs.session import ensure_search_experiment
 from xraycnn.runtime.local_http import free_port
 from xraycnn.tracking.server import TrackingServer, default_backend_store_uri
-from xraycnn.tracking.store import beside_database, resolve_store, sqlite_file
+from xraycnn.tracking.store import beside_database, redact, resolve_store, sqlite_file
 from xraycnn.tuning.state import search_lock
 
 MAX_RESTARTS = 3  # per worker: a worker that keeps dying points at a bug, not at bad luck
@@ -115,7 +115,7 @@ def run_distributed(
     server.start()
     url = server.url
     try:
-        console.print(f"MLflow tracking server {url} on {_redact(backend)} (log {logs / 'mlflow-server.log'})")
+        console.print(f"MLflow tracking server {url} on {redact(backend)} (log {logs / 'mlflow-server.log'})")
         _create_once(url, experiment, console)
         oracle = f"127.0.0.1:{oracle_port or free_port()}"
         common = [str(experiment.path), *experiment.override_args(), "--tracking-uri", url, "--oracle", oracle]
@@ -228,12 +228,3 @@ def _default_artifacts(backend: str) -> Path:
     """Next to a SQLite file, as for a local store; the project's mlruns/artifacts for a database server."""
     db = sqlite_file(backend)
     return beside_database(db) if db is not None else paths.mlruns_dir() / "artifacts"
-
-
-def _redact(uri: str) -> str:
-    """A database URI without its password, for the console."""
-    if "@" in uri and "://" in uri:
-        scheme, rest = uri.split("://", 1)
-        credentials, host = rest.rsplit("@", 1)
-        return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}" if ":" in credentials else uri
-    return uri

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,10 +78,17 @@ def build_figures(snapshot: SearchSnapshot) -> dict[str, tuple[bytes, str]]:
     return out
 
 
+def report_folder(reports_dir: Path, experiment: str) -> Path:
+    """`reports_dir`'s folder for an MLflow experiment: its name without the project's prefix, made one safe
+    path part (an absolute name, `..` or a `/` in it cannot lead outside `reports_dir`)."""
+    part = re.sub(r"[^A-Za-z0-9._-]+", "_", experiment.removeprefix(EXPERIMENT_PREFIX)).lstrip(".") or "experiment"
+    return Path(reports_dir) / part
+
+
 def write_report(client: MlflowClient, parent_run_id: str, reports_dir: Path, log: bool = True) -> Report:
     """Write `reports_dir/<experiment>/report.html` and its PNGs; log them to the parent run under report/."""
     snapshot = load_snapshot(client, parent_run_id)
-    folder = Path(reports_dir) / snapshot.experiment.removeprefix(EXPERIMENT_PREFIX)
+    folder = report_folder(reports_dir, snapshot.experiment)
     folder.mkdir(parents=True, exist_ok=True)
     rendered = build_figures(snapshot)
     pngs = []
@@ -95,4 +103,12 @@ def write_report(client: MlflowClient, parent_run_id: str, reports_dir: Path, lo
     return Report(folder, html, pngs, snapshot)
 
 
-__all__ = ["PAGE_NAME", "REPORT_ARTIFACT_DIR", "Report", "build_figures", "latest_search_run", "write_report"]
+__all__ = [
+    "PAGE_NAME",
+    "REPORT_ARTIFACT_DIR",
+    "Report",
+    "build_figures",
+    "latest_search_run",
+    "report_folder",
+    "write_report",
+]

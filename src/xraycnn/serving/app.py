@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -127,13 +128,19 @@ def _json_response(status: int, payload: dict[str, Any]) -> tuple[Message, Messa
     }
 
 
+MAX_MESSAGE = 500  # characters of a 4xx message: what went wrong, never the request sent back
+_LONG_TOKEN = re.compile(r"[A-Za-z0-9+/=_-]{64,}")  # base64 of an image, or any other blob quoted from a request
+
+
 def concise(message: str) -> str:
-    """MLflow prefixes a failed prediction's message with the whole input ("Failed to predict data '<the
-    DataFrame>'"); keep what says why."""
+    """What says why a request failed, without the request: MLflow prefixes a failed prediction's message with
+    the whole input ("Failed to predict data '<the DataFrame>'") and quotes parts of malformed bodies; the
+    prefix is dropped, quoted blobs are shortened and the message is capped at `MAX_MESSAGE` characters."""
     marker = "\nError: "
     if message.startswith("Failed to predict data") and marker in message:
-        return message.rsplit(marker, 1)[1].strip()
-    return message
+        message = message.rsplit(marker, 1)[1].strip()
+    message = _LONG_TOKEN.sub(lambda m: f"<{len(m.group())} characters>", message)
+    return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 12] + " ... (cut)"
 
 
 def _concise_errors(send: Send) -> Send:

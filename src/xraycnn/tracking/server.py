@@ -60,9 +60,7 @@ class TrackingServer:
             sys.executable,
             "-m",
             "mlflow",
-            "server",
-            "--backend-store-uri",
-            self.backend_store_uri,
+            "server",  # the store's URI (a database password in it) goes in the environment, not on `ps`'s line
             "--artifacts-destination",
             self.artifacts_dir.resolve().as_uri(),
             "--host",
@@ -74,7 +72,11 @@ class TrackingServer:
         ]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=server_environment()
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=server_environment(self.backend_store_uri),
             )
         try:
             wait_until_answering(
@@ -117,11 +119,12 @@ def tracking_server(
         server.stop()
 
 
-def server_environment() -> dict[str, str]:
-    """The environment of an `mlflow server` / `mlflow ui` this project starts: MLflow's job runner (GenAI
+def server_environment(backend_store_uri: str) -> dict[str, str]:
+    """The environment of an `mlflow server` / `mlflow ui` this project starts: the backend store's URI (in the
+    environment, where `ps` does not show it to every user of the machine), and MLflow's job runner (GenAI
     judges and trace roll-ups, several consumer processes, each importing MLflow) off unless the user turned it
     on: xraycnn submits no job."""
-    return {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+    return {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ, "MLFLOW_BACKEND_STORE_URI": backend_store_uri}
 
 
 def _stop(process: subprocess.Popen) -> None:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import mlflow
 from filelock import FileLock
@@ -170,3 +171,23 @@ def create_job_run(store: TrackingStore, experiment: str, run_name: str, tags: d
         tags={k: str(v) for k, v in tags.items() if v is not None},
     )
     return run.info.run_id
+
+
+_SECRET_QUERY_KEYS = re.compile(r"pass|pwd|secret|token|key|credential", re.IGNORECASE)
+
+
+def redact(uri: str) -> str:
+    """`uri` fit to print: the password of its user part and the values of secret-looking query parameters
+    (`password=`, `sslpassword=`, `token=` ...) replaced by `***`."""
+    parts = urlsplit(uri)
+    if not parts.scheme or (not parts.netloc and not parts.query):
+        return uri
+    netloc = parts.netloc
+    if "@" in netloc:
+        user, host = netloc.rsplit("@", 1)
+        netloc = f"{user.split(':', 1)[0]}:***@{host}" if ":" in user else netloc
+    query = "&".join(
+        f"{key}=***" if _SECRET_QUERY_KEYS.search(key) else (f"{key}={value}" if sep else key)
+        for key, sep, value in (pair.partition("=") for pair in parts.query.split("&") if pair)
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
