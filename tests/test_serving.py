@@ -117,6 +117,11 @@ def test_the_server_answers_as_predict_does(search: Search, server, films: list[
         assert answer["threshold"] == pytest.approx(threshold)
         assert answer["model_version"] == str(version.version)
         assert answer.get("error") is None
+    # which model answers: GET /model (MLflow's /version is MLflow's version)
+    with urllib.request.urlopen(f"{url}/model", timeout=30) as response:
+        about = json.loads(response.read())
+    assert (about["name"], about["version"]) == (MODEL, str(version.version))
+    assert about["threshold"] == pytest.approx(threshold)
     # one image per request gives the same answer as in a batch
     single = _answers(url, [films[0].read_bytes()])[0]
     assert single["probability_covid19"] == pytest.approx(answers[0]["probability_covid19"], abs=1e-6)

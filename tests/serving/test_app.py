@@ -8,7 +8,13 @@ import json
 from xraycnn.serving.app import RequestGuard, concise
 
 
-def _call(guard: RequestGuard, chunks: list[bytes], headers: list[tuple[bytes, bytes]]) -> tuple[int, dict, int]:
+def _call(
+    guard: RequestGuard,
+    chunks: list[bytes],
+    headers: list[tuple[bytes, bytes]],
+    method: str = "POST",
+    path: str = "/invocations",
+) -> tuple[int, dict, int]:
     """(status, JSON body, how many body chunks were read) of one POST through `guard`."""
     sent: list[dict] = []
     read = 0
@@ -26,7 +32,7 @@ def _call(guard: RequestGuard, chunks: list[bytes], headers: list[tuple[bytes, b
     async def send(message: dict) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "method": "POST", "path": "/invocations", "headers": headers}
+    scope = {"type": "http", "method": method, "path": path, "headers": headers}
     asyncio.run(guard(scope, receive, send))
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     return sent[0]["status"], json.loads(body), read
@@ -88,3 +94,9 @@ def test_a_message_never_carries_a_blob_or_runs_long() -> None:
     said = concise(f"Invalid input. Expected column 'image', got column 'x' with value '{blob}'")
     assert blob[:64] not in said and "<5011 characters>" in said
     assert len(concise("Unexpected token " + "{ x " * 10_000)) <= 500
+
+
+def test_get_model_says_which_model_answers() -> None:
+    about = {"name": "xraycnn", "version": "4", "threshold": 0.6}
+    status, payload, _ = _call(RequestGuard(_echo_size, 10, about), [], [], method="GET", path="/model")
+    assert (status, payload) == (200, about)

@@ -1,6 +1,7 @@
 """MLflow's own model server (`mlflow.pyfunc.scoring_server.init`: /ping, /health, /version, /invocations)
-over one model, behind a guard: a request body over the size limit is refused (413) before it is read into
-memory or decoded, and a refused request's message says what was wrong without echoing the request back.
+over one model, with GET /model (its name, version, threshold and sites), behind a guard: a request body
+over the size limit is refused (413) before it is read into memory or decoded, and a refused request's
+message says what was wrong without echoing the request back.
 
 `xraycnn serve` runs it under uvicorn (`from_environment` is the factory each worker process calls).
 """
@@ -30,7 +31,18 @@ def create_app(model_path: str, model_config: dict[str, Any], max_bytes: int = D
     from mlflow.pyfunc import scoring_server
 
     model = mlflow.pyfunc.load_model(model_path, model_config=model_config or None)
-    return RequestGuard(scoring_server.init(model), max_bytes)
+    card = model.metadata.metadata or {}
+    about = {
+        "name": model_config.get("model_name") or None,
+        "version": model_config.get("model_version") or None,
+        "threshold": card.get("threshold"),
+        "threshold_rule": card.get("threshold_rule"),
+        "sites": model_config.get("sites") or {},
+        "default_site": model_config.get("site") or None,
+        "input_shape": card.get("input_shape"),
+        "mlflow_version": mlflow.__version__,
+    }
+    return RequestGuard(scoring_server.init(model), max_bytes, about)
 
 
 def from_environment() -> ASGIApp:
@@ -41,15 +53,21 @@ def from_environment() -> ASGIApp:
     )
 
 
-class RequestGuard:
-    """ASGI middleware: the body-size limit, and concise 4xx messages from /invocations."""
+MODEL_ROUTE = "/model"  # ours: which model answers (MLflow's /version is MLflow's version)
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+
+class RequestGuard:
+    """ASGI middleware: the body-size limit, concise 4xx messages from /invocations, and GET /model."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, about: dict[str, Any] | None = None) -> None:
+        self.app, self.max_bytes, self.about = app, max_bytes, about or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if scope.get("path") == MODEL_ROUTE and scope.get("method") == "GET":
+            await _send_json(send, 200, self.about)
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
