@@ -175,6 +175,15 @@ def test_bad_requests_are_4xx_with_a_message(server, films: list[Path]) -> None:
     not_base64 = json.dumps({"dataframe_split": {"columns": ["image"], "data": [["abcde"]]}}).encode()
     status, payload = _post(f"{url}/invocations", not_base64)
     assert status == 400 and "base64" in payload["message"], payload
+    # MLflow's other request forms: the same records as `instances` or `inputs` are answered as dataframe_records
+    record = {"image": base64.b64encode(films[0].read_bytes()).decode()}
+    for form in ("instances", "inputs"):
+        status, payload = _post(f"{url}/invocations", json.dumps({form: [record]}).encode())
+        assert status == 200 and payload["predictions"][0]["error"] is None, (form, payload)
+    for empty in ({"dataframe_split": {"columns": ["image"], "data": []}}, {"dataframe_records": []}):
+        status, payload = _post(f"{url}/invocations", json.dumps(empty).encode())
+        assert status == 400 and "image" in payload["message"], (empty, payload)  # refused both ways
+        assert "Failed to" not in payload["message"] and "DataFrame" not in payload["message"], payload
     too_big = _request([b"\0" * int(LIMIT_MB * 2**20)])
     status, payload = _post(f"{url}/invocations", too_big)
     assert status == 413 and "limit is" in payload["message"], payload

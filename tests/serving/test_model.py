@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 
 import keras
@@ -59,3 +60,19 @@ def test_a_request_without_the_image_column_is_refused(served: ImageModel) -> No
     with pytest.raises(MlflowException, match="expected a column 'image'") as err:
         served.predict(pd.DataFrame({"picture": [_png((32, 32))]}))
     assert err.value.get_http_status_code() == 400
+
+
+def test_base64_text_is_an_image_and_other_text_says_the_format(served: ImageModel) -> None:
+    png = _png((32, 32), 255)
+    encoded = base64.b64encode(png)
+    as_text = served.predict(pd.DataFrame({"image": [encoded.decode(), encoded]}))
+    assert as_text["probability_covid19"].tolist() == pytest.approx([1.0, 1.0])
+    mixed = served.predict(pd.DataFrame({"image": [png, "not base64!"]}))
+    assert mixed["error"].tolist()[1].startswith("image 1: text that is not base64: send the image files' bytes")
+
+
+def test_an_empty_request_is_refused_whatever_its_form(served: ImageModel) -> None:
+    for empty in (pd.DataFrame({"image": []}), pd.DataFrame()):
+        with pytest.raises(MlflowException, match=r"no image|expected a column 'image'") as err:
+            served.predict(empty)
+        assert err.value.get_http_status_code() == 400 and "dataframe_split" in str(err.value)

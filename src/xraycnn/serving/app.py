@@ -152,10 +152,11 @@ _LONG_TOKEN = re.compile(r"[A-Za-z0-9+/=_-]{64,}")  # base64 of an image, or any
 
 def concise(message: str) -> str:
     """What says why a request failed, without the request: MLflow prefixes a failed prediction's message with
-    the whole input ("Failed to predict data '<the DataFrame>'") and quotes parts of malformed bodies; the
-    prefix is dropped, quoted blobs are shortened and the message is capped at `MAX_MESSAGE` characters."""
-    marker = "\nError: "
-    if message.startswith("Failed to predict data") and marker in message:
+    the whole input ("Failed to predict data '<the DataFrame>'", "Failed to enforce schema of data '...'")
+    and quotes parts of malformed bodies; the prefix is dropped, quoted blobs are shortened and the message is
+    capped at `MAX_MESSAGE` characters."""
+    marker = "Error: "
+    if message.startswith(("Failed to predict data", "Failed to enforce schema of data")) and marker in message:
         message = message.rsplit(marker, 1)[1].strip()
     message = _LONG_TOKEN.sub(lambda m: f"<{len(m.group())} characters>", message)
     return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 12] + " ... (cut)"

@@ -12,6 +12,8 @@ a request none of whose images can be used is refused as a whole (HTTP 400 from 
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any
 
 import numpy as np
@@ -123,7 +125,9 @@ class ImageModel:
                 good.append(index)
             except UnreadableImageError as exc:
                 errors[index] = f"image {index}: {exc}"
-        if images and not good:
+        if not images:
+            raise MlflowException(f"the request holds no image; {ACCEPTED_FORMAT}", INVALID_PARAMETER_VALUE)
+        if not good:
             raise MlflowException("; ".join(e for e in errors if e), INVALID_PARAMETER_VALUE)
         probabilities = np.full(len(images), np.nan)
         if good:
@@ -162,22 +166,42 @@ class ImageServingModel(PythonModel):
 def _image_column(model_input: Any) -> list[Any]:
     if isinstance(model_input, pd.DataFrame):
         if IMAGE_COLUMN not in model_input.columns:
+            columns = [str(c)[:40] for c in list(model_input.columns)[:5]]
             raise MlflowException(
-                f"expected a column {IMAGE_COLUMN!r} of image bytes, got columns {list(model_input.columns)}",
+                f"expected a column {IMAGE_COLUMN!r} of image bytes, got columns {columns}; {ACCEPTED_FORMAT}",
                 INVALID_PARAMETER_VALUE,
             )
         return model_input[IMAGE_COLUMN].tolist()
     if isinstance(model_input, dict) and IMAGE_COLUMN in model_input:
         return list(model_input[IMAGE_COLUMN])
     raise MlflowException(
-        f"expected a DataFrame with a column {IMAGE_COLUMN!r} of image bytes, got {type(model_input).__name__}",
+        f"expected a DataFrame with a column {IMAGE_COLUMN!r} of image bytes, got {type(model_input).__name__}; "
+        f"{ACCEPTED_FORMAT}",
         INVALID_PARAMETER_VALUE,
     )
 
 
+ACCEPTED_FORMAT = (
+    "send the image files' bytes base64-encoded in a column 'image': "
+    '{"dataframe_split": {"columns": ["image"], "data": [["<base64>"], ...]}} or '
+    '{"dataframe_records": [{"image": "<base64>"}, ...]} (also "instances" / "inputs" with the same records)'
+)
+
+
 def _as_bytes(image: Any) -> bytes:
+    """An image's bytes: as given, or decoded from base64 (MLflow hands a binary column's base64 over as text,
+    or as the text's bytes, in `instances`, `inputs` and CSV bodies; an image file is never all base64)."""
     from xraycnn.data.images import UnreadableImageError
 
+    if isinstance(image, str):
+        try:
+            return base64.b64decode(image, validate=True)
+        except (binascii.Error, ValueError):
+            raise UnreadableImageError(f"text that is not base64: {ACCEPTED_FORMAT}") from None
     if isinstance(image, bytes | bytearray | memoryview):
-        return bytes(image)
-    raise UnreadableImageError(f"expected image bytes, got {type(image).__name__}")
+        data = bytes(image)
+        try:
+            return base64.b64decode(data, validate=True) if data else data
+        except (binascii.Error, ValueError):
+            return data
+    raise UnreadableImageError(f"expected image bytes, got {type(image).__name__}: {ACCEPTED_FORMAT}")
