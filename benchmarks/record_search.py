@@ -1,6 +1,6 @@
 """Write what a finished search measured to a JSON file under benchmarks/results/, so that every figure the
 README quotes about a search comes from a committed file: its wall time and peak memory, its trials, its
-champion's test figures, shortcut audit, calls under acquisition changes and calibration with their intervals
+champion's test figures, shortcut audit, calls under acquisition changes, calibration and input guard, with intervals
 (all from the MLflow store, as the search logged them), and the machine.
 
     python benchmarks/record_search.py EXPERIMENT --command "what ran the search" [--peak-rss-kib N]
@@ -139,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
             },
             "test_ece_uncalibrated": metrics.get("test_ece_uncalibrated"),
             "calibration": {"scale": metrics.get("calibration_scale"), "shift": metrics.get("calibration_shift")},
+            "input_guard": {  # shares refused: real test films, as given and under changes; made non-films
+                k.removeprefix("test_"): metrics[k] for k in metrics if k.startswith(("test_guard_", "guard_"))
+            },
             "worst_change": tags.get("xraycnn.test_shift_worst_change")
             or client.get_model_version(tags["xraycnn.registered_model"], tags["xraycnn.registered_version"]).tags.get(
                 "xraycnn.test_shift_worst_change"

@@ -56,6 +56,7 @@ def test_a_shipped_experiment_runs_end_to_end(name: str, small_dataset: Path, tm
     assert run.data.tags["xraycnn.overrides"] == " ".join(overrides[1::2])
     assert run.data.params["override.data.image_size"] == "32" and run.data.params["data.image_size"] == "32"
     assert {"test_auc", "test_borders_only_auc", "test_gradcam_outside_share"} <= set(run.data.metrics)
+    assert {"test_guard_refused", "guard_refused_not_films"} <= set(run.data.metrics)  # its input guard, measured
     model = run.data.tags["xraycnn.registered_model"]
     assert client.get_model_version_by_alias(model, "champion").run_id == run.info.run_id
     if name != "seed.toml":

@@ -15,6 +15,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from tests.tiny_search import EPOCH_METRICS, MODEL, TEST_METRICS, Search
 from xraycnn import prepare_images
@@ -122,8 +123,12 @@ def test_registered_champion_predicts_like_the_trained_model(search: Search, tmp
     # the pyfunc flavour takes the image files' bytes (the README's way) and decodes them as training did
     pyfunc = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
     answers = pyfunc.predict(pd.DataFrame({"image": [(search.root / f).read_bytes() for f in logged["file"]]}))
-    np.testing.assert_allclose(answers["probability_covid19"].astype(float), loaded, atol=1e-6)
-    assert answers["error"].isna().all() and set(answers["call"]) <= {"COVID19", "NORMAL"}
+    # the films the assessment found the input guard refusing, and those only, get no answer
+    accepted = ~logged["refused_by_input_guard"].to_numpy()
+    assert accepted.sum() >= len(accepted) // 2
+    np.testing.assert_allclose(answers["probability_covid19"].astype(float)[accepted], loaded[accepted], atol=1e-6)
+    assert answers["error"][accepted].isna().all() and set(answers["call"][accepted]) <= {"COVID19", "NORMAL"}
+    assert all("not a chest radiograph" in e for e in answers["error"][~accepted])
     # and the project's helper still reads the geometry from the pyfunc model's metadata
     assert prepare_images([search.root / logged["file"][0]], pyfunc).shape == (1, 64, 64, 1)
     # and the trained model itself, as Keras Tuner checkpointed it
@@ -159,11 +164,13 @@ def test_every_path_applies_the_same_preprocessing(search: Search, tmp_path: Pat
     from xraycnn.jobs.predict import run_predict
 
     parent, _ = parent_and_children(search)
-    assessed = pd.read_csv(
+    logged = pd.read_csv(
         search.client.download_artifacts(parent.info.run_id, "evaluation/test_predictions.csv", str(tmp_path))
-    ).set_index("file")["probability_covid19"]
+    ).set_index("file")
+    assessed = logged["probability_covid19"]
     files = sorted(assessed.index)
     paths = [search.root / f for f in files]
+    refused = logged.loc[files, "refused_by_input_guard"].to_numpy()
     mlflow.set_tracking_uri(search.env["MLFLOW_TRACKING_URI"])
     mlflow.set_registry_uri(search.env["MLFLOW_TRACKING_URI"])
     uri = f"models:/{MODEL}@champion"
@@ -178,6 +185,7 @@ def test_every_path_applies_the_same_preprocessing(search: Search, tmp_path: Pat
     by_pyfunc = pyfunc.predict(pd.DataFrame({"image": [p.read_bytes() for p in paths]}))["probability_covid19"]
     by_pyfunc = by_pyfunc.astype(float).to_numpy()
     by_predict = [p.probability for p in run_predict(uri, paths, tracking_uri=search.env["MLFLOW_TRACKING_URI"])]
+    by_predict = np.array([np.nan if p is None else p for p in by_predict])
     result = search.run("evaluate", "--model", uri, "--data", str(search.root), "--resamples", "100")
     assert result.returncode == 0, result.stderr
     experiment = search.client.get_experiment_by_name("xraycnn-evaluations")
@@ -187,13 +195,12 @@ def test_every_path_applies_the_same_preprocessing(search: Search, tmp_path: Pat
     ).set_index("file")["probability_covid19"]
     evaluated.index = [f"test/{f}" for f in evaluated.index]  # it evaluated the layout's test/ folder
     expected = assessed.loc[files].to_numpy()
-    for name, got in {
-        "keras": by_keras,
-        "pyfunc": by_pyfunc,
-        "predict": by_predict,
-        "evaluate": evaluated.loc[files].to_numpy(),
-    }.items():
+    # every film scored by the Keras model and `evaluate`; the guard's refusals answered by none of the others
+    for name, got in {"keras": by_keras, "evaluate": evaluated.loc[files].to_numpy()}.items():
         np.testing.assert_allclose(got, expected, atol=1e-6, err_msg=name)
+    for name, got in {"pyfunc": by_pyfunc, "predict": by_predict}.items():
+        np.testing.assert_array_equal(np.isnan(got), refused, err_msg=name)
+        np.testing.assert_allclose(got[~refused], expected[~refused], atol=1e-6, err_msg=name)
     # and the shortcut audit is part of every evaluation, per source too
     assert {"borders_only_auc", "lungs_only_auc_ci_low", "gradcam_outside_share"} <= set(run.data.metrics)
     assert "Shortcut audit" in result.stdout and "borders_only_auc" in result.stdout
@@ -203,11 +210,14 @@ def test_plain_mlflow_loads_work_in_a_clean_interpreter(search: Search, tmp_path
     """`mlflow.keras.load_model` and `mlflow.pyfunc.load_model` by name in a fresh Python that imports nothing
     of xraycnn: the Keras load needs none of it, the pyfunc load imports only its installed loader."""
     parent, _ = parent_and_children(search)
-    assessed = pd.read_csv(
+    predictions = pd.read_csv(
         search.client.download_artifacts(parent.info.run_id, "evaluation/test_predictions.csv", str(tmp_path))
-    ).set_index("file")["probability_covid19"]
-    files = sorted(assessed.index)[:6]
+    ).set_index("file")
+    assessed = predictions["probability_covid19"]
+    files = sorted(predictions.index[~predictions["refused_by_input_guard"]])[:6]
     uri = f"models:/{MODEL}@champion"
+    blank = tmp_path / "blank.png"
+    Image.new("L", (256, 256)).save(blank)
     films = prepare_images([search.root / f for f in files], mlflow.keras.load_model(uri))
     np.save(tmp_path / "films.npy", films)
     (tmp_path / "paths.txt").write_text("\n".join(str(search.root / f) for f in files))
@@ -220,17 +230,23 @@ by_keras = keras_model.predict(np.load({str(tmp_path / "films.npy")!r}), verbose
 paths = open({str(tmp_path / "paths.txt")!r}).read().split("\\n")
 pyfunc = mlflow.pyfunc.load_model({uri!r})
 answers = pyfunc.predict(pd.DataFrame({{"image": [open(p, "rb").read() for p in paths]}}))
+refused = pyfunc.predict(pd.DataFrame({{"image": [open(paths[0], "rb").read(), open({str(blank)!r}, "rb").read()]}}))
 loaded = sorted(m for m in sys.modules if m.startswith("xraycnn.serving"))
-print("RESULT" + json.dumps([by_keras, answers["probability_covid19"].astype(float).tolist(), loaded]))
+print("RESULT" + json.dumps([by_keras, answers["probability_covid19"].astype(float).tolist(), loaded,
+                             refused["error"].tolist(), answers["model_version"].iloc[0]]))
 """
     env = {**os.environ, **search.env, "MLFLOW_REGISTRY_URI": search.env["MLFLOW_TRACKING_URI"]}
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    by_keras, by_pyfunc, loaded = json.loads(result.stdout.split("RESULT", 1)[1])
+    by_keras, by_pyfunc, loaded, errors, model_version = json.loads(result.stdout.split("RESULT", 1)[1])
     expected = assessed.loc[files].to_numpy()
     np.testing.assert_allclose(by_keras, expected, atol=1e-6)
     np.testing.assert_allclose(by_pyfunc, expected, atol=1e-6)
     assert "xraycnn.serving.loader" in loaded
+    assert errors[0] is None and "not a chest radiograph" in errors[1]  # the input guard came with the model
+    # outside `xraycnn serve` the answers name the logged model the registry's version points at
+    version = search.client.get_model_version_by_alias(MODEL, "champion")
+    assert model_version.startswith("m-") and version.source == f"models:/{model_version}"
 
 
 def test_every_trial_and_the_champion_carry_the_shortcut_audit(search: Search) -> None:
@@ -317,7 +333,7 @@ def test_rerun_resumes_without_running_trials_again(search: Search) -> None:
 
 
 def test_predict_prints_probability_and_label(search: Search) -> None:
-    files = [f for cls in ("COVID19", "NORMAL") for f in sorted((search.root / "test" / cls).iterdir())[:3]]
+    files = search.accepted_test_films(3)
     result = search.run("predict", "--model", f"models:/{MODEL}@champion", *map(str, files))
     assert result.returncode == 0, result.stderr
     assert "P(COVID19)" in result.stdout
@@ -334,6 +350,36 @@ def test_predict_prints_probability_and_label(search: Search) -> None:
     missing = search.run("predict", "--model", f"models:/{MODEL}@staging", str(files[0]))
     assert missing.returncode == 2
     assert f"{MODEL} (champion=v1" in missing.stderr
+
+
+def test_what_is_not_a_chest_film_is_refused_with_its_guard_score(search: Search, tmp_path: Path) -> None:
+    """The champion carries an input guard fitted at registration: `predict` gives a blank page, noise and a
+    photograph no call, and the champion's run holds how often it refuses real and made images."""
+    from xraycnn.evaluation.not_films import not_films
+
+    made = not_films(256, 1)
+    images = {"blank.png": made["blank"][0], "noise.png": made["noise"][0], "photo.png": made["photo"][3]}
+    for name, image in images.items():
+        Image.fromarray(image[..., 0]).save(tmp_path / name)
+    film = search.accepted_test_films(1)[1]  # a NORMAL film
+    paths = [str(film), *(str(tmp_path / n) for n in images)]
+    result = search.run("predict", "--model", f"models:/{MODEL}@champion", *paths)
+    assert result.returncode == 1, result.stdout  # not every image got a call
+    text = " ".join(result.stdout.split())
+    assert text.count("not a chest radiograph") == len(images) and "input guard score" in text, result.stdout
+    assert re.search(r"│\s*[01]\.\d{4}\s*│\s*(COVID19|NORMAL)\s*│", result.stdout)  # the film got its call
+    parent, _ = parent_and_children(search)
+    m = parent.data.metrics
+    # a tiny network's guard (1-2 blocks of 4-8 filters, 58 films) refuses most of them (the default
+    # search's champion: benchmarks/results/search-default-20261205-input-guard-*.json)
+    kinds = [k for k in m if k.startswith("guard_refused_not_film_")]
+    assert len(kinds) == 6 and all(0 <= m[k] <= 1 for k in kinds) and m["guard_refused_not_films"] >= 0.5
+    assert 0 <= m["test_guard_refused"] <= 0.1 and m["guard_limit"] > 0
+    assert "test_guard_refused_shift_worst" in m
+    mlflow.set_tracking_uri(search.env["MLFLOW_TRACKING_URI"])
+    mlflow.set_registry_uri(search.env["MLFLOW_TRACKING_URI"])
+    info = mlflow.models.get_model_info(f"models:/{MODEL}@champion")
+    assert info.metadata["input_guard"]["limit"] == pytest.approx(m["guard_limit"], abs=1e-4)
 
 
 def test_train_fixed_network_as_one_run(search: Search) -> None:
@@ -516,9 +562,7 @@ def test_predict_uses_the_models_threshold_and_explains(search: Search, tmp_path
     threshold = float(version.tags["xraycnn.threshold"])
     # two films of one name in two folders, as a user's class folders may hold
     files = []
-    for folder, src in zip(
-        ("NORMAL", "COVID19"), sorted((search.root / "test" / "COVID19").iterdir())[:2], strict=True
-    ):
+    for folder, src in zip(("NORMAL", "COVID19"), search.accepted_test_films(2)[:2], strict=True):
         (tmp_path / "films" / folder).mkdir(parents=True)
         files.append(tmp_path / "films" / folder / "x.jpg")
         files[-1].write_bytes(src.read_bytes())

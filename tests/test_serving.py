@@ -84,7 +84,7 @@ def server(search: Search) -> Iterator[tuple[str, subprocess.Popen]]:
 @pytest.fixture(scope="module")
 def films(search: Search, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Real JPEG test films of both classes, and the same films as PNG (grey, RGBA, 16-bit)."""
-    jpegs = [f for cls in ("COVID19", "NORMAL") for f in sorted((search.root / "test" / cls).iterdir())[:3]]
+    jpegs = search.accepted_test_films(3)
     out = tmp_path_factory.mktemp("films")
     pngs = []
     for i, (source, mode) in enumerate(zip(jpegs, ("L", "RGBA", "I;16"), strict=False)):
@@ -140,7 +140,7 @@ def _png(size: tuple[int, int], mode: str = "L") -> bytes:
         (b"this is not an image", "not an image"),
         ("truncated", "truncated"),
         (_png((8, 8)), "too small"),
-        (_png((9000, 9000), "1"), "decompression-bomb"),
+        (_png((9000, 9000), "1"), "over this server's limit of 36,000,000"),
     ],
 )
 def test_a_bad_image_is_a_400_naming_it_and_the_server_goes_on(
@@ -153,6 +153,23 @@ def test_a_bad_image_is_a_400_naming_it_and_the_server_goes_on(
     assert payload["message"].startswith("image 0: ") and reason in payload["message"], payload
     assert "Failed to predict data" not in payload["message"]  # the request is not echoed back
     assert _answers(url, [films[0].read_bytes()])[0]["error"] is None
+
+
+def test_what_is_not_a_chest_film_gets_no_call(server, films: list[Path]) -> None:
+    """The model's input guard at the door: a blank page alone is a 400 that says why; noise beside a film
+    gets no probability and no call, the film its answer."""
+    url, _ = server
+    with urllib.request.urlopen(f"{url}/model", timeout=30) as response:
+        guard = json.loads(response.read())["input_guard"]
+    assert guard["limit"] > 0 and guard["file"] == "input_guard.npz"
+    status, payload = _post(f"{url}/invocations", _request([_png((256, 256))]))
+    assert status == 400 and payload["message"].startswith("image 0: not a chest radiograph"), payload
+    noise = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (256, 256), dtype=np.uint8)).save(noise, "PNG")
+    film, refused = _answers(url, [films[0].read_bytes(), noise.getvalue()])
+    assert film["error"] is None and film["call"] in ("COVID19", "NORMAL")
+    assert refused["probability_covid19"] is None and refused["call"] is None
+    assert refused["error"].startswith("image 1: not a chest radiograph") and "input guard score" in refused["error"]
 
 
 def test_one_bad_image_does_not_hide_the_others(server, films: list[Path]) -> None:
@@ -187,6 +204,39 @@ def test_bad_requests_are_4xx_with_a_message(server, films: list[Path]) -> None:
     too_big = _request([b"\0" * int(LIMIT_MB * 2**20)])
     status, payload = _post(f"{url}/invocations", too_big)
     assert status == 413 and "limit is" in payload["message"], payload
+    assert _answers(url, [films[0].read_bytes()])[0]["error"] is None
+
+
+def test_curl_gets_a_413_at_once(server, films: list[Path], tmp_path: Path) -> None:
+    """curl asks for "100 Continue" before sending a large body: the 413 comes at once, not at its timeout."""
+    url, _ = server
+    body = tmp_path / "big.json"
+    body.write_bytes(_request([b"\0" * int(LIMIT_MB * 2**20 * 3)]))
+    result = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "--max-time",
+            "20",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code} %{time_total}",
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            f"@{body}",
+            f"{url}/invocations",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    payload, status_and_time = result.stdout.rsplit("\n", 1)
+    status, seconds = status_and_time.split()
+    assert status == "413" and "limit is" in json.loads(payload)["message"]
+    assert float(seconds) < 1.0, seconds
     assert _answers(url, [films[0].read_bytes()])[0]["error"] is None
 
 

@@ -109,6 +109,23 @@ class Search:
     def runs(self) -> list:
         return self.client.search_runs([self.experiment_id], order_by=["attributes.start_time ASC"])
 
+    def accepted_test_films(self, per_class: int) -> list[Path]:
+        """The first `per_class` test films of each class (COVID19 first) that the champion's input guard lets
+        through, as its final assessment scored them: the tiny search's guard, fitted on 58 films, refuses
+        some real ones (the test films come from other ends of the dataset's name order than the training
+        films), and the tests that compare answers across paths need answers."""
+        import pandas as pd
+
+        parent = next(r for r in self.runs() if "mlflow.parentRunId" not in r.data.tags)
+        local = self.client.download_artifacts(parent.info.run_id, "evaluation/test_predictions.csv", str(self.tmp))
+        table = pd.read_csv(local)
+        accepted = table[~table["refused_by_input_guard"]]
+        return [
+            self.root / f
+            for label in ("COVID19", "NORMAL")
+            for f in sorted(accepted[accepted["label"] == label]["file"])[:per_class]
+        ]
+
 
 def run_tiny_search(dataset: Path, tmp: Path) -> Search:
     (tmp / "tiny.toml").write_text(EXPERIMENT.format(root=dataset))

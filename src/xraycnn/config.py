@@ -579,6 +579,9 @@ class EvaluationConfig(_Frozen):
     target_shift_specificity: float = Field(0.88, gt=0, lt=1)  # with threshold = "shift_specificity"
     target_sensitivity: float = Field(0.95, gt=0, lt=1)  # with threshold = "sensitivity"
     bootstrap_resamples: int = Field(1000, ge=100, le=100_000)  # stratified, seeded with the experiment's seed
+    # The input guard (model.input_guard) refuses this share of the validation films (as given and under each
+    # acquisition change) and what lies further from the training films; 0: no guard
+    input_guard_reject_share: float = Field(0.005, ge=0, le=0.1)
 
 
 class RegistryConfig(_Frozen):

@@ -35,6 +35,7 @@ import xraycnn.model  # noqa: F401  registers the project's layers, which its mo
 from xraycnn.config import SHIFT_OBJECTIVE
 from xraycnn.errors import ModelNotFoundError, RegistryError, UnsafeModelError, XrayCnnError
 from xraycnn.evaluation import THRESHOLD
+from xraycnn.model.input_guard import InputGuard, load_guard_beside
 from xraycnn.serving import flavor as serving_flavor
 from xraycnn.tracking.tags import (
     BORDERS_ONLY_TAG,
@@ -248,6 +249,7 @@ def log_and_register(
     tags: dict[str, Any],
     description: str,
     metadata: dict[str, Any] | None = None,
+    input_guard: InputGuard | None = None,
 ) -> Registration:
     """Log `model` to the active run, register it under `model_name` and set its alias (last). `metadata`
     travels inside the model (its MLmodel file), e.g. the decision threshold, wherever the model is copied;
@@ -266,6 +268,7 @@ def log_and_register(
             threshold_rule=threshold_rule,
             pip_requirements=serving_requirements(),
             metadata={**metadata, "input_shape": list(input_shape)},
+            input_guard=input_guard,
         )
     except (MlflowException, OSError) as exc:
         raise RegistryError(failure_message(f"logging the model of {model_name}", exc, before)) from exc
@@ -381,6 +384,7 @@ class ModelCard:
     model_id: str | None = None
     run_id: str | None = None
     sites: dict[str, dict[str, Any]] = field(default_factory=dict)  # site -> its stored SiteThreshold and more
+    input_guard: InputGuard | None = field(default=None, compare=False)  # None: registered before the guard
 
     def decision(self, site: str | None = None) -> tuple[float, str]:
         """(threshold, how it was set): the model's own, or with `site` that site's; an unknown site is an
@@ -467,15 +471,21 @@ def download_model(model_uri: str) -> tuple[Path, ModelCard, Model]:
     """The model's local folder, its card and its MLmodel description, from one download."""
     local = _download(model_uri)
     mlmodel = _read_mlmodel(model_uri, local)
-    return local, _card(model_uri, mlmodel), mlmodel
+    return local, _card(model_uri, mlmodel, local), mlmodel
 
 
 def describe_model(model_uri: str) -> ModelCard:
     """The threshold a model carries (its MLmodel metadata, else its version's tags) and its version."""
-    return _card(model_uri, _read_mlmodel(model_uri, _download(model_uri)))
+    local = _download(model_uri)
+    return _card(model_uri, _read_mlmodel(model_uri, local), local)
 
 
-def _card(model_uri: str, mlmodel: Model) -> ModelCard:
+def _guard(local: Path, mlmodel: Model) -> InputGuard | None:
+    data = mlmodel.flavors.get("keras", {}).get("data")
+    return load_guard_beside(local / data / serving_flavor.loader.KERAS_FILE) if data else None
+
+
+def _card(model_uri: str, mlmodel: Model, local: Path) -> ModelCard:
     metadata = mlmodel.metadata or {}
     version = _registered_version(MlflowClient(), model_uri)
     tags = version.tags if version is not None else {}
@@ -489,6 +499,7 @@ def _card(model_uri: str, mlmodel: Model) -> ModelCard:
         model_id=None if version is None else _logged_model_id(version),
         run_id=None if version is None else version.run_id,
         sites=site_thresholds(tags),
+        input_guard=_guard(local, mlmodel),
     )
 
 
@@ -508,11 +519,11 @@ def load_keras_model(model_uri: str) -> keras.Model:
 
 def load_keras_model_with_card(model_uri: str) -> tuple[keras.Model, ModelCard]:
     """`load_keras_model`, and the model's card from the same download."""
-    model, mlmodel = _load_keras(model_uri)
-    return model, _card(model_uri, mlmodel)
+    model, mlmodel, local = _load_keras(model_uri)
+    return model, _card(model_uri, mlmodel, local)
 
 
-def _load_keras(model_uri: str) -> tuple[keras.Model, Model]:
+def _load_keras(model_uri: str) -> tuple[keras.Model, Model, Path]:
     """The model, loaded in safe mode, and its MLmodel description, from one download."""
     local = _download(model_uri)
     mlmodel = _read_mlmodel(model_uri, local)
@@ -532,4 +543,4 @@ def _load_keras(model_uri: str) -> tuple[keras.Model, Model]:
             f"{str(exc).splitlines()[0][:200]}). Only load such a model if you trust its author, with "
             "keras.saving.load_model(path, safe_mode=False) yourself"
         ) from None
-    return model, mlmodel
+    return model, mlmodel, local

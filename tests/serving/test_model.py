@@ -76,3 +76,29 @@ def test_an_empty_request_is_refused_whatever_its_form(served: ImageModel) -> No
         with pytest.raises(MlflowException, match=r"no image|expected a column 'image'") as err:
             served.predict(empty)
         assert err.value.get_http_status_code() == 400 and "dataframe_split" in str(err.value)
+
+
+def _bilevel_png(size: tuple[int, int]) -> bytes:
+    """A large image in a small file (1 bit per pixel, all black: a few KB for tens of megapixels)."""
+    buffer = io.BytesIO()
+    Image.new("1", size).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_an_image_over_the_pixel_limit_is_refused_from_its_header(served: ImageModel) -> None:
+    huge = _bilevel_png((8000, 8000))
+    assert len(huge) < 100_000  # a small file: the bytes limit alone would let it in
+    answers = served.predict(pd.DataFrame({"image": [huge, _png((32, 32), 255)]}))
+    assert answers["error"].tolist()[0].startswith("image 0: 64,000,000 pixels is over this server's limit")
+    assert answers["probability_covid19"].tolist()[1] == pytest.approx(1.0)
+
+
+def test_a_request_over_the_pixel_budget_is_refused_whole(tmp_path) -> None:
+    network = keras.Sequential([keras.Input((16, 16, 1)), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(1)])
+    network.save(tmp_path / "model.keras")
+    config = model_config(0.5, "fixed") | {"max_request_pixels": 10_000}
+    small = ImageModel.load(str(tmp_path / "model.keras"), config)
+    assert len(small.predict(pd.DataFrame({"image": [_png((80, 80))]}))) == 1  # 6,400 pixels: within
+    with pytest.raises(MlflowException, match="hold 12,800 pixels; this server decodes at most 10,000") as err:
+        small.predict(pd.DataFrame({"image": [_png((80, 80)), _png((80, 80))]}))
+    assert err.value.get_http_status_code() == 400

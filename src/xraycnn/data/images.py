@@ -55,6 +55,19 @@ def _flatten_alpha(image: Image.Image) -> Image.Image:
     return image
 
 
+def pixel_count(data: bytes) -> int | None:
+    """Width x height from an image's header, without decoding it; None when the header cannot be read
+    (`decode_image` then says why)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as opened:
+                width, height = opened.size
+    except (Image.DecompressionBombError, UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return None
+    return width * height
+
+
 def decode_image(source: str | Path | bytes, size: int, channels: int) -> np.ndarray:
     """uint8 (size, size, channels) array of one file (a path, or its bytes as a server receives them), or
     `UnreadableImageError`."""

@@ -109,11 +109,17 @@ def binary_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: flo
 
 
 def predict_probabilities(model, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """P(COVID19) per image, in batches of `batch_size` through the model's compiled forward pass (Keras'
-    `predict` sets up a dataset and a progress loop per call: most of the time of a one-image request).
-    Beyond one batch, the last batch is padded to full size: oneDNN's kernels for a smaller batch can round
-    differently in the last bit, and the same film must score the same wherever it falls (a model that crops
-    to the lungs gives every borders-only film one probability, and the audit's AUC is then exactly 0.5)."""
+    """P(COVID19) per image (`forward_outputs` of a one-output model)."""
+    return forward_outputs(model, images, batch_size).reshape(-1)
+
+
+def forward_outputs(model, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """The model's output per image, one row each, in batches of `batch_size` through the model's compiled
+    forward pass (Keras' `predict` sets up a dataset and a progress loop per call: most of the time of a
+    one-image request). Beyond one batch, the last batch is padded to full size: oneDNN's kernels for a smaller
+    batch can round differently in the last bit, and the same film must score the same wherever it falls (a
+    model that crops to the lungs gives every borders-only film one probability, and the audit's AUC is then
+    exactly 0.5)."""
     images = images.astype(np.float32)
     count = len(images)
     forward = _forward_pass(model)
@@ -123,8 +129,9 @@ def predict_probabilities(model, images: np.ndarray, batch_size: int = 256) -> n
         short = batch_size - len(batch) if count > batch_size else 0
         if short:
             batch = np.concatenate([batch, np.zeros((short, *batch.shape[1:]), np.float32)])
-        out.append(np.asarray(forward(batch)).reshape(-1)[: batch_size - short])
-    return np.concatenate(out) if out else np.empty(0, np.float32)
+        result = np.asarray(forward(batch))
+        out.append(result.reshape(len(batch), -1)[: batch_size - short])
+    return np.concatenate(out) if out else np.empty((0, 1), np.float32)
 
 
 _FORWARD: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()

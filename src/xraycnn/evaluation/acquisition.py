@@ -193,6 +193,16 @@ def acquired_sets(
     return {name: change_films(source, name, seed, size) for name in names}
 
 
+def acquired_mix(source: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
+    """`source` films (at ACQUISITION_SIZE) split at random into one share per change, each share under its
+    change, brought to `size`: the films as a mix of hospitals would acquire them (the input guard is fitted on
+    them beside the films as given)."""
+    order = np.random.default_rng(seed).permutation(len(source))
+    shares = np.array_split(order, len(CHANGES))
+    changed = [change_films(source[share], name, seed, size) for share, name in zip(shares, CHANGES, strict=True)]
+    return np.concatenate(changed)
+
+
 def source_size(size: int) -> int:
     """The side the changes are made at for a model taking `size`-pixel films."""
     return max(ACQUISITION_SIZE, size)

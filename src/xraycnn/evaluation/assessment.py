@@ -25,6 +25,7 @@ from xraycnn.evaluation.acquisition import AS_GIVEN, ShiftScores, acquired_sets,
 from xraycnn.evaluation.calibration import PlattScaling
 from xraycnn.evaluation.clinical import AT_THRESHOLD, REPORTED, THRESHOLD_FREE, ClinicalScores, clinical_scores
 from xraycnn.evaluation.gradcam import Heatmaps, gradcam, seeded_sample
+from xraycnn.evaluation.guard_rates import GuardRates, guard_rates
 from xraycnn.evaluation.shortcuts import (
     FIGURES,
     OUTSIDE_SHARE,
@@ -33,6 +34,7 @@ from xraycnn.evaluation.shortcuts import (
     safe_name,
     shortcut_audit,
 )
+from xraycnn.model.input_guard import GuardedNetwork, InputGuard
 from xraycnn.tracking.runs import RunLogger
 from xraycnn.tracking.tags import METRICS_ARTIFACT, PREDICTIONS_ARTIFACT
 
@@ -78,6 +80,8 @@ class Assessment:
     seed: int
     shift: ShiftScores | None = None  # the calls under acquisition changes, at the threshold
     calibration: Calibration | None = None  # a final model's, when it was calibrated here
+    guard: GuardRates | None = None  # how often the model's input guard refuses, when it has one
+    guard_scores: np.ndarray | None = None  # each image's input guard score
 
     @property
     def threshold(self) -> float:
@@ -105,6 +109,9 @@ class Assessment:
             frame["source"] = self.sources
         if self.heatmaps is not None:
             frame["gradcam_outside_share"] = self.heatmaps.shares_of(len(p))
+        if self.guard_scores is not None and self.guard is not None:
+            frame["input_guard_score"] = self.guard_scores
+            frame["refused_by_input_guard"] = self.guard_scores > self.guard.limit
         return frame
 
     def table(self) -> pd.DataFrame:
@@ -161,10 +168,12 @@ def assess(
     explain: bool = True,
     calibration: Calibration | None = None,
     source: np.ndarray | None = None,
+    guard: InputGuard | None = None,
 ) -> Assessment:
     """`model` judged on `split` at `threshold`; `calibration`, the one the model carries (for its figures);
     `source`, the same films as stored (evaluation.acquisition.source_films), for the calls under acquisition
-    changes (None: not measured)."""
+    changes (None: not measured); `guard`, the model's input guard, for how often it refuses (every image is
+    scored all the same: the figures are the network's, and a refusal shows in the guard's own)."""
     probabilities = predict_probabilities(model, split.images)
     clinical = clinical_scores(
         split.labels,
@@ -184,13 +193,18 @@ def assess(
         resamples=resamples,
         seed=seed,
     )
-    shift = None
+    shift, films = None, {}
     if source is not None:
-        size = int(split.images.shape[1])
-        acquired = {name: predict_probabilities(model, x) for name, x in acquired_sets(source, size, seed).items()}
+        films = acquired_sets(source, int(split.images.shape[1]), seed)
+        acquired = {name: predict_probabilities(model, x) for name, x in films.items()}
         changed = {name: p for name, p in acquired.items() if name != AS_GIVEN}
         shift = shift_scores(split.labels, acquired[AS_GIVEN], changed, threshold, resamples=resamples, seed=seed)
-    return Assessment(split, probabilities, clinical, sources, heatmaps, audit, seed, shift, calibration)
+    rates, scores = None, None
+    if guard is not None:
+        screen = GuardedNetwork(model, guard)
+        scores = screen(split.images)[1]
+        rates = guard_rates(screen, split.images, {k: v for k, v in films.items() if k != AS_GIVEN}, seed)
+    return Assessment(split, probabilities, clinical, sources, heatmaps, audit, seed, shift, calibration, rates, scores)
 
 
 def assessment_metrics(assessment: Assessment, prefix: str) -> dict[str, float]:
@@ -206,6 +220,8 @@ def assessment_metrics(assessment: Assessment, prefix: str) -> dict[str, float]:
         out |= assessment.shift.flat(prefix)
     if assessment.calibration is not None:
         out |= assessment.calibration.metrics(prefix, assessment.split.labels)
+    if assessment.guard is not None:
+        out |= assessment.guard.metrics(prefix)
     return out
 
 

@@ -64,7 +64,15 @@ def run_evaluate(
     )
     with console.status(f"Scoring, acquisition changes, {resamples} bootstrap resamples, Grad-CAM ..."):
         assessment = assess(
-            model, data.split, threshold, rule, sources=data.sources, resamples=resamples, seed=seed, source=source
+            model,
+            data.split,
+            threshold,
+            rule,
+            sources=data.sources,
+            resamples=resamples,
+            seed=seed,
+            source=source,
+            guard=card.input_guard,
         )
     run_id = _log(store.client(), store, model_uri, card, data, assessment, site)
     _print(console, assessment)
@@ -160,6 +168,21 @@ def _print(console: Console, assessment: Assessment) -> None:
     console.print(table)
     if assessment.shift is not None:
         console.print(shift_table(assessment.shift))
+    guard = assessment.guard
+    if guard is not None:
+        refused = int(guard.guard.refused(assessment.guard_scores).sum()) if assessment.guard_scores is not None else 0
+        console.print(
+            f"Input guard (limit {guard.limit:.2f}): {guard.describe()}. "
+            + (
+                f"[yellow]{refused} film(s) here would get no call[/] (predictions.csv: refused_by_input_guard); "
+                "the figures above score every film."
+                if refused
+                else "Every film here passes it."
+            ),
+            highlight=False,
+        )
+    else:
+        console.print("This model carries no input guard (registered before it): any image gets a call.")
 
 
 def shift_table(shift: ShiftScores) -> Table:

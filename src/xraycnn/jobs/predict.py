@@ -15,9 +15,10 @@ from rich.table import Table
 
 from xraycnn.data.discovery import CLASS_NAMES
 from xraycnn.data.images import UnreadableImageError, input_shape_of, prepare_images
-from xraycnn.evaluation import plots, predict_probabilities
+from xraycnn.evaluation import plots
 from xraycnn.evaluation.gradcam import gradcam
 from xraycnn.jobs.heatmaps import check_images, heatmap_dir, heatmap_paths
+from xraycnn.model.input_guard import GuardedNetwork
 from xraycnn.registry import load_keras_model_with_card
 from xraycnn.tracking.store import resolve_store
 
@@ -25,7 +26,7 @@ from xraycnn.tracking.store import resolve_store
 @dataclass(frozen=True)
 class Prediction:
     path: str
-    probability: float | None  # None: the file could not be read
+    probability: float | None  # None: the file could not be read, or the input guard refused it
     label: str | None
     error: str | None = None
     heatmap: str | None = None  # with --explain: the Grad-CAM PNG written for it
@@ -64,8 +65,16 @@ def run_predict(
         except (UnreadableImageError, OSError) as exc:
             results[i] = Prediction(str(path), None, None, str(exc))
     if readable:
+        probabilities, scores = GuardedNetwork(model, card.input_guard)(np.stack([x for _, x in readable]))
+        if scores is not None:
+            refused = card.input_guard.refused(scores)
+            for (i, _), score, out in zip(readable, scores, refused, strict=True):
+                if out:
+                    results[i] = Prediction(str(images[i]), None, None, card.input_guard.reason(float(score)))
+            readable = [r for r, out in zip(readable, refused, strict=True) if not out]
+            probabilities = probabilities[~refused]
+    if readable:
         batch = np.stack([x for _, x in readable])
-        probabilities = predict_probabilities(model, batch)
         heatmaps = gradcam(model, batch) if explain else None
         for k, ((i, x), p) in enumerate(zip(readable, probabilities, strict=True)):
             label = CLASS_NAMES[int(p >= threshold)]
@@ -89,7 +98,7 @@ def run_predict(
     for r in predictions:
         extra = [f"{r.outside_share:.0%}" if r.outside_share is not None else "-", r.heatmap or "-"] if explain else []
         if r.probability is None:
-            table.add_row(r.path, "-", f"[red]unreadable: {r.error}[/]", *(["-", "-"] if explain else []))
+            table.add_row(r.path, "-", f"[red]{r.error}[/]", *(["-", "-"] if explain else []))
         else:
             label = f"[bold red]{r.label}[/]" if r.label == "COVID19" else str(r.label)
             table.add_row(r.path, f"{r.probability:.4f}", label, *extra)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 from mlflow.exceptions import MlflowException
 from rich.console import Console
 
@@ -15,13 +16,14 @@ from xraycnn.data.external import read_sources
 from xraycnn.data.preprocess import preprocessing_key_of
 from xraycnn.errors import RegistryError
 from xraycnn.evaluation import predict_probabilities, ranking_metrics
-from xraycnn.evaluation.acquisition import AS_GIVEN, WORST_SPECIFICITY, acquired_sets, source_films
+from xraycnn.evaluation.acquisition import AS_GIVEN, WORST_SPECIFICITY, acquired_mix, acquired_sets, source_films
 from xraycnn.evaluation.assessment import Assessment, Calibration, assess, log_assessment
 from xraycnn.evaluation.calibration import fit_platt
 from xraycnn.evaluation.shortcuts import BORDERS_ONLY, LUNGS_ONLY, OUTSIDE_SHARE
 from xraycnn.evaluation.threshold import SHIFT_RULES, choose_by
 from xraycnn.jobs.session import Session
 from xraycnn.model.calibration import fold_platt
+from xraycnn.model.input_guard import fit_input_guard
 from xraycnn.registry import (
     THRESHOLD_RULE_TAG,
     THRESHOLD_TAG,
@@ -38,7 +40,8 @@ def final_assessment(session: Session, model: keras.Model) -> Assessment:
     """The final model judged as every champion is. First calibrated: a Platt scaling fitted on validation is
     folded into its output layer (in place), so every way of using it gives probabilities that mean what they
     say. Then its threshold is chosen on validation (never on test) by the experiment's rule, and the test set is
-    scored at it and at 0.5, with intervals, Grad-CAM and the calls under acquisition changes."""
+    scored at it and at 0.5, with intervals, Grad-CAM and the calls under acquisition changes. Last, its input
+    guard is fitted (on the training films, its limit on validation) and measured on test and on non-films."""
     config = session.experiment.config
     val, test = session.data.val, session.data.test
     raw_val = predict_probabilities(model, val.images)
@@ -47,12 +50,19 @@ def final_assessment(session: Session, model: keras.Model) -> Assessment:
     fold_platt(model, platt)
     val_p = predict_probabilities(model, val.images)
     root, size, channels = Path(session.data.root), session.data.image_size, session.data.channels
-    changed = None
-    if config.evaluation.threshold in SHIFT_RULES:
+    changed, changed_films = None, {}
+    share = config.evaluation.input_guard_reject_share
+    if config.evaluation.threshold in SHIFT_RULES or share:
         source = source_films([root / f for f in val.files], size, channels)
-        acquired = acquired_sets(source, size, config.seed)
-        changed = {name: predict_probabilities(model, x) for name, x in acquired.items() if name != AS_GIVEN}
+        changed_films = {k: v for k, v in acquired_sets(source, size, config.seed).items() if k != AS_GIVEN}
+    if config.evaluation.threshold in SHIFT_RULES:
+        changed = {name: predict_probabilities(model, x) for name, x in changed_films.items()}
     chosen = choose_by(config.evaluation, val.labels, val_p, changed)
+    guard = None
+    if share:
+        train = session.data.train
+        mix = acquired_mix(source_films([root / f for f in train.files], size, channels), size, config.seed)
+        guard = fit_input_guard(model, np.concatenate([train.images, mix]), val.images, share, changed_films)
     calibration = Calibration(
         platt,
         val_ece_before=float(ranking_metrics(val.labels, raw_val)["ece"][0]),
@@ -70,6 +80,7 @@ def final_assessment(session: Session, model: keras.Model) -> Assessment:
         seed=config.seed,
         calibration=calibration,
         source=source_films(test_paths, size, channels),
+        guard=guard,
     )
 
 
@@ -136,6 +147,12 @@ def publish_model(
             "fitted_on": "validation",
             "folded_into": "the output layer: the network's output is the calibrated probability",
         }
+    guard = assessment.guard
+    if guard is not None:
+        metadata["input_guard"] = guard.guard.describe()
+        tags[f"{TAG_PREFIX}input_guard_limit"] = f"{guard.limit:.4f}"
+        tags[f"{TAG_PREFIX}test_guard_refused"] = f"{guard.films:.4f}"
+        tags[f"{TAG_PREFIX}guard_refused_not_films"] = f"{guard.not_films_overall:.4f}"
     registration = log_and_register(
         model,
         model_name=config.registry.model_name,
@@ -145,6 +162,7 @@ def publish_model(
         tags=tags,
         description=description,
         metadata=metadata,
+        input_guard=None if guard is None else guard.guard,
     )
     runs.set_tags(
         run_id,
@@ -179,6 +197,7 @@ def describe_assessment(assessment: Assessment) -> str:
         f"{under_shift}; shortcut audit: borders-only AUC "
         f"{audit.describe(BORDERS_ONLY)}, lungs-only AUC {audit.describe(LUNGS_ONLY)}, Grad-CAM heat outside "
         f"the lungs {audit.describe(OUTSIDE_SHARE)} (95 % bootstrap intervals)"
+        + (f"; input guard: {assessment.guard.describe()}" if assessment.guard is not None else "")
     )
 
 

@@ -40,6 +40,7 @@ def create_app(model_path: str, model_config: dict[str, Any], max_bytes: int = D
         "sites": model_config.get("sites") or {},
         "default_site": model_config.get("site") or None,
         "input_shape": card.get("input_shape"),
+        "input_guard": card.get("input_guard"),  # None: a version registered before the guard
         "mlflow_version": mlflow.__version__,
     }
     return RequestGuard(scoring_server.init(model), max_bytes, about)
@@ -69,9 +70,15 @@ class RequestGuard:
         if scope.get("path") == MODEL_ROUTE and scope.get("method") == "GET":
             await _send_json(send, 200, self.about)
             return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await _refuse(send, receive, int(declared), self.max_bytes)
+            if headers.get(b"expect", b"").lower() == b"100-continue":
+                # The client waits for a "100 Continue" before sending the body (curl does, above 1 MB); it
+                # never comes: the whole 413 goes out at once and the connection is closed.
+                await _refuse_at_once(send, int(declared), self.max_bytes)
+            else:
+                await _refuse(send, receive, int(declared), self.max_bytes)
             return
         body, over = await _read_capped(receive, self.max_bytes)
         if over:
@@ -119,12 +126,23 @@ def _replay(body: bytes) -> Receive:
     return receive
 
 
-async def _refuse(send: Send, receive: Receive, size: int, limit: int, at_least: bool = False) -> None:
+def _too_large(size: int, limit: int, at_least: bool = False) -> dict[str, str]:
     message = (
         f"the request body is {'over ' if at_least else ''}{size:,} bytes; the limit is {limit:,} "
         "(send fewer images per request, or start the server with a larger --max-request-mb)"
     )
-    start, body = _json_response(413, {"error_code": "REQUEST_TOO_LARGE", "message": message})
+    return {"error_code": "REQUEST_TOO_LARGE", "message": message}
+
+
+async def _refuse_at_once(send: Send, size: int, limit: int) -> None:
+    start, body = _json_response(413, _too_large(size, limit))
+    start["headers"] = [*start["headers"], (b"connection", b"close")]
+    await send(start)
+    await send(body)
+
+
+async def _refuse(send: Send, receive: Receive, size: int, limit: int, at_least: bool = False) -> None:
+    start, body = _json_response(413, _too_large(size, limit, at_least))
     await send(start)  # the status goes out before the rest of the body is read
     # Drained while the response is still open: once it is complete the server stops reading (uvicorn answers
     # `receive` with a disconnect) and closes, and a client still sending gets a broken pipe, not the 413.

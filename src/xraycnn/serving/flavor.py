@@ -21,6 +21,7 @@ import mlflow
 from mlflow.models import Model
 from mlflow.models.model import MLMODEL_FILE_NAME
 
+from xraycnn.model.input_guard import GUARD_FILE, InputGuard
 from xraycnn.serving import loader
 from xraycnn.serving.model import model_config, serving_signature
 
@@ -44,14 +45,17 @@ def save_model(
     threshold_rule: str,
     mlflow_model: Model | None = None,
     pip_requirements: list[str] | None = None,
+    input_guard: InputGuard | None = None,
 ) -> None:
-    """Write the model to `path`: the network as the pyfunc flavour's data, then the keras flavour pointing at
-    that same file."""
+    """Write the model to `path`: the network (and its input guard, as data beside it) as the pyfunc flavour's
+    data, then the keras flavour pointing at that same file."""
     mlflow_model = mlflow_model or Model()
     with tempfile.TemporaryDirectory() as tmp:
         network = Path(tmp) / NETWORK_DIR
         network.mkdir()
         keras_model.save(network / loader.KERAS_FILE)
+        if input_guard is not None:
+            input_guard.save(network / GUARD_FILE)
         with warnings.catch_warnings():  # no input example, by choice: MLflow would load and run the model to check it
             warnings.filterwarnings("ignore", message=".*An input example was not provided")
             mlflow.pyfunc.save_model(

@@ -1,8 +1,9 @@
 """The pyfunc flavour of a registered model: a DataFrame column of image bytes in (MLflow's scoring protocol
 carries a binary column as base64), per image the probability of COVID-19, the call at the model's threshold
 (or a site's: the request's `params.site`, or the server's default site), the threshold and the model version
-out. The probability is calibrated: the Platt scaling fitted on validation is part of the network's output
-layer (model.calibration).
+out. An image the input guard (model.input_guard) finds unlike a chest film gets no probability and no call,
+and the reason in `error`. The probability is calibrated: the Platt scaling fitted on validation is part of
+the network's output layer (model.calibration).
 
 Images are decoded with the code training used (`data.images.decode_image`: EXIF orientation, 16-bit, alpha,
 palette, resize); the Keras model inside carries the experiment's preprocessing as its first layer. An image
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import threading
 from typing import Any
 
 import numpy as np
@@ -32,6 +34,13 @@ OUTPUT_COLUMNS = ("probability_covid19", "call", "threshold", "model_version", "
 
 
 SITE_PARAM = "site"  # a request's params: {"site": NAME} calls at that site's threshold
+
+# What one request may make the server decode, in pixels (bytes say little: a 264 KB PNG can hold 64 Mpx).
+MAX_FILM_PIXELS = 6000 * 6000  # per image: chest films are exported at up to ~4,300 x 3,500
+MAX_REQUEST_PIXELS = 200_000_000  # all images of one request together
+# Images decoded at once in this process, whatever the number of requests in flight: a decode's memory is
+# many times its file's size.
+_DECODES = threading.BoundedSemaphore(2)
 
 
 def model_config(threshold: float, threshold_rule: str) -> dict[str, Any]:
@@ -70,27 +79,33 @@ class ImageModel:
     model config (`model_config` above, which whoever loads or serves the model may override: `xraycnn
     serve` sets the version it resolved). What `mlflow.pyfunc.load_model` builds (`serving.loader`)."""
 
-    def __init__(self, network: Any, config: dict[str, Any] | None = None) -> None:
+    def __init__(self, network: Any, config: dict[str, Any] | None = None, guard: Any = None) -> None:
         from xraycnn.data.images import input_shape_of
+        from xraycnn.model.input_guard import GuardedNetwork
 
         self._network = network
+        self.guard = guard  # model.input_guard.InputGuard, or None for a version registered without one
+        self._screen = GuardedNetwork(network, guard)
         self._shape: tuple[int, int, int] = input_shape_of(network)
         config = config or {}
         self.threshold = float(config.get("threshold", 0.5))
         self.model_version = str(config.get("model_version") or "")
         self.sites: dict[str, float] = {str(k): float(v) for k, v in (config.get("sites") or {}).items()}
         self.site = str(config.get("site") or "")
+        self.max_film_pixels = int(config.get("max_film_pixels") or MAX_FILM_PIXELS)
+        self.max_request_pixels = int(config.get("max_request_pixels") or MAX_REQUEST_PIXELS)
         if self.site and self.site not in self.sites:
             raise MlflowException(f"default site {self.site!r} has no threshold; {self._known_sites()}")
 
     @classmethod
     def load(cls, keras_file: str, config: dict[str, Any] | None = None) -> ImageModel:
-        """The network from `keras_file`, loaded in Keras safe mode."""
+        """The network from `keras_file`, loaded in Keras safe mode, and the input guard saved beside it."""
         import keras
 
         import xraycnn.model  # noqa: F401  the layers of versions registered before they were stock Keras
+        from xraycnn.model.input_guard import load_guard_beside
 
-        return cls(keras.saving.load_model(keras_file, safe_mode=True), config)
+        return cls(keras.saving.load_model(keras_file, safe_mode=True), config, load_guard_beside(keras_file))
 
     # `model_input` unannotated on purpose: MLflow would derive a signature from its annotation.
     def predict(self, model_input, params: dict[str, Any] | None = None) -> pd.DataFrame:
@@ -108,31 +123,65 @@ class ImageModel:
             raise MlflowException(f"unknown site {str(site)[:64]!r}: {self._known_sites()}", INVALID_PARAMETER_VALUE)
         return self.sites[site]
 
+    def _within_pixel_budget(self, images: list[Any], errors: list[str | None]) -> list[tuple[int, bytes]]:
+        """(index, bytes) of the images to decode; an image over the per-image pixel limit gets its reason in
+        `errors`, and a request whose images hold more pixels than the request limit is refused whole."""
+        from xraycnn.data.images import UnreadableImageError, pixel_count
+
+        kept: list[tuple[int, bytes]] = []
+        total = 0
+        for index, image in enumerate(images):
+            try:
+                data = _as_bytes(image)
+            except UnreadableImageError as exc:
+                errors[index] = f"image {index}: {exc}"
+                continue
+            pixels = pixel_count(data) or 0
+            if pixels > self.max_film_pixels:
+                errors[index] = (
+                    f"image {index}: {pixels:,} pixels is over this server's limit of {self.max_film_pixels:,} per "
+                    "image (resize it first)"
+                )
+                continue
+            total += pixels
+            kept.append((index, data))
+        if total > self.max_request_pixels:
+            raise MlflowException(
+                f"the request's images hold {total:,} pixels; this server decodes at most {self.max_request_pixels:,} "
+                "per request: send fewer images per request",
+                INVALID_PARAMETER_VALUE,
+            )
+        return kept
+
     def answer(self, images: list[Any], threshold: float | None = None) -> pd.DataFrame:
         """One row per image, in order, called at `threshold` (default: the model's own); see the module's
         docstring."""
         threshold = self.threshold if threshold is None else threshold
         from xraycnn.data.images import UnreadableImageError, decode_image
-        from xraycnn.evaluation import predict_probabilities
 
         height, _, channels = self._shape
         decoded: list[np.ndarray] = []
         good: list[int] = []
         errors: list[str | None] = [None] * len(images)
-        for index, image in enumerate(images):
+        if not images:
+            raise MlflowException(f"the request holds no image; {ACCEPTED_FORMAT}", INVALID_PARAMETER_VALUE)
+        for index, data in self._within_pixel_budget(images, errors):
             try:
-                decoded.append(decode_image(_as_bytes(image), height, channels))
+                with _DECODES:
+                    decoded.append(decode_image(data, height, channels))
                 good.append(index)
             except UnreadableImageError as exc:
                 errors[index] = f"image {index}: {exc}"
-        if not images:
-            raise MlflowException(f"the request holds no image; {ACCEPTED_FORMAT}", INVALID_PARAMETER_VALUE)
-        if not good:
-            raise MlflowException("; ".join(e for e in errors if e), INVALID_PARAMETER_VALUE)
         probabilities = np.full(len(images), np.nan)
         if good:
-            films = np.stack(decoded).astype(np.float32)
-            probabilities[good] = predict_probabilities(self._network, films)
+            scored, scores = self._screen(np.stack(decoded).astype(np.float32))
+            for k, index in enumerate(good):
+                if scores is not None and self.guard.refused(scores[k]):
+                    errors[index] = f"image {index}: {self.guard.reason(float(scores[k]))}"
+                else:
+                    probabilities[index] = scored[k]
+        if np.isnan(probabilities).all():
+            raise MlflowException("; ".join(e for e in errors if e), INVALID_PARAMETER_VALUE)
         calls = [None if np.isnan(p) else CLASS_NAMES[int(p >= threshold)] for p in probabilities]
         column = {
             "probability_covid19": [None if np.isnan(p) else float(p) for p in probabilities],
