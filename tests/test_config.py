@@ -27,7 +27,7 @@ def error_of(tmp_path: Path, text: str) -> str:
 def test_shipped_experiments_load() -> None:
     default = load_experiment(REPO / "experiments" / "default.toml")
     assert default.name == "default"
-    assert default.config.tuner.algorithm == "random"  # measured against Hyperband: README, "Anytime performance"
+    assert default.config.tuner.algorithm == "random"  # measured against Hyperband: docs/lab/2026-11-27-anytime.md
     # ranked by calls that transfer, at a threshold that keeps the normals' calls under acquisition changes
     assert default.config.tuner.objective == "val_shift_auc" and default.config.tuner.direction == "max"
     assert default.config.evaluation.threshold == "shift_specificity"

@@ -17,7 +17,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tests.tiny_search import EPOCH_METRICS, MODEL, TEST_METRICS, Search
+from tests.readme import readme_blocks
+from tests.tiny_search import EPOCH_METRICS, MODEL, TEST_METRICS, XRAYCNN, Search
 from xraycnn import prepare_images
 from xraycnn.data.dataset import dataset_digest
 from xraycnn.data.discovery import discover
@@ -616,3 +617,28 @@ def test_evaluate_any_model_on_a_folder_with_sources(search: Search, tmp_path: P
 
     missing = search.run("evaluate", "--model", f"models:/{MODEL}/1", "--data", str(tmp_path / "nowhere"))
     assert missing.returncode == 2 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_the_readme_s_predict_and_python_work_as_written(search: Search, tmp_path: Path) -> None:
+    """The README's `predict` line and Python block, run as written on the tiny search's champion: only the
+    venv path, the store's URI, the model's name and the two films are this test's."""
+    for name, film in zip(("scan1.jpg", "scan2.png"), search.accepted_test_films(1), strict=True):
+        Image.open(film).save(tmp_path / name)
+    store = search.env["MLFLOW_TRACKING_URI"]
+    shell = next(b for b in readme_blocks("bash") if "xraycnn predict" in b)
+    command = shell.replace(".venv/bin/xraycnn", XRAYCNN).replace("models:/xraycnn@", f"models:/{MODEL}@")
+    result = subprocess.run(
+        command, shell=True, capture_output=True, text=True, cwd=tmp_path, env={**os.environ, **search.env}
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "scan1.jpg" in result.stdout and "scan2.png" in result.stdout
+    (python,) = readme_blocks("python")
+    assert "sqlite:////path/to/xraycnn/mlruns/mlflow.db" in python
+    code = python.replace("sqlite:////path/to/xraycnn/mlruns/mlflow.db", store)
+    code = code.replace("models:/xraycnn@", f"models:/{MODEL}@")
+    code += "\nprint('RESULT', answers['call'].tolist(), answers['error'].tolist(), p_covid.shape)\n"
+    env = {**os.environ, **search.env, "MLFLOW_REGISTRY_URI": store}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = result.stdout.split("RESULT", 1)[1]
+    assert "None, None" in line and "(2,)" in line and line.count("COVID19") + line.count("NORMAL") == 2, line

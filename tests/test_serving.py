@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.readme import readme_blocks
 from tests.tiny_search import MODEL, XRAYCNN, Search
 from xraycnn.errors import XrayCnnError
 from xraycnn.runtime.local_http import free_port, wait_until_answering
@@ -205,6 +206,22 @@ def test_bad_requests_are_4xx_with_a_message(server, films: list[Path]) -> None:
     status, payload = _post(f"{url}/invocations", too_big)
     assert status == 413 and "limit is" in payload["message"], payload
     assert _answers(url, [films[0].read_bytes()])[0]["error"] is None
+
+
+def test_the_readme_s_curl_calls_work_as_written(server, films: list[Path], tmp_path: Path) -> None:
+    """The README's serving block, its curl lines run as written against this server (only the port and the
+    film are this test's)."""
+    url, _ = server
+    block = next(b for b in readme_blocks("bash") if "make serve" in b)
+    lines = block.replace("\\\n", "").splitlines()
+    calls = [line.split("#")[0].replace("http://127.0.0.1:5001", url) for line in lines if line.startswith("curl")]
+    assert len(calls) == 2
+    (tmp_path / "scan1.jpg").write_bytes(films[0].read_bytes())
+    answered = [subprocess.run(c, shell=True, capture_output=True, text=True, cwd=tmp_path, timeout=60) for c in calls]
+    assert all(r.returncode == 0 for r in answered), [r.stderr for r in answered]
+    (prediction,) = json.loads(answered[0].stdout)["predictions"]
+    assert prediction["error"] is None and prediction["call"] in ("COVID19", "NORMAL")
+    assert json.loads(answered[1].stdout)["name"] == MODEL
 
 
 def test_curl_gets_a_413_at_once(server, films: list[Path], tmp_path: Path) -> None:

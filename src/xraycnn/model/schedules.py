@@ -2,7 +2,7 @@
 
 A constant rate needs its last epochs to settle: the default search's networks reached their best
 validation AUC at epoch 8-10 of 12. Decayed along a half cosine to zero over the trial's own epochs, the
-same networks settle by the last one, so fewer epochs reach the same score (README, *Speed*).
+same networks settle by the last one, so fewer epochs reach the same score (docs/speed.md).
 """
 
 from __future__ import annotations
