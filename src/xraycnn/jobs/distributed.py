@@ -30,7 +30,13 @@ from xraycnn.errors import InterruptedByUserError, XrayCnnError
 from xraycnn.jobs.inputs import check_inputs
 from xraycnn.jobs.session import ensure_search_experiment
 from xraycnn.runtime.local_http import free_port
-from xraycnn.tracking.server import TrackingServer, default_backend_store_uri
+from xraycnn.tracking.server import (
+    PASSWORD_ENV,
+    USERNAME_ENV,
+    BasicAuth,
+    TrackingServer,
+    default_backend_store_uri,
+)
 from xraycnn.tracking.store import beside_database, redact, resolve_store, sqlite_file
 from xraycnn.tuning.state import search_lock
 
@@ -111,11 +117,15 @@ def run_distributed(
         pass  # fail now, not after the server has started; the chief holds the lock for the search
     logs = project_dir.parent / f"{experiment.name}.logs"
     artifacts = Path(artifacts_destination) if artifacts_destination else _default_artifacts(backend)
-    server = TrackingServer(backend, artifacts, logs / "mlflow-server.log")
+    auth = BasicAuth.from_environment()
+    server = TrackingServer(backend, artifacts, logs / "mlflow-server.log", auth=auth)
     server.start()
     url = server.url
     try:
-        console.print(f"MLflow tracking server {url} on {redact(backend)} (log {logs / 'mlflow-server.log'})")
+        guarded = f"basic auth as {auth.username}" if auth else f"no authentication: set {USERNAME_ENV}/{PASSWORD_ENV}"
+        console.print(
+            f"MLflow tracking server {url} on {redact(backend)} ({guarded}; log {logs / 'mlflow-server.log'})"
+        )
         _create_once(url, experiment, console)
         oracle = f"127.0.0.1:{oracle_port or free_port()}"
         common = [str(experiment.path), *experiment.override_args(), "--tracking-uri", url, "--oracle", oracle]

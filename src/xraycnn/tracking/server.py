@@ -4,24 +4,75 @@ Several processes writing one SQLite file through MLflow serialise on its file l
 "database is locked"; a tracking server owns the database connection pool and serves artifacts, so workers
 only speak HTTP. The backend is `--backend-store-uri`, else `$XRAYCNN_BACKEND_STORE_URI` (a PostgreSQL
 database, e.g. postgresql://user@127.0.0.1:5432/mlflow), else the project's SQLite file.
+
+With `MLFLOW_TRACKING_USERNAME` and `MLFLOW_TRACKING_PASSWORD` set (the MLflow client's own variables: every
+process of the search, and any MLflow client the user points at the server, sends them), the server runs
+MLflow's basic-auth app with that user as its admin: a request without them is refused (401). The password
+reaches the server in its environment, never on its command line.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from xraycnn import paths
+from xraycnn.errors import XrayCnnError
 from xraycnn.runtime.local_http import free_port, wait_until_answering
 
 BACKEND_ENV = "XRAYCNN_BACKEND_STORE_URI"
 START_TIMEOUT_S = 180
+USERNAME_ENV, PASSWORD_ENV = "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"
+SECRET_KEY_ENV = "MLFLOW_FLASK_SERVER_SECRET_KEY"  # the auth app's CSRF key, the same in each server worker
+
+
+@dataclass(frozen=True)
+class BasicAuth:
+    """The one user of a tracking server behind MLflow's basic-auth app."""
+
+    username: str
+    password: str = field(repr=False)
+
+    @classmethod
+    def from_environment(cls) -> BasicAuth | None:
+        """The credentials MLflow's client sends (`MLFLOW_TRACKING_USERNAME` / `_PASSWORD`), or None."""
+        username, password = os.environ.get(USERNAME_ENV, ""), os.environ.get(PASSWORD_ENV, "")
+        if bool(username) != bool(password):
+            missing = PASSWORD_ENV if username else USERNAME_ENV
+            raise XrayCnnError(
+                f"{USERNAME_ENV if username else PASSWORD_ENV} is set but {missing} is not: set both (the tracking "
+                "server then refuses requests without them) or neither"
+            )
+        return cls(username, password) if username else None
+
+    def write_config(self, folder: Path) -> tuple[Path, dict[str, str]]:
+        """The auth app's config file in `folder` (its user database beside it, new at every start: the admin's
+        password is the environment's) and the environment the server needs with it."""
+        folder.mkdir(parents=True, exist_ok=True)
+        database = folder / "basic_auth.db"
+        database.unlink(missing_ok=True)
+        config = folder / "basic_auth.ini"
+        config.write_text(
+            "[mlflow]\n"
+            "default_permission = NO_PERMISSIONS\n"
+            f"database_uri = sqlite:///{database.resolve()}\n"
+            f"admin_username = {self.username}\n"
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        )
+        config.chmod(0o600)
+        return config, {
+            "MLFLOW_AUTH_CONFIG_PATH": str(config),
+            "MLFLOW_AUTH_ADMIN_PASSWORD": self.password,
+            SECRET_KEY_ENV: os.environ.get(SECRET_KEY_ENV) or secrets.token_hex(32),
+        }
 
 
 def default_backend_store_uri() -> str:
@@ -39,7 +90,9 @@ class TrackingServer:
         log_path: Path,
         host: str = "127.0.0.1",
         port: int | None = None,
+        auth: BasicAuth | None = None,
     ) -> None:
+        self.auth = auth
         self.backend_store_uri = backend_store_uri
         self.artifacts_dir = artifacts_dir
         self.log_path = log_path
@@ -70,13 +123,13 @@ class TrackingServer:
             "--workers",
             "2",
         ]
+        env = server_environment(self.backend_store_uri)
+        if self.auth is not None:
+            command += ["--app-name", "basic-auth"]
+            env |= self.auth.write_config(self.log_path.parent / "auth")[1]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env=server_environment(self.backend_store_uri),
+                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
             )
         try:
             wait_until_answering(
@@ -109,9 +162,10 @@ def tracking_server(
     log_path: Path,
     host: str = "127.0.0.1",
     port: int | None = None,
+    auth: BasicAuth | None = None,
 ) -> Iterator[str]:
     """Run `mlflow server` on `host:port` for the duration of the block; yields its URL."""
-    server = TrackingServer(backend_store_uri, artifacts_dir, log_path, host, port)
+    server = TrackingServer(backend_store_uri, artifacts_dir, log_path, host, port, auth)
     server.start()
     try:
         yield server.url
