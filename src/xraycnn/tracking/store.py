@@ -1,8 +1,9 @@
 """Which MLflow store to use, and the experiment inside it.
 
-The default store is SQLite at `<repo>/mlruns/mlflow.db` with artifacts in `<repo>/mlruns/artifacts`, both
-absolute; `MLFLOW_TRACKING_URI` (or `--tracking-uri`) overrides it. For any `sqlite:///DIR/NAME.db` the
-artifacts go to `DIR/artifacts`, so a store is one self-contained folder; a tracking server stores
+The default store is SQLite at `<repo>/mlruns/mlflow.db` with artifacts in `<repo>/mlruns/artifacts`;
+`MLFLOW_TRACKING_URI` (or `--tracking-uri`) overrides it. For any `sqlite:///DIR/NAME.db` the artifacts go to
+`DIR/artifacts`, so a store is one self-contained folder, which may be moved or copied (MLflow records the
+locations absolute; tracking.relocate points them into the folder again); a tracking server stores
 artifacts where it was told to.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from mlflow.tracking import MlflowClient
 
 from xraycnn import paths
 from xraycnn.errors import TrackingStoreUnavailableError, XrayCnnError
+from xraycnn.tracking.relocate import relocate_if_moved
 
 
 @dataclass(frozen=True)
@@ -127,8 +130,13 @@ def beside_database(db: Path) -> Path:
 
 def _open_sqlite_once(uri: str, db: Path) -> None:
     """Open (and on first use create and migrate) a SQLite store under a lock: two searches started at once
-    on a new store would otherwise both run MLflow's schema migrations, and one fails half-way."""
+    on a new store would otherwise both run MLflow's schema migrations, and one fails half-way. A store
+    moved or copied from elsewhere first has its artifact locations pointed into its own folder
+    (tracking.relocate)."""
     with FileLock(f"{db}.init.lock", timeout=300):
+        moved = relocate_if_moved(db)
+        if moved is not None:
+            print(f"note: {moved.describe()}", file=sys.stderr)
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         client.search_experiments(max_results=1)  # the tracking store, cached per process from here on
         client.search_registered_models(max_results=1)  # and the registry's, on the same file
