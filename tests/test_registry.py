@@ -82,6 +82,13 @@ def test_the_shortcut_gate_comes_before_the_objective() -> None:
     assert decide_alias(over, "val_auc", 0.99, "max", borders_only=0.7, gate=0.6, versions=[over])[0] == CHAMPION
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests log to MLflow's Default experiment, whose artifacts MLflow puts in ./mlruns of the working
+    directory when it creates the store: here, not in the checkout."""
+    monkeypatch.chdir(tmp_path)
+
+
 def tiny_model(bias: float) -> keras.Model:
     model = keras.Sequential(
         [keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(1, activation="sigmoid")]
@@ -127,6 +134,19 @@ def test_champion_moves_only_to_a_better_version(store_uri: str) -> None:
     answer = pyfunc.predict(pd.DataFrame({"image": [png.getvalue()]}))
     assert answer.loc[0, "probability_covid19"] == pytest.approx(1 / (1 + np.exp(-1)))
     assert (answer.loc[0, "call"], answer.loc[0, "threshold"]) == ("COVID19", 0.5)
+
+
+def test_reading_a_model_writes_nothing_into_the_store(store_uri: str) -> None:
+    register(-2.0, 0.80)
+    artifacts = Path.cwd()  # the store and the Default experiment's artifacts (./mlruns), both in this test's folder
+    before = sorted((p.relative_to(artifacts), p.stat().st_mtime_ns) for p in artifacts.rglob("*") if p.is_file())
+    describe_model("models:/m@champion")
+    load_keras_model_with_card("models:/m/1")
+    after = sorted((p.relative_to(artifacts), p.stat().st_mtime_ns) for p in artifacts.rglob("*") if p.is_file())
+    assert [p for p, _ in after if p.name == "registered_model_meta"] == []
+    assert [(p, t) for p, t in after if not p.name.startswith("mlflow.db")] == [
+        (p, t) for p, t in before if not p.name.startswith("mlflow.db")
+    ]
 
 
 def test_missing_model_lists_what_is_registered(store_uri: str) -> None:

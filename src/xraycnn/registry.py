@@ -15,8 +15,11 @@ where it was. A site's own threshold (`xraycnn calibrate`) is a tag of the versi
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
+import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -433,8 +436,13 @@ def set_site_threshold(client: MlflowClient, name: str, version: str, site: str,
 
 
 def _download(model_uri: str) -> Path:
+    """A copy of the model's files in a folder of this process's own (removed at exit): downloaded without a
+    destination, a model of a local store is used in place, and MLflow writes a `registered_model_meta` file
+    into the store's copy, so every read would write to the artifact store."""
+    destination = Path(tempfile.mkdtemp(prefix="xraycnn-model-"))
+    atexit.register(shutil.rmtree, destination, ignore_errors=True)
     try:
-        return Path(mlflow.artifacts.download_artifacts(model_uri))
+        return Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=str(destination)))
     except (MlflowException, OSError) as exc:
         message = getattr(exc, "message", None) or str(exc)
         raise ModelNotFoundError(
