@@ -45,6 +45,7 @@ from xraycnn.runtime.disk import disk_full_error, is_disk_full
 from xraycnn.tracking.lifecycle import INTERRUPTED
 from xraycnn.tracking.spool import remove_if_empty
 from xraycnn.tracking.spooled_runs import SpooledRuns
+from xraycnn.tracking.store import wait_for_store
 from xraycnn.tracking.tags import ORACLE_TAG, TAG_PREFIX
 from xraycnn.tuning.cluster import ClusterRole
 from xraycnn.tuning.progress import top_trials_table
@@ -148,6 +149,8 @@ def _search_and_register(
     state.unfinished = None
     tuner, hypermodel = _tuner(session, runs, state, project_dir, console, cluster)
     await_store(runs, wait, "the champion is registered only once its trials' runs are in the store")
+    # read next: a chief's own spool may be empty while the store is still away after its workers' last writes
+    wait_for_store(session.store, lambda line: console.print(line, highlight=False), wait)
     best, trials = _best_trial(session, tuner, state.parent_run_id, console)
     assessment, registration = _champion(session, runs, state, project_dir, tuner, hypermodel, best, trials, console)
     wall = time.monotonic() - started
