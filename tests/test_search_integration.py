@@ -369,6 +369,13 @@ def test_what_is_not_a_chest_film_is_refused_with_its_guard_score(search: Search
     text = " ".join(result.stdout.split())
     assert text.count("not a chest radiograph") == len(images) and "input guard score" in text, result.stdout
     assert re.search(r"│\s*[01]\.\d{4}\s*│\s*(COVID19|NORMAL)\s*│", result.stdout)  # the film got its call
+    # the same for scripts: stdout holds the JSON alone
+    as_json = search.run("predict", "--json", "--model", f"models:/{MODEL}@champion", *paths)
+    assert as_json.returncode == 1
+    answers = json.loads(as_json.stdout)
+    assert [a["image"] for a in answers] == paths and answers[0]["call"] in ("COVID19", "NORMAL")
+    assert answers[0]["model_version"] == "1" and 0 < answers[0]["threshold"] < 1
+    assert all(a["call"] is None and "not a chest radiograph" in a["error"] for a in answers[1:])
     parent, _ = parent_and_children(search)
     m = parent.data.metrics
     # a tiny network's guard (1-2 blocks of 4-8 filters, 58 films) refuses most of them (the default

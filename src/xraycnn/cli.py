@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -133,8 +134,11 @@ def _predict(args: argparse.Namespace, console: Console) -> int:
         explain=args.explain,
         explain_dir=args.explain_dir,
         site=args.site,
-        console=console,
+        console=Console(stderr=True) if args.json else console,  # stdout: the JSON alone
+        table=not args.json,
     )
+    if args.json:
+        print(json.dumps([p.as_dict() for p in predictions], indent=1))
     return 0 if all(p.probability is not None for p in predictions) else 1
 
 
@@ -338,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--explain-dir",
         help="with --explain: the folder for the heatmaps (default: a new ./heatmaps folder; never a folder of films)",
     )
+    p.add_argument("--json", action="store_true", help="print the predictions as JSON (one object per image), no table")
     site(p, "call the images")
     tracking(p)
     p.set_defaults(func=_predict)

@@ -6,7 +6,7 @@ its own (`jobs.heatmaps`)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,21 @@ class Prediction:
     error: str | None = None
     heatmap: str | None = None  # with --explain: the Grad-CAM PNG written for it
     outside_share: float | None = None  # with --explain: the share of its heat outside the lung box
+    threshold: float | None = None  # the call's
+    model_version: str | None = None  # the registry's version, for a registered model
+
+    def as_dict(self) -> dict[str, object]:
+        """As `xraycnn predict --json` prints it (the names the model server answers with)."""
+        return {
+            "image": self.path,
+            "probability_covid19": self.probability,
+            "call": self.label,
+            "threshold": self.threshold,
+            "model_version": self.model_version,
+            "error": self.error,
+            "heatmap": self.heatmap,
+            "heat_outside_lungs": self.outside_share,
+        }
 
 
 def _write_heatmap(image: np.ndarray, heatmap: np.ndarray, title: str, path: Path) -> None:
@@ -49,7 +64,9 @@ def run_predict(
     explain_dir: str | Path | None = None,
     site: str | None = None,
     console: Console | None = None,
+    table: bool = True,
 ) -> list[Prediction]:
+    """Each image's prediction, in order; with `table`, printed as one."""
     console = console or Console()
     check_images(images)
     targets = heatmap_paths(images, heatmap_dir(images, explain_dir)) if explain else []
@@ -86,7 +103,15 @@ def run_predict(
                 _write_heatmap(x, heatmaps.maps[k], title, target)
                 written = str(target)
             results[i] = Prediction(str(images[i]), float(p), label, None, written, share)
-    predictions = [r for r in results if r is not None]
+    predictions = [replace(r, threshold=threshold, model_version=card.version) for r in results if r is not None]
+    if table:
+        _print_table(console, model_uri, threshold, source, explain, predictions)
+    return predictions
+
+
+def _print_table(
+    console: Console, model_uri: str, threshold: float, source: str, explain: bool, predictions: list[Prediction]
+) -> None:
 
     table = Table(title=f"{model_uri} (threshold {threshold:.4f}: {source})", header_style="bold")
     table.add_column("image")
@@ -103,4 +128,3 @@ def run_predict(
             label = f"[bold red]{r.label}[/]" if r.label == "COVID19" else str(r.label)
             table.add_row(r.path, f"{r.probability:.4f}", label, *extra)
     console.print(table)
-    return predictions
