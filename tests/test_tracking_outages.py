@@ -8,6 +8,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -70,6 +71,22 @@ def start_search(experiment: Path, tmp: Path, url: str, **env: str) -> subproces
         text=True,
         env={**os.environ, "MLFLOW_TRACKING_URI": url, "PYTHONUNBUFFERED": "1", **env},
     )
+
+
+class Output:
+    """A process's output, read as it comes (a thread), so that a test waits on what it says, not a clock."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=lambda: self.lines.extend(process.stdout or []), daemon=True)
+        self._thread.start()
+
+    def count(self, text: str) -> int:
+        return sum(text in line for line in list(self.lines))
+
+    def text(self) -> str:
+        self._thread.join(timeout=60)
+        return "".join(self.lines)
 
 
 def stop_mid_trial(search: subprocess.Popen, server: Server) -> None:
@@ -143,20 +160,24 @@ def assert_complete(client: MlflowClient) -> dict[str, dict]:
 def test_a_server_away_at_the_start_and_mid_trial_loses_nothing(
     small_dataset: Path, tmp_path: Path, server: Server
 ) -> None:
-    """Down for the first 30 s (the search waits for it), then stopped for 20 s in the middle of the first
-    trial (training goes on; the writes wait in the spool): one line when each outage starts and one when it
-    ends, and the store holds everything once."""
+    """Down at the start (the search waits for it), then stopped in the middle of the first trial (training
+    goes on; the writes wait in the spool), each time until the search has said so and a little longer: one
+    line when each outage starts and one when it ends, and the store holds everything once."""
     experiment = tmp_path / "outage.toml"
     experiment.write_text(random_search(small_dataset, seed=5, trials=2, epochs=EPOCHS, model=MODEL))
     search = start_search(experiment, tmp_path, server.url)
-    time.sleep(30)
-    assert search.poll() is None, "the search gave up on a store away for 30 s"
+    out = Output(search)
+    wait_for(lambda: out.count("unreachable") == 1, 300, "the search saying it waits for the store")
+    time.sleep(5)
+    assert search.poll() is None, "the search gave up on a store away"
     server.start()
     client = server.client()
     stop_mid_trial(search, server)
-    time.sleep(20)
+    wait_for(lambda: out.count("unreachable") == 2, 300, "the search saying the store went away mid-trial")
+    time.sleep(3)
     server.start()
-    output, _ = search.communicate(timeout=600)
+    search.wait(timeout=600)
+    output = out.text()
     print(output[-6000:])
     assert search.returncode == 0
     assert output.count("unreachable") == 2 and output.count("answers after") == 1
