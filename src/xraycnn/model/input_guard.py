@@ -26,12 +26,14 @@ from typing import Any
 import keras
 import numpy as np
 
+from xraycnn.errors import XrayCnnError
+
 GUARD_FILE = "input_guard.npz"
 GRID = 2  # each block's output averaged over a GRID x GRID grid of the film
 
 
-class GuardFileError(ValueError):
-    """An input guard file that is not one (a corrupt or foreign npz)."""
+class GuardFileError(XrayCnnError):
+    """An input guard file that is not one (a corrupt or foreign npz): one line from the CLI, no traceback."""
 
 
 def _feature_layers(network: keras.Model) -> list[str]:
@@ -73,7 +75,7 @@ def probabilities_and_features(
     model: keras.Model, widths: list[int], films: np.ndarray
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """What `guarded_network` gives for `films`: P(COVID19) per film and each layer's features."""
-    from xraycnn.evaluation import forward_outputs
+    from xraycnn.evaluation import forward_outputs  # the layer above, which imports this module
 
     out = forward_outputs(model, films)
     bounds = np.cumsum([1, *widths])
@@ -157,7 +159,9 @@ class InputGuard:
                 )
                 return cls(layers, float(saved["limit"]), float(saved["reject_share"]))
         except (OSError, KeyError, ValueError) as exc:
-            raise GuardFileError(f"{path}: not an input guard file ({exc})") from exc
+            raise GuardFileError(
+                f"{path}: not an input guard file ({exc}); register the model again (a search or `xraycnn train`)"
+            ) from exc
 
 
 def _gaussian(name: str, train: np.ndarray, val: np.ndarray) -> LayerGaussian:

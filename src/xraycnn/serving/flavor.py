@@ -76,7 +76,14 @@ def save_model(
         keras_backend=keras.backend.backend(),
         save_exported_model=False,
     )
-    mlflow_model.save(str(Path(path) / MLMODEL_FILE_NAME))
+    # MLflow records `artifact_path` as the logging machine's absolute artifact URI; loading never reads it, and
+    # a copied model would carry a path of the machine that logged it. Left out of the file, kept on the object
+    # (MLflow's ModelInfo reads it after this returns).
+    kept, mlflow_model.artifact_path = mlflow_model.artifact_path, None
+    try:
+        mlflow_model.save(str(Path(path) / MLMODEL_FILE_NAME))
+    finally:
+        mlflow_model.artifact_path = kept
 
 
 def log_model(keras_model: keras.Model, name: str, **kwargs: Any) -> Any:
