@@ -25,8 +25,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from xraycnn.data.regions import LUNG_BOX, box_pixels
 from xraycnn.errors import ConfigError
+from xraycnn.regions import LUNG_BOX, box_pixels
 
 Scalar = int | float | str | bool
 

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from xraycnn.data.augment import AugmentValues, augment
-from xraycnn.data.regions import LUNG_BOX, box_mask
+from xraycnn.regions import LUNG_BOX, box_mask
 
 STRENGTHS = {
     "zoom": 0.2,

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from xraycnn.data.dataset import Split
-from xraycnn.data.regions import lung_mask
 from xraycnn.evaluation.assessment import assess
 from xraycnn.evaluation.shortcuts import BORDERS_ONLY, LUNGS_ONLY, OUTSIDE_SHARE, audit_scores, blackout
+from xraycnn.regions import lung_mask
 
 SIZE = 40
 

@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from xraycnn.data.regions import LUNG_BOX, Box, box_mask, box_pixels
+from xraycnn.regions import LUNG_BOX, Box, box_mask, box_pixels
 
 BINS = 256
 PREPROCESS_VERSION = 1  # part of every cache key: bump when a step changes what it returns

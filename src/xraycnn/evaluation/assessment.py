@@ -19,7 +19,6 @@ import pandas as pd
 
 from xraycnn.data.dataset import Split
 from xraycnn.data.discovery import CLASS_NAMES
-from xraycnn.data.regions import uniform_outside_share
 from xraycnn.evaluation import THRESHOLD, outcome_of, plots, predict_probabilities, ranking_metrics
 from xraycnn.evaluation.acquisition import AS_GIVEN, ShiftScores, acquired_sets, shift_scores
 from xraycnn.evaluation.calibration import PlattScaling
@@ -35,6 +34,7 @@ from xraycnn.evaluation.shortcuts import (
     shortcut_audit,
 )
 from xraycnn.model.input_guard import GuardedNetwork, InputGuard
+from xraycnn.regions import uniform_outside_share
 from xraycnn.tracking.runs import RunLogger
 from xraycnn.tracking.tags import METRICS_ARTIFACT, PREDICTIONS_ARTIFACT
 

@@ -3,7 +3,7 @@ block's evidence for the predicted class lies, and how much of it falls outside 
 
 Classifiers of chest films are known to learn shortcuts (text markers, borders, the hospital's framing). A
 heatmap whose mass sits outside the central lung region is a warning sign; the share of it is reported as a
-shortcut indicator. The lung region is the fixed box of `data.regions`. Heatmaps are always on the film's
+shortcut indicator. The lung region is the fixed box of `xraycnn.regions`. Heatmaps are always on the film's
 own geometry: a model that crops the film first (data.preprocess) has its heatmap placed back where its
 crop came from, zero elsewhere.
 """
@@ -17,8 +17,8 @@ import numpy as np
 import tensorflow as tf
 
 from xraycnn.data.preprocess import film_region_of
-from xraycnn.data.regions import lung_mask
 from xraycnn.evaluation import OUTCOMES, outcome_of
+from xraycnn.regions import lung_mask
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,9 @@ from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
 from xraycnn.data.discovery import CLASS_NAMES
-from xraycnn.data.regions import LUNG_BOX
 from xraycnn.evaluation import OUTCOMES
 from xraycnn.evaluation.calibration import reliability
+from xraycnn.regions import LUNG_BOX
 
 if TYPE_CHECKING:  # gradcam needs TensorFlow; the figures do not
     from xraycnn.evaluation.gradcam import Heatmaps

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from xraycnn.data.regions import lung_mask
 from xraycnn.evaluation import ranking_metrics
 from xraycnn.evaluation.bootstrap import RESAMPLES, Interval, bootstrap_intervals, with_intervals
+from xraycnn.regions import lung_mask
 
 BORDERS_ONLY, LUNGS_ONLY, OUTSIDE_SHARE = "borders_only_auc", "lungs_only_auc", "gradcam_outside_share"
 FIGURES = (BORDERS_ONLY, LUNGS_ONLY, OUTSIDE_SHARE)

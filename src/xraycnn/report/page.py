@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
-from xraycnn.data.regions import uniform_outside_share
+from xraycnn.regions import uniform_outside_share
 from xraycnn.report.snapshot import AUDIT_COLUMNS, SHIFT_COLUMNS, SearchSnapshot, is_source_column
 from xraycnn.tracking.tags import TAG_PREFIX
 

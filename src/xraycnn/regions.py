@@ -3,7 +3,8 @@
 The box (rows 10-85 %, columns 12-88 % of the film) is a coarse stand-in for a lung segmentation that fits the
 upright PA films of cxr-covid. The shortcut audit and the Grad-CAM indicator always measure against this
 box, whatever box an experiment crops or masks to, so a model cannot pass the audit by choosing its own box.
-Kept free of TensorFlow: the experiment file's checks use it before anything heavy is imported.
+Kept free of TensorFlow and of the rest of xraycnn: the experiment file's checks (config) use it before
+anything heavy is imported, and every layer above reads it.
 """
 
 from __future__ import annotations
