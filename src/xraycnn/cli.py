@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.console import Console
 
 from xraycnn import __version__, paths
-from xraycnn.errors import InterruptedByUserError, XrayCnnError
+from xraycnn.errors import DiskFullError, InterruptedByUserError, XrayCnnError
 from xraycnn.runtime import native_stderr, threads
 
 DEFAULT_EXPERIMENT = "experiments/default.toml"
@@ -460,6 +460,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console() if sys.stdout.isatty() else Console(width=160)
     try:
         return args.func(args, console)
+    except DiskFullError as exc:
+        code = _report(exc)
+        # On a full disk a half-written checkpoint's HDF5 objects can crash the interpreter's teardown (a
+        # segfault after the message was seen); the runs are closed by now, and nothing is left to write.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     except XrayCnnError as exc:
         return _report(exc)
     except KeyboardInterrupt:  # outside a search's trials (decoding, registering): nothing half-written to fix
