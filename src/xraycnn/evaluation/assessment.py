@@ -80,8 +80,7 @@ class Assessment:
     seed: int
     shift: ShiftScores | None = None  # the calls under acquisition changes, at the threshold
     calibration: Calibration | None = None  # a final model's, when it was calibrated here
-    guard: GuardRates | None = None  # how often the model's input guard refuses, when it has one
-    guard_scores: np.ndarray | None = None  # each image's input guard score
+    guard: GuardRates | None = None  # how often the model's input guard refuses (and each image's score)
 
     @property
     def threshold(self) -> float:
@@ -109,9 +108,9 @@ class Assessment:
             frame["source"] = self.sources
         if self.heatmaps is not None:
             frame["gradcam_outside_share"] = self.heatmaps.shares_of(len(p))
-        if self.guard_scores is not None and self.guard is not None:
-            frame["input_guard_score"] = self.guard_scores
-            frame["refused_by_input_guard"] = self.guard_scores > self.guard.limit
+        if self.guard is not None:
+            frame["input_guard_score"] = self.guard.film_scores
+            frame["refused_by_input_guard"] = self.guard.refused
         return frame
 
     def table(self) -> pd.DataFrame:
@@ -199,12 +198,11 @@ def assess(
         acquired = {name: predict_probabilities(model, x) for name, x in films.items()}
         changed = {name: p for name, p in acquired.items() if name != AS_GIVEN}
         shift = shift_scores(split.labels, acquired[AS_GIVEN], changed, threshold, resamples=resamples, seed=seed)
-    rates, scores = None, None
+    rates = None
     if guard is not None:
-        screen = GuardedNetwork(model, guard)
-        scores = screen(split.images)[1]
-        rates = guard_rates(screen, split.images, {k: v for k, v in films.items() if k != AS_GIVEN}, seed)
-    return Assessment(split, probabilities, clinical, sources, heatmaps, audit, seed, shift, calibration, rates, scores)
+        changed_films = {k: v for k, v in films.items() if k != AS_GIVEN}
+        rates = guard_rates(GuardedNetwork(model, guard), split.images, changed_films, seed)
+    return Assessment(split, probabilities, clinical, sources, heatmaps, audit, seed, shift, calibration, rates)
 
 
 def assessment_metrics(assessment: Assessment, prefix: str) -> dict[str, float]:

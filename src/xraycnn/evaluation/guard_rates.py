@@ -14,12 +14,22 @@ from xraycnn.model.input_guard import GuardedNetwork, InputGuard
 
 @dataclass(frozen=True)
 class GuardRates:
-    """Shares refused: of the films as given, under each acquisition change, and of each kind of non-film."""
+    """Shares refused: of the films as given (from each film's score), under each acquisition change, and of
+    each kind of non-film."""
 
-    films: float
+    film_scores: np.ndarray
     changed: dict[str, float]
     not_films: dict[str, float]
     guard: InputGuard
+
+    @property
+    def refused(self) -> np.ndarray:
+        """Which of the films as given the guard refuses."""
+        return self.guard.refused(self.film_scores)
+
+    @property
+    def films(self) -> float:
+        return float(self.refused.mean()) if len(self.film_scores) else float("nan")
 
     @property
     def limit(self) -> float:
@@ -55,8 +65,8 @@ class GuardRates:
 def guard_rates(
     screen: GuardedNetwork, films: np.ndarray, changed: dict[str, np.ndarray] | None = None, seed: int = 0
 ) -> GuardRates:
-    """The refusal shares of `screen`'s guard (which it must have) on `films`, on `changed` films and on the
-    made non-films of the films' size."""
+    """The scores of `films` by `screen`'s guard (which it must have), and its refusal shares on them, on
+    `changed` films and on the made non-films of the films' size."""
     guard = screen.guard
     if guard is None:
         raise ValueError("guard_rates: the network has no input guard")
@@ -66,7 +76,7 @@ def guard_rates(
 
     size, channels = films.shape[1], films.shape[-1]
     return GuardRates(
-        films=share(films),
+        film_scores=screen(films)[1],
         changed={name: share(x) for name, x in (changed or {}).items()},
         not_films={kind: share(x) for kind, x in not_films(size, channels, seed).items()},
         guard=guard,

@@ -170,7 +170,7 @@ def _print(console: Console, assessment: Assessment) -> None:
         console.print(shift_table(assessment.shift))
     guard = assessment.guard
     if guard is not None:
-        refused = int(guard.guard.refused(assessment.guard_scores).sum()) if assessment.guard_scores is not None else 0
+        refused = int(guard.refused.sum())
         console.print(
             f"Input guard (limit {guard.limit:.2f}): {guard.describe()}. "
             + (

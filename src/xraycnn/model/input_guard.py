@@ -182,8 +182,8 @@ def fit_input_guard(
     """The guard of `network` (a registered model: films in), fitted on `train_films` (with, for a guard that
     holds at other hospitals, films changed as they would acquire them), centred on `val_films`, its limit the
     score `reject_share` of the validation films exceed, as given and under each change in `changed_val`."""
-    model, widths = guarded_network(network)
     names = _feature_layers(network)
+    model, widths = guarded_network(network, names)
     _, train = probabilities_and_features(model, widths, train_films)
     _, val = probabilities_and_features(model, widths, val_films)
     unlimited = InputGuard(tuple(_gaussian(n, t, v) for n, t, v in zip(names, train, val, strict=True)), np.inf, 0)

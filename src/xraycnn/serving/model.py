@@ -84,8 +84,7 @@ class ImageModel:
         from xraycnn.model.input_guard import GuardedNetwork
 
         self._network = network
-        self.guard = guard  # model.input_guard.InputGuard, or None for a version registered without one
-        self._screen = GuardedNetwork(network, guard)
+        self._screen = GuardedNetwork(network, guard)  # guard: None for a version registered without one
         self._shape: tuple[int, int, int] = input_shape_of(network)
         config = config or {}
         self.threshold = float(config.get("threshold", 0.5))
@@ -176,8 +175,8 @@ class ImageModel:
         if good:
             scored, scores = self._screen(np.stack(decoded).astype(np.float32))
             for k, index in enumerate(good):
-                if scores is not None and self.guard.refused(scores[k]):
-                    errors[index] = f"image {index}: {self.guard.reason(float(scores[k]))}"
+                if scores is not None and self._screen.guard.refused(scores[k]):
+                    errors[index] = f"image {index}: {self._screen.guard.reason(float(scores[k]))}"
                 else:
                     probabilities[index] = scored[k]
         if np.isnan(probabilities).all():

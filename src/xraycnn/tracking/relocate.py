@@ -81,10 +81,10 @@ def relocate_if_moved(db: Path) -> Relocation | None:
             copy.close()
         connection.execute("begin immediate")
         old_folders = _recorded_folders(connection) - {new_folder}  # again, now that no one else writes
-        rewritten = 0
+        rewritten, columns = 0, _columns(connection)
         for old in sorted(old_folders, key=len, reverse=True):
             for prefix_old, prefix_new in ((f"file://{old}/", f"file://{new_folder}/"), (f"{old}/", f"{new_folder}/")):
-                for table, column in _columns(connection):
+                for table, column in columns:
                     cursor = connection.execute(
                         f"update {table} set {column} = ? || substr({column}, ?) where substr({column}, 1, ?) = ?",
                         (prefix_new, len(prefix_old) + 1, len(prefix_old), prefix_old),

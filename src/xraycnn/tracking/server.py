@@ -53,9 +53,9 @@ class BasicAuth:
             )
         return cls(username, password) if username else None
 
-    def write_config(self, folder: Path) -> tuple[Path, dict[str, str]]:
-        """The auth app's config file in `folder` (its user database beside it, new at every start: the admin's
-        password is the environment's) and the environment the server needs with it."""
+    def write_config(self, folder: Path) -> dict[str, str]:
+        """Write the auth app's config file in `folder` (its user database beside it, new at every start: the
+        admin's password is the environment's); returns the environment the server needs with it."""
         folder.mkdir(parents=True, exist_ok=True)
         database = folder / "basic_auth.db"
         database.unlink(missing_ok=True)
@@ -68,7 +68,7 @@ class BasicAuth:
             "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
         )
         config.chmod(0o600)
-        return config, {
+        return {
             "MLFLOW_AUTH_CONFIG_PATH": str(config),
             "MLFLOW_AUTH_ADMIN_PASSWORD": self.password,
             SECRET_KEY_ENV: os.environ.get(SECRET_KEY_ENV) or secrets.token_hex(32),
@@ -126,7 +126,7 @@ class TrackingServer:
         env = server_environment(self.backend_store_uri)
         if self.auth is not None:
             command += ["--app-name", "basic-auth"]
-            env |= self.auth.write_config(self.log_path.parent / "auth")[1]
+            env |= self.auth.write_config(self.log_path.parent / "auth")
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
