@@ -29,8 +29,10 @@ films as given against the NORMAL films changed, under the worst change (`shift_
 
 from __future__ import annotations
 
+import functools
 import io
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,7 +65,9 @@ def _spatial_sigma(films: np.ndarray, sigma: float) -> tuple[float, ...]:
 
 
 def _gamma(value: float) -> Change:
-    return lambda films, rng: 255.0 * np.power(films / 255.0, value)
+    # the films hold whole grey levels (8-bit films): a table of 256 powers instead of one per pixel
+    table = (255.0 * np.power(np.arange(256) / 255.0, value)).astype(np.float32)
+    return lambda films, rng: table[np.clip(films, 0, 255).astype(np.uint8)]
 
 
 def _contrast(factor: float) -> Change:
@@ -79,7 +83,7 @@ def _brightness(offset: float) -> Change:
 
 
 def _noise(sd: float) -> Change:
-    return lambda films, rng: films + rng.normal(0.0, sd, films.shape).astype(np.float32)
+    return lambda films, rng: films + sd * rng.standard_normal(films.shape, dtype=np.float32)
 
 
 def _blur(sigma: float) -> Change:
@@ -168,14 +172,15 @@ def change_films(films: np.ndarray, name: str, seed: int = 0, size: int | None =
     """uint8 films (n, side, side, channels) as acquired by change `name` (AS_GIVEN: unchanged), then, given
     `size`, brought to `size` pixels a side as the model's decoding does (data.images.resize_film). Chunk by
     chunk, each with its own seeded random stream."""
-    from xraycnn.data.images import resize_film
+    from xraycnn.data.images import default_workers, resize_film
 
     if name != AS_GIVEN and name not in CHANGES:
         raise ValueError(f"unknown acquisition change {name!r}; known: {', '.join(CHANGES)}")
     films = np.asarray(films, dtype=np.uint8)
     side = films.shape[1] if size is None else size
     out = np.empty((len(films), side, side, films.shape[3]), dtype=np.uint8)
-    for start in range(0, len(films), CHUNK):
+
+    def one_chunk(start: int) -> None:
         chunk = films[start : start + CHUNK]
         if name != AS_GIVEN:
             rng = np.random.default_rng([seed, list(CHANGES).index(name), start])
@@ -183,6 +188,11 @@ def change_films(films: np.ndarray, name: str, seed: int = 0, size: int | None =
         if side != chunk.shape[1]:
             chunk = _per_film(chunk, lambda film: resize_film(film, side))
         out[start : start + len(chunk)] = chunk
+
+    # NumPy, SciPy's filters and PIL release the GIL on whole arrays: the chunks run side by side on the cores,
+    # and each chunk's random stream is its own, so the films do not depend on the order they finish in
+    with ThreadPoolExecutor(default_workers()) as pool:
+        list(pool.map(one_chunk, range(0, len(films), CHUNK)))
     return out
 
 
@@ -191,6 +201,21 @@ def acquired_sets(
 ) -> dict[str, np.ndarray]:
     """`source` films (at ACQUISITION_SIZE) under each change in `names`, each brought to `size`."""
     return {name: change_films(source, name, seed, size) for name in names}
+
+
+def acquired_files(paths: Sequence[str | Path], size: int, channels: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """The films of `paths` (as stored, `source_films`) under each change and AS_GIVEN, brought to `size`
+    (`acquired_sets`): made once per process for the same films and seed (a search's trials and its final
+    assessment change the same validation films), so the arrays are shared and read-only."""
+    return _acquired_files(tuple(str(p) for p in paths), size, channels, seed)
+
+
+@functools.lru_cache(maxsize=2)
+def _acquired_files(paths: tuple[str, ...], size: int, channels: int, seed: int) -> dict[str, np.ndarray]:
+    sets = acquired_sets(source_films([Path(p) for p in paths], size, channels), size, seed)
+    for films in sets.values():
+        films.flags.writeable = False
+    return sets
 
 
 def acquired_mix(source: np.ndarray, size: int, seed: int = 0) -> np.ndarray:

@@ -192,16 +192,15 @@ def assess(
         resamples=resamples,
         seed=seed,
     )
-    shift, films = None, {}
+    screen = GuardedNetwork(model, guard)  # without a guard: the network alone, no scores
+    shift, guard_scores = None, {}
     if source is not None:
-        films = acquired_sets(source, int(split.images.shape[1]), seed)
-        acquired = {name: predict_probabilities(model, x) for name, x in films.items()}
-        changed = {name: p for name, p in acquired.items() if name != AS_GIVEN}
-        shift = shift_scores(split.labels, acquired[AS_GIVEN], changed, threshold, resamples=resamples, seed=seed)
-    rates = None
-    if guard is not None:
-        changed_films = {k: v for k, v in films.items() if k != AS_GIVEN}
-        rates = guard_rates(GuardedNetwork(model, guard), split.images, changed_films, seed)
+        # the changed films' calls and guard scores in one forward pass each
+        outputs = {name: screen(x) for name, x in acquired_sets(source, int(split.images.shape[1]), seed).items()}
+        changed = {name: p for name, (p, _) in outputs.items() if name != AS_GIVEN}
+        guard_scores = {name: s for name, (_, s) in outputs.items() if name != AS_GIVEN and s is not None}
+        shift = shift_scores(split.labels, outputs[AS_GIVEN][0], changed, threshold, resamples=resamples, seed=seed)
+    rates = None if guard is None else guard_rates(screen, split.images, guard_scores, seed)
     return Assessment(split, probabilities, clinical, sources, heatmaps, audit, seed, shift, calibration, rates)
 
 

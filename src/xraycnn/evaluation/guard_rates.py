@@ -4,6 +4,7 @@ evaluation.not_films makes them)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,21 +64,22 @@ class GuardRates:
 
 
 def guard_rates(
-    screen: GuardedNetwork, films: np.ndarray, changed: dict[str, np.ndarray] | None = None, seed: int = 0
+    screen: GuardedNetwork, films: np.ndarray, changed_scores: Mapping[str, np.ndarray] | None = None, seed: int = 0
 ) -> GuardRates:
-    """The scores of `films` by `screen`'s guard (which it must have), and its refusal shares on them, on
-    `changed` films and on the made non-films of the films' size."""
+    """The scores of `films` by `screen`'s guard (which it must have), and its refusal shares on them, on the
+    films changed whose scores `changed_scores` holds (scored with the calls they were assessed for, in one pass)
+    and on the made non-films of the films' size."""
     guard = screen.guard
     if guard is None:
         raise ValueError("guard_rates: the network has no input guard")
 
-    def share(x: np.ndarray) -> float:
-        return float(guard.refused(screen(x)[1]).mean()) if len(x) else float("nan")
+    def share(scores: np.ndarray) -> float:
+        return float(guard.refused(scores).mean()) if len(scores) else float("nan")
 
     size, channels = films.shape[1], films.shape[-1]
     return GuardRates(
         film_scores=screen(films)[1],
-        changed={name: share(x) for name, x in (changed or {}).items()},
-        not_films={kind: share(x) for kind, x in not_films(size, channels, seed).items()},
+        changed={name: share(scores) for name, scores in (changed_scores or {}).items()},
+        not_films={kind: share(screen(x)[1]) for kind, x in not_films(size, channels, seed).items()},
         guard=guard,
     )

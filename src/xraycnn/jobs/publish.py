@@ -16,7 +16,7 @@ from xraycnn.data.external import read_sources
 from xraycnn.data.preprocess import preprocessing_key_of
 from xraycnn.errors import RegistryError
 from xraycnn.evaluation import predict_probabilities, ranking_metrics
-from xraycnn.evaluation.acquisition import AS_GIVEN, WORST_SPECIFICITY, acquired_mix, acquired_sets, source_films
+from xraycnn.evaluation.acquisition import AS_GIVEN, WORST_SPECIFICITY, acquired_files, acquired_mix, source_films
 from xraycnn.evaluation.assessment import Assessment, Calibration, assess, log_assessment
 from xraycnn.evaluation.calibration import fit_platt
 from xraycnn.evaluation.shortcuts import BORDERS_ONLY, LUNGS_ONLY, OUTSIDE_SHARE
@@ -53,8 +53,8 @@ def final_assessment(session: Session, model: keras.Model) -> Assessment:
     changed, changed_films = None, {}
     share = config.evaluation.input_guard_reject_share
     if config.evaluation.threshold in SHIFT_RULES or share:
-        source = source_films([root / f for f in val.files], size, channels)
-        changed_films = {k: v for k, v in acquired_sets(source, size, config.seed).items() if k != AS_GIVEN}
+        acquired = acquired_files([root / f for f in val.files], size, channels, config.seed)
+        changed_films = {k: v for k, v in acquired.items() if k != AS_GIVEN}
     if config.evaluation.threshold in SHIFT_RULES:
         changed = {name: predict_probabilities(model, x) for name, x in changed_films.items()}
     chosen = choose_by(config.evaluation, val.labels, val_p, changed)

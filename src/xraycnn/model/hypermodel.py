@@ -30,7 +30,7 @@ from xraycnn.data.external import read_sources
 from xraycnn.data.pipeline import eval_batches, training_stream
 from xraycnn.data.preprocess import FilmSteps, film_preprocessing_model, preprocess_films
 from xraycnn.evaluation import predict_probabilities, ranking_metrics
-from xraycnn.evaluation.acquisition import AS_GIVEN, ShiftScores, acquired_sets, shift_scores, source_films
+from xraycnn.evaluation.acquisition import AS_GIVEN, ShiftScores, acquired_files, shift_scores
 from xraycnn.evaluation.clinical import Scored, clinical_scores, score_set, source_figures
 from xraycnn.evaluation.gradcam import gradcam
 from xraycnn.evaluation.shortcuts import BORDERS_ONLY, LUNGS_ONLY, AuditScores, audit_scores, blackout
@@ -94,17 +94,37 @@ def predict_distinct(network: keras.Model, inputs: np.ndarray) -> np.ndarray:
     return predict_probabilities(network, inputs, EVAL_BATCH_SIZE)
 
 
+CLEAN = "clean"  # the validation films as the network sees them (the threshold's films)
+
+
 @dataclass(frozen=True)
 class GuardFilms:
     """What the acquisition guard of every epoch predicts, as a trial's network sees it: the validation films as
-    given (for the threshold), and through the acquisition route unchanged (`as_given`) and under each change,
-    of the films `changed_index` picks (the NORMAL ones, or all where the threshold rule needs them changed)."""
+    given (`CLEAN`, for the threshold), and through the acquisition route unchanged (`AS_GIVEN`) and under each
+    change, of the films `changed_index` picks (the NORMAL ones, or all where the threshold rule needs them
+    changed); held as one array, so that an epoch predicts them in one call."""
 
     labels: np.ndarray
-    clean: np.ndarray
-    as_given: np.ndarray
-    changed: dict[str, np.ndarray]
     changed_index: np.ndarray
+    films: np.ndarray  # CLEAN's, AS_GIVEN's, then each change's films, one after the other
+    names: tuple[str, ...]  # CLEAN, AS_GIVEN, then the changes
+
+    @classmethod
+    def stacked(
+        cls,
+        labels: np.ndarray,
+        clean: np.ndarray,
+        as_given: np.ndarray,
+        changed: dict[str, np.ndarray],
+        index: np.ndarray,
+    ) -> GuardFilms:
+        return cls(labels, index, np.concatenate([clean, as_given, *changed.values()]), (CLEAN, AS_GIVEN, *changed))
+
+    def probabilities(self, network: keras.Model) -> dict[str, np.ndarray]:
+        """P(COVID19) of every film, by name."""
+        p = predict_probabilities(network, self.films, EVAL_BATCH_SIZE)
+        sizes = [len(self.labels)] * 2 + [len(self.changed_index)] * (len(self.names) - 2)
+        return dict(zip(self.names, np.split(p, np.cumsum(sizes)[:-1]), strict=True))
 
 
 class SelectionGuards(keras.callbacks.Callback):
@@ -144,9 +164,9 @@ def guard_calls(network: keras.Model, guard: GuardFilms, config: ExperimentConfi
     """The threshold the experiment's rule picks on the validation films, with the specificity of the NORMAL
     films under the worst change at it; and the AUC of the COVID-19 films as given against the NORMAL films
     changed, under the worst change."""
-    clean = predict_probabilities(network, guard.clean, EVAL_BATCH_SIZE)
-    as_given = predict_probabilities(network, guard.as_given, EVAL_BATCH_SIZE)
-    changed = {name: predict_probabilities(network, films, EVAL_BATCH_SIZE) for name, films in guard.changed.items()}
+    predicted = guard.probabilities(network)
+    clean, as_given = predicted.pop(CLEAN), predicted.pop(AS_GIVEN)
+    changed = predicted
     labels = guard.labels
     index = guard.changed_index
     if len(index) == len(labels):  # every film changed: the threshold rule sees them all
@@ -180,8 +200,8 @@ class CxrHyperModel(kt.HyperModel):
         self.data = data  # the films; `inputs(steps)` is what a trial's network sees
         self._inputs: dict[str, PreparedData] = {}  # steps key -> the splits as the trials' networks see them
         self._masked: dict[tuple[str, str], np.ndarray] = {}  # (steps, kept) -> preprocessed masked validation films
-        self._acquired: dict[str, np.ndarray] = {}  # change -> the validation films so acquired, at the film size
         self._changed: dict[str, dict[str, np.ndarray]] = {}  # steps -> change -> those films through the steps
+        self._guard_films: dict[str, GuardFilms] = {}  # steps -> what the acquisition guard predicts every epoch
         self._val_sources: tuple[str, ...] | bool | None = False  # False: not read yet
 
     # -- hyperparameters used by fit(); declared up front so the oracle samples them from trial 1 ----------
@@ -314,14 +334,12 @@ class CxrHyperModel(kt.HyperModel):
     def changed_inputs(self, steps: FilmSteps) -> dict[str, np.ndarray]:
         """The validation films as acquired under each change (and AS_GIVEN, through the same route), brought to
         the film size and through `steps`: what a trial's network sees of them (once per preprocessing)."""
-        if not self._acquired:
-            root = Path(self.data.root)
-            source = source_films([root / f for f in self.data.val.files], self.data.image_size, self.data.channels)
-            self._acquired.update(acquired_sets(source, self.data.image_size, self.config.seed))
         if steps.key() not in self._changed:
-            self._changed[steps.key()] = {
-                name: preprocess_films(films, steps) for name, films in self._acquired.items()
-            }
+            root = Path(self.data.root)
+            acquired = acquired_files(
+                [root / f for f in self.data.val.files], self.data.image_size, self.data.channels, self.config.seed
+            )
+            self._changed[steps.key()] = {name: preprocess_films(films, steps) for name, films in acquired.items()}
         return self._changed[steps.key()]
 
     def guard_films(self, steps: FilmSteps) -> GuardFilms:
@@ -332,13 +350,15 @@ class CxrHyperModel(kt.HyperModel):
         acquired = self.changed_inputs(steps)
         everyone = self.config.evaluation.threshold == "shift_youden"
         index = np.arange(len(labels)) if everyone else np.flatnonzero(labels == 0)
-        return GuardFilms(
-            labels,
-            self.inputs(steps).val.images,
-            acquired[AS_GIVEN],
-            {name: films[index] for name, films in acquired.items() if name != AS_GIVEN},
-            index,
-        )
+        if steps.key() not in self._guard_films:
+            self._guard_films[steps.key()] = GuardFilms.stacked(
+                labels,
+                self.inputs(steps).val.images,
+                acquired[AS_GIVEN],
+                {name: films[index] for name, films in acquired.items() if name != AS_GIVEN},
+                index,
+            )
+        return self._guard_films[steps.key()]
 
     def validation_sources(self) -> tuple[str, ...] | None:
         """Where each validation film comes from (the dataset's MANIFEST.csv), or None without one."""

@@ -94,7 +94,8 @@ class LayerGaussian:
 
     def log_distance(self, features: np.ndarray) -> np.ndarray:
         centred = features.astype(np.float64) - self.mean
-        squared = np.einsum("ij,jk,ik->i", centred, self.precision, centred)
+        # one matrix product (BLAS) and a row sum: a three-operand einsum loops in plain C, many times slower
+        squared = np.sum((centred @ self.precision) * centred, axis=1)
         return np.log(np.maximum(squared, 1e-12))
 
     def score(self, features: np.ndarray) -> np.ndarray:
