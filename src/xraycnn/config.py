@@ -288,6 +288,9 @@ class SearchSpace(_Frozen):
     # after the conv blocks: "flatten" (the notebook's) or "gap", global average pooling, which makes the dense
     # layer see what each filter found anywhere on the film rather than where
     head: _options("flatten", "gap") = Fixed(value="flatten")
+    # the first convolution's stride: 2 halves the side of everything after it, the costliest layers on a CPU;
+    # not given, 1, and not a hyperparameter (so earlier experiments keep their trials' seeds)
+    stem_stride: _spec(int, 1, 4) | None = None
 
     @property
     def max_conv_blocks(self) -> int:
@@ -298,7 +301,7 @@ class SearchSpace(_Frozen):
         return self.filters[block] if isinstance(self.filters, tuple) else self.filters
 
     def items(self) -> Iterator[tuple[str, Spec]]:
-        """(name, spec) of every entry, one per conv block for filters; epochs only when given."""
+        """(name, spec) of every entry, one per conv block for filters; epochs and stem_stride only when given."""
         for name in (
             "conv_blocks",
             "kernel_size",
@@ -309,6 +312,7 @@ class SearchSpace(_Frozen):
             "epochs",
             "batch_norm",
             "head",
+            "stem_stride",
         ):
             spec = getattr(self, name)
             if spec is not None:

@@ -447,3 +447,30 @@ def test_an_objective_of_calls_that_transfer_ranks_epochs_by_the_auc_against_cha
     scores = hm.trial_scores(hp, spy.model)
     assert scores.shift.values["shift_auc"] == pytest.approx(history["val_shift_auc"][best], abs=1e-6)
     assert scores.threshold.value == pytest.approx(history["val_threshold"][best], abs=1e-6)
+
+
+def test_a_stem_of_stride_two_halves_every_later_layer_and_is_a_hyperparameter_only_when_given(
+    data: PreparedData,
+) -> None:
+    def built(**overrides: Any) -> tuple[kt.HyperParameters, keras.Model]:
+        hm = CxrHyperModel(config(space__conv_blocks=2, space__filters=8, space__kernel_size=3, **overrides), data)
+        hp = kt.HyperParameters()
+        hm.declare_hyperparameters(hp)
+        return hp, hm.build(hp)
+
+    hp, plain = built()
+    assert "stem_stride" not in hp.values  # earlier experiments keep their hyperparameters and trial seeds
+    hp, strided = built(space__stem_stride={"values": [2]})
+    assert hp.values["stem_stride"] == 2
+    conv1 = {m: m.get_layer("conv1") for m in (plain, strided)}
+    assert conv1[plain].strides == (1, 1) and conv1[strided].strides == (2, 2)
+    assert strided.get_layer("conv2").strides == (1, 1)
+    assert conv1[plain].output.shape[1:3] == (32, 32) and conv1[strided].output.shape[1:3] == (16, 16)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 1)).astype("float32")
+    assert strided(x).shape == (2, 1)
+
+
+def test_run_names_mark_a_strided_stem() -> None:
+    from xraycnn.model.space import choice_tokens
+
+    assert "s2" in choice_tokens({"stem_stride": 2}) and "s2" not in choice_tokens({"batch_norm": True})

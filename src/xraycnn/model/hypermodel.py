@@ -245,6 +245,7 @@ class CxrHyperModel(kt.HyperModel):
         dropout = float(space.dropout.declare(hp, "dropout"))
         dense_units = int(space.dense_units.declare(hp, "dense_units"))
         learning_rate = float(space.learning_rate.declare(hp, "learning_rate"))
+        stem_stride = 1 if space.stem_stride is None else int(space.stem_stride.declare(hp, "stem_stride"))
         block_options = [int(v) for v in space.conv_blocks.options()]
         filters: list[int] = []
         for block in range(space.max_conv_blocks):
@@ -272,15 +273,22 @@ class CxrHyperModel(kt.HyperModel):
             model.add(keras.layers.Rescaling(1.0 / 255, name="rescale"))
         for block in range(blocks):
             n = block + 1
+            strides = stem_stride if block == 0 else 1
             if batch_norm:  # the bias is redundant before a batch normalisation
-                model.add(keras.layers.Conv2D(filters[block], kernel, padding="same", use_bias=False, name=f"conv{n}"))
+                model.add(
+                    keras.layers.Conv2D(
+                        filters[block], kernel, strides=strides, padding="same", use_bias=False, name=f"conv{n}"
+                    )
+                )
                 # momentum 0.9, not Keras' 0.99: a trial of 2-3 epochs (Hyperband's first rung) has ~400 steps, and
                 # the moving statistics must have caught up by then, or its val_auc and calibration suffer
                 model.add(FusedBatchNormalization(momentum=0.9, name=f"bn{n}"))
                 model.add(keras.layers.Activation("relu", name=f"relu{n}"))
             else:
                 model.add(
-                    keras.layers.Conv2D(filters[block], kernel, padding="same", activation="relu", name=f"conv{n}")
+                    keras.layers.Conv2D(
+                        filters[block], kernel, strides=strides, padding="same", activation="relu", name=f"conv{n}"
+                    )
                 )
             model.add(keras.layers.MaxPooling2D(2, name=f"pool{n}"))
             model.add(keras.layers.Dropout(dropout, name=f"dropout{n}"))

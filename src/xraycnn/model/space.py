@@ -6,7 +6,8 @@ from __future__ import annotations
 
 def choice_tokens(values: dict[str, object]) -> list[str]:
     """Short words for a trial's preprocessing and architecture choices, for run names and the console:
-    `crop`, `eq-global`, `eq-clahe`, `mask`, `std`, `bn`, `gap` (nothing for the notebook's defaults)."""
+    `crop`, `eq-global`, `eq-clahe`, `mask`, `std`, `bn`, `gap`, `s2` (a stem of stride 2; nothing for the
+    notebook's defaults)."""
     tokens = []
     if values.get("preprocess_crop") is True:
         tokens.append("crop")
@@ -20,4 +21,6 @@ def choice_tokens(values: dict[str, object]) -> list[str]:
         tokens.append("bn")
     if values.get("head") == "gap":
         tokens.append("gap")
+    if values.get("stem_stride", 1) != 1:
+        tokens.append(f"s{values['stem_stride']}")
     return tokens
