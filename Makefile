@@ -8,7 +8,7 @@ EXPERIMENT ?= experiments/default.toml
 MODEL ?= models:/xraycnn@champion
 
 .DEFAULT_GOAL := help
-.PHONY: help install search search-robust search-distributed sync train-seed predict evaluate calibrate serve report ui test test-fast bench bench-profile bench-against bench-anytime probe probe-transfer lint format clean-state
+.PHONY: help install search search-robust search-distributed sync train-seed predict evaluate calibrate serve report ui test test-fast bench bench-all bench-profile bench-against bench-anytime probe probe-transfer lint format clean-state
 
 help: ## list the targets
 	@echo "usage: make TARGET [EXPERIMENT=experiments/x.toml] [FRESH=1]"
@@ -60,7 +60,7 @@ ui: install ## open the MLflow UI on the project's store at http://127.0.0.1:500
 	$(BIN)/xraycnn ui
 
 test: install ## run the test suite on 2 processes (CPU only, about 10 minutes on 2 cores)
-	$(BIN)/pytest -n 2 --dist loadfile
+	$(BIN)/pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 test-fast: install ## the unit tests only, not the ones that run the real CLI end to end (about 1 minute)
 	$(BIN)/pytest -m "not slow"
@@ -76,20 +76,23 @@ clean-state: ## delete all tuner state and the MLflow store (runs and registered
 	@read -p "Delete tuner/* and mlruns/* (all runs and registered models)? [y/N] " ok && [ "$$ok" = y ]
 	find tuner mlruns -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
 
-bench: install ## measure training/inference speed, augmentation and audit costs, decode, serving, tracking, memory (~40 min)
-	$(BIN)/python benchmarks/bench.py
+bench: install ## the core figures: training img/s, FLOP efficiency, the default search's wall time and memory, serving (`python -m benchmarks --list`)
+	$(BIN)/python -m benchmarks
+
+bench-all: install ## every part of the bench: the core, augmentation, audit and guard costs, decode, inference, tracking, distributed (~40 min)
+	$(BIN)/python -m benchmarks --all
 
 bench-profile: install ## where a whole default search's wall time goes, by phase (py-spy samples; ~3 min)
-	$(BIN)/python benchmarks/search_profile.py --set training.precision=float32
+	$(BIN)/python -m benchmarks.studies.search_profile --set training.precision=float32
 
 bench-against: install ## the default search now vs issue 12's (6c4fade), alternating, as a CPU without bf16 runs them (~15 min)
-	ONEDNN_MAX_CPU_ISA=AVX2 $(BIN)/python benchmarks/search_against.py --float32
+	ONEDNN_MAX_CPU_ISA=AVX2 $(BIN)/python -m benchmarks.studies.search_against --float32
 
 bench-anytime: install ## best val_auc so far against wall time: Hyperband, random, Bayesian, 3 seeds (~40 min)
-	$(BIN)/python benchmarks/anytime.py
+	$(BIN)/python -m benchmarks.studies.anytime
 
 probe: install ## the shortcut probe: one network per preprocessing/augmentation choice, audited on test (~35 min)
-	$(BIN)/python benchmarks/shortcut_probe.py
+	$(BIN)/python -m benchmarks.studies.shortcut_probe
 
 probe-transfer: install ## the transfer probe: the default champion's network per augmentation set, its calls under acquisition changes (2 seeds, ~30 min)
-	$(BIN)/python benchmarks/transfer_probe.py --only light_12epochs blur_sharpen_12epochs blur_sharpen_framing_12epochs texture_framing_12epochs --seeds 42 7
+	$(BIN)/python -m benchmarks.studies.transfer_probe --only light_12epochs blur_sharpen_12epochs blur_sharpen_framing_12epochs texture_framing_12epochs --seeds 42 7

@@ -3,7 +3,7 @@ README quotes about a search comes from a committed file: its wall time and peak
 champion's test figures, shortcut audit, calls under acquisition changes, calibration and input guard, with intervals
 (all from the MLflow store, as the search logged them), and the machine.
 
-    python benchmarks/record_search.py EXPERIMENT --command "what ran the search" [--peak-rss-kib N]
+    python -m benchmarks.record_search EXPERIMENT --command "what ran the search" [--peak-rss-kib N]
         [--wall-seconds S] [--env ONEDNN_MAX_CPU_ISA=AVX2] [--tracking-uri URI]
 """
 
@@ -11,17 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+from benchmarks.common import RESULTS
+from benchmarks.machine import machine_facts, machine_slug
 
-from machine import machine_facts, machine_slug  # noqa: E402
-
-RESULTS = HERE / "results"
 AUDIT = ("borders_only_auc", "lungs_only_auc", "gradcam_outside_share")
 SHIFT = ("shift_worst_specificity", "shift_clean_specificity", "shift_auc", "shift_worst_auc", "shift_mean_auc")
 TEST = ("auc", "accuracy", "thr_accuracy", "thr_sensitivity", "thr_specificity", "ece", *AUDIT, *SHIFT)

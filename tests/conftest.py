@@ -27,29 +27,48 @@ from xraycnn import paths
 REPO = Path(__file__).resolve().parents[1]
 
 # `make test` runs the suite on 2 processes, a file to each at a time (pytest-xdist, --dist loadfile), handing
-# out files in collection order, alternately. The chaos files are mostly waiting (on outages, kills, restarts):
-# collected first, in this order, the two processes each start on some of them and the rest of the suite runs
-# beside them, instead of two of them running last side by side.
-CHAOS_FIRST = (
+# out files in collection order (--no-loadscope-reorder: xdist would otherwise hand out the files with the most
+# tests first). The longest files go first, so that the last files handed out are short and neither process
+# idles at the end while the other finishes a long one: the chaos files (mostly waiting, on outages, kills and
+# restarts: the other process runs the rest of the suite beside them), then the longest end-to-end files, from
+# the durations pytest prints. A file that grows long belongs in this list.
+LONGEST_FIRST = (
     "test_tracking_outages.py",
     "test_distributed_outages.py",
+    "test_reliability.py",
+    "test_search_integration.py",
     "test_distributed.py",
     "test_disk_full.py",
-    "test_reliability.py",
+    "test_experiments.py",
+    "test_site_calibration.py",
+    "test_browser.py",
+    "test_registry.py",
+    "test_search.py",
+    "test_hypermodel.py",
+    "test_bad_input.py",
+    "test_gate.py",
 )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     def rank(item: pytest.Item) -> int:
-        if item.get_closest_marker("chaos") is None:
-            return len(CHAOS_FIRST)
-        return CHAOS_FIRST.index(item.path.name) if item.path.name in CHAOS_FIRST else len(CHAOS_FIRST) - 1
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
 
     items.sort(key=rank)  # stable: the order within a file, and of the other files, is kept
 
 
 SHARED_DATA = paths.default_data_candidates()[1]
 CLASSES = ("COVID19", "NORMAL")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _threads_as_the_command_line_sets_them() -> None:
+    """TensorFlow's thread pools sized as `xraycnn` sizes them, before any test runs an operation: they cannot
+    change afterwards, and the tests run the command line in this process too (tests/tiny_search.py)."""
+    from xraycnn.runtime import threads
+
+    threads.configure()
 
 
 @pytest.fixture(autouse=True)

@@ -43,7 +43,9 @@ model_name = "xraycnn-zoo"
 """
 
 
-def search(tmp_path: Path, root: Path, experiment: str = EXPERIMENT, name: str = "zoo.toml") -> tuple:
+def search(
+    tmp_path: Path, root: Path, experiment: str = EXPERIMENT, name: str = "zoo.toml", isolated: bool = False
+) -> tuple:
     (tmp_path / name).write_text(experiment)
     db = tmp_path / "store" / "mlflow.db"
     result = xraycnn(
@@ -54,6 +56,7 @@ def search(tmp_path: Path, root: Path, experiment: str = EXPERIMENT, name: str =
         "--tuner-dir",
         str(tmp_path / "tuner"),
         env={"MLFLOW_TRACKING_URI": f"sqlite:///{db}"},
+        isolated=isolated,
     )
     return result, db
 
@@ -100,7 +103,7 @@ def test_too_little_left_is_one_clear_error_before_logging(tmp_path: Path) -> No
         image.write_bytes(b"")
     image_zoo.write(root / "test" / "COVID19", {"text.png": image_zoo.UNUSABLE["text.png"]})
 
-    result, db = search(tmp_path, root)
+    result, db = search(tmp_path, root, isolated=True)  # a process of its own: nothing on stderr but our line
     assert result.returncode == 2
     line = one_clear_line(result.stderr)
     assert "too few readable images" in line and "test has 0 COVID19 image(s)" in line

@@ -303,8 +303,9 @@ def test_the_champion_is_calibrated_on_validation_and_carries_it_everywhere(sear
     # fitted on validation by log loss, which it cannot make worse there (no scaling is one of its choices)
     from xraycnn.config import load_experiment
     from xraycnn.data.dataset import prepare_data
-    from xraycnn.evaluation import predict_probabilities, ranking_metrics
+    from xraycnn.evaluation import ranking_metrics
     from xraycnn.evaluation.calibration import PlattScaling, logit
+    from xraycnn.model.predict import predict_probabilities
 
     config = load_experiment(search.tmp / "tiny.toml").config
     data = prepare_data(discover(search.root), config.data, config.seed)
@@ -555,8 +556,8 @@ def test_champion_carries_a_threshold_chosen_on_validation_and_test_figures_with
     # the threshold is Youden's J of the champion on the validation split, which the test recomputes
     from xraycnn.config import load_experiment
     from xraycnn.data.dataset import prepare_data
-    from xraycnn.evaluation import predict_probabilities
     from xraycnn.evaluation.threshold import choose_threshold
+    from xraycnn.model.predict import predict_probabilities
 
     config = load_experiment(search.tmp / "tiny.toml").config
     data = prepare_data(discover(search.root), config.data, config.seed)

@@ -85,13 +85,60 @@ model_name = "{model}"
 
 
 def xraycnn(
-    *args: str, env: dict[str, str], timeout: int = 600, cwd: Path | None = None
+    *args: str, env: dict[str, str], timeout: int = 600, cwd: Path | None = None, isolated: bool = False
 ) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [XRAYCNN, *args], capture_output=True, text=True, env={**os.environ, **env}, timeout=timeout, cwd=cwd
-    )
+    """The command line `xraycnn ARGS` with `env` added to the environment: its exit status and what it printed.
+    In this process (`cli.main`, what the `xraycnn` script calls) unless `isolated`: a process of its own pays the
+    import of TensorFlow again; the tests of what only a process shows (kills, Ctrl-C, locks held by another
+    process, a full disk ending the interpreter, nothing but our line on stderr) ask for one."""
+    if isolated:
+        result = subprocess.run(
+            [XRAYCNN, *args], capture_output=True, text=True, env={**os.environ, **env}, timeout=timeout, cwd=cwd
+        )
+    else:
+        result = _in_this_process(list(args), env, cwd)
     print(result.stdout[-4000:], result.stderr[-4000:])
     return result
+
+
+def _in_this_process(args: list[str], env: dict[str, str], cwd: Path | None) -> subprocess.CompletedProcess[str]:
+    """`cli.main(args)` with its output captured, leaving this process as it found it: the environment, the
+    working directory, MLflow's current store and active runs, Keras' precision policy, the SIGTERM handler."""
+    import contextlib
+    import io
+    import signal
+
+    import keras
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_uris
+    from mlflow.tracking._tracking_service import utils as tracking_uris
+
+    from xraycnn import cli
+
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    saved_uris = (tracking_uris._tracking_uri, registry_uris._registry_uri)
+    saved_sigterm = signal.getsignal(signal.SIGTERM)
+    out, err = io.StringIO(), io.StringIO()
+    os.environ.update(env)
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = cli.main(args)
+            except SystemExit as exit_:  # argparse's usage errors
+                code = exit_.code if isinstance(exit_.code, int) else 2
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        while mlflow.active_run() is not None:
+            mlflow.end_run()
+        tracking_uris._tracking_uri, registry_uris._registry_uri = saved_uris
+        signal.signal(signal.SIGTERM, saved_sigterm)
+        keras.mixed_precision.set_global_policy("float32")
+        keras.backend.clear_session()
+    return subprocess.CompletedProcess([XRAYCNN, *args], code, out.getvalue(), err.getvalue())
 
 
 @dataclass

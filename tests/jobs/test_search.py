@@ -66,7 +66,10 @@ def test_failed_mlflow_writes_end_the_search_with_exit_status_3(small_dataset: P
     (tmp_path / "tiny.toml").write_text(EXPERIMENT.format(root=small_dataset))
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     env = {"MLFLOW_TRACKING_URI": uri, "PYTHONPATH": f"{inject}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    result = xraycnn("search", str(tmp_path / "tiny.toml"), "--tuner-dir", str(tmp_path / "tuner"), env=env)
+    # a process of its own: the fault is injected at its start-up
+    result = xraycnn(
+        "search", str(tmp_path / "tiny.toml"), "--tuner-dir", str(tmp_path / "tuner"), env=env, isolated=True
+    )
     assert result.returncode == 3, result.stderr
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert line.startswith("error: the search finished, but 3 MLflow write(s) failed")

@@ -8,9 +8,9 @@ import keras
 import numpy as np
 import pytest
 
-from xraycnn.evaluation import predict_probabilities
 from xraycnn.evaluation.calibration import PlattScaling
 from xraycnn.model.calibration import fold_platt
+from xraycnn.model.predict import predict_probabilities
 
 
 def network() -> keras.Model:
@@ -30,7 +30,7 @@ def test_the_folded_network_outputs_the_calibrated_probability(tmp_path: Path) -
     x = np.random.default_rng(0).uniform(0, 3, (64, 8, 8, 1)).astype(np.float32)
     raw = predict_probabilities(model, x)
     platt = PlattScaling(scale=0.45, shift=-0.7)
-    fold_platt(model, platt)
+    fold_platt(model, platt.scale, platt.shift)
     folded = predict_probabilities(model, x)
     np.testing.assert_allclose(folded, platt.apply(raw), atol=2e-6)
     model.save(tmp_path / "m.keras")  # stock layers: loads without the project's code, calibrated
@@ -41,4 +41,4 @@ def test_the_folded_network_outputs_the_calibrated_probability(tmp_path: Path) -
 def test_a_network_without_a_sigmoid_output_is_refused() -> None:
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
     with pytest.raises(ValueError, match="not Dense\\(1, sigmoid\\)"):
-        fold_platt(model, PlattScaling(0.5, 0.0))
+        fold_platt(model, 0.5, 0.0)

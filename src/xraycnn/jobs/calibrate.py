@@ -19,8 +19,8 @@ from rich.console import Console
 from xraycnn.data.discovery import discover_films
 from xraycnn.data.images import decode_files, input_shape_of
 from xraycnn.errors import DataUnusableError, XrayCnnError
-from xraycnn.evaluation import predict_probabilities
 from xraycnn.evaluation.site import CONFIDENCE, SiteThreshold, site_threshold
+from xraycnn.model.predict import predict_probabilities
 from xraycnn.registry import ModelCard, load_keras_model_with_card, set_site_threshold
 from xraycnn.site_request import SiteCalibrationError, check_request
 from xraycnn.tracking.lifecycle import closed_run

@@ -17,12 +17,13 @@ from rich.table import Table
 from xraycnn.data.external import LabeledImages, load_labeled_folder
 from xraycnn.data.images import input_shape_of
 from xraycnn.evaluation.acquisition import ShiftScores, source_films
-from xraycnn.evaluation.assessment import Assessment, assess, log_assessment
+from xraycnn.evaluation.assessment import Assessment, assess
 from xraycnn.evaluation.clinical import AT_THRESHOLD, REPORTED, THRESHOLD_FREE, Scored
 from xraycnn.evaluation.shortcuts import FIGURES
 from xraycnn.evaluation.site import SiteThreshold
 from xraycnn.regions import uniform_outside_share
 from xraycnn.registry import ModelCard, load_keras_model_with_card
+from xraycnn.tracking.assessment_log import log_assessment
 from xraycnn.tracking.lifecycle import closed_run
 from xraycnn.tracking.runs import RunLogger
 from xraycnn.tracking.store import TrackingStore, create_job_run, resolve_store

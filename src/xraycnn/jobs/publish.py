@@ -15,15 +15,16 @@ from rich.console import Console
 from xraycnn.data.external import read_sources
 from xraycnn.data.preprocess import preprocessing_key_of
 from xraycnn.errors import RegistryError
-from xraycnn.evaluation import predict_probabilities, ranking_metrics
+from xraycnn.evaluation import ranking_metrics
 from xraycnn.evaluation.acquisition import AS_GIVEN, WORST_SPECIFICITY, acquired_files, acquired_mix, source_films
-from xraycnn.evaluation.assessment import Assessment, Calibration, assess, log_assessment
+from xraycnn.evaluation.assessment import Assessment, Calibration, assess
 from xraycnn.evaluation.calibration import fit_platt
 from xraycnn.evaluation.shortcuts import BORDERS_ONLY, LUNGS_ONLY, OUTSIDE_SHARE
 from xraycnn.evaluation.threshold import SHIFT_RULES, choose_by
 from xraycnn.jobs.session import Session
 from xraycnn.model.calibration import fold_platt
 from xraycnn.model.input_guard import fit_input_guard
+from xraycnn.model.predict import predict_probabilities
 from xraycnn.registry import (
     THRESHOLD_RULE_TAG,
     THRESHOLD_TAG,
@@ -33,6 +34,7 @@ from xraycnn.registry import (
     failure_message,
     log_and_register,
 )
+from xraycnn.tracking.assessment_log import log_assessment
 from xraycnn.tracking.tags import TAG_PREFIX
 
 
@@ -47,7 +49,7 @@ def final_assessment(session: Session, model: keras.Model) -> Assessment:
     raw_val = predict_probabilities(model, val.images)
     raw_test = predict_probabilities(model, test.images)
     platt = fit_platt(val.labels, raw_val)
-    fold_platt(model, platt)
+    fold_platt(model, platt.scale, platt.shift)
     val_p = predict_probabilities(model, val.images)
     root, size, channels = Path(session.data.root), session.data.image_size, session.data.channels
     changed, changed_films = None, {}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import shutil
 import time
-import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from rich.console import Console
 from xraycnn import paths
 from xraycnn.errors import InterruptedByUserError, TrackingStoreUnavailableError, XrayCnnError
 from xraycnn.evaluation.assessment import Assessment
+from xraycnn.evaluation.trial_scoring import TrialScorer
 from xraycnn.jobs.inputs import check_inputs
 from xraycnn.jobs.parent import FINAL_DRAIN_S, parent_run
 from xraycnn.jobs.publish import describe_assessment, final_assessment, publish_model, report_registration
@@ -33,7 +33,7 @@ from xraycnn.jobs.spooling import await_store, open_spool, send_leftovers, store
 from xraycnn.jobs.trials import (
     DONE,
     fail_on_tracking_failures,
-    last_failure,
+    run_trials,
     trial_listeners,
     trials_table,
 )
@@ -41,7 +41,6 @@ from xraycnn.jobs.worker import run_worker
 from xraycnn.model.hypermodel import CxrHyperModel
 from xraycnn.registry import Registration, Selection
 from xraycnn.report import write_report
-from xraycnn.runtime.disk import disk_full_error, is_disk_full
 from xraycnn.tracking.lifecycle import INTERRUPTED
 from xraycnn.tracking.spool import remove_if_empty
 from xraycnn.tracking.spooled_runs import SpooledRuns
@@ -50,7 +49,7 @@ from xraycnn.tracking.tags import ORACLE_TAG, TAG_PREFIX
 from xraycnn.tuning.cluster import ClusterRole
 from xraycnn.tuning.progress import top_trials_table
 from xraycnn.tuning.state import SearchState, search_lock
-from xraycnn.tuning.tuners import SearchStopped, build_tuner, planned_budget
+from xraycnn.tuning.tuners import build_tuner, planned_budget
 
 
 class SearchInterruptedError(InterruptedByUserError):
@@ -102,7 +101,7 @@ def run_search(
         try:
             with parent_run(session, runs, project_dir, console, resume=not fresh) as state:
                 try:
-                    outcome = _search_and_register(session, runs, state, project_dir, console, cluster, started, wait)
+                    outcome = SearchJob(session, runs, state, project_dir, console, cluster, started, wait).run()
                 except TrackingStoreUnavailableError:
                     state.unfinished = {
                         "experiment": str(experiment.path.resolve()),
@@ -114,159 +113,146 @@ def run_search(
         finally:
             runs.sender.close(timeout=FINAL_DRAIN_S, unless_away=True)
             remove_if_empty(runs.sender.spool.directory)
-        best, trials, assessment, registration, wall = outcome
         failures += runs.sender.take_failures()
-        if assessment is not None:  # after the run ended, so the report shows its status and duration
+        if outcome.assessment is not None:  # after the run ended, so the report shows its status and duration
             _write_report(session, state.parent_run_id, Path(reports_dir or paths.reports_root()), console)
-        console.print(f"Done in {wall / 60:.1f} min. Compare the runs with `make ui`.")
+        console.print(f"Done in {outcome.wall_seconds / 60:.1f} min. Compare the runs with `make ui`.")
         fail_on_tracking_failures(session, state.parent_run_id, failures)
         return SearchResult(
             state.parent_run_id,
             session.experiment_id,
-            best.trial_id,
-            float(best.score),
-            assessment,
-            registration,
-            trials,
-            wall,
+            outcome.best.trial_id,
+            float(outcome.best.score),
+            outcome.assessment,
+            outcome.registration,
+            outcome.trials,
+            outcome.wall_seconds,
         )
 
 
-def _search_and_register(
-    session: Session,
-    runs: SpooledRuns,
-    state: SearchState,
-    project_dir: Path,
-    console: Console,
-    cluster: ClusterRole | None,
-    started: float,
-    wait: float,
-) -> tuple[Any, pd.DataFrame, Assessment | None, Registration | None, float]:
-    """The trials still to run, then (once every write about them is in the store) the champion."""
-    if cluster is not None:  # workers find the parent run by the oracle they were given
-        runs.set_tags(state.parent_run_id, {ORACLE_TAG: cluster.oracle})
-        cluster.apply()
-    state.unfinished = None
-    tuner, hypermodel = _tuner(session, runs, state, project_dir, console, cluster)
-    await_store(runs, wait, "the champion is registered only once its trials' runs are in the store")
-    # read next: a chief's own spool may be empty while the store is still away after its workers' last writes
-    wait_for_store(session.store, lambda line: console.print(line, highlight=False), wait)
-    best, trials = _best_trial(session, tuner, state.parent_run_id, console)
-    assessment, registration = _champion(session, runs, state, project_dir, tuner, hypermodel, best, trials, console)
-    wall = time.monotonic() - started
-    runs.log_metrics(
-        state.parent_run_id,
-        {
-            "search_wall_seconds": wall,
-            "trials_completed": float((trials["status"] == "COMPLETED").sum()),
-            "tracking_writer_cpu_seconds": runs.sender.cpu_seconds,
-        },
-    )
-    await_store(runs, wait, "the search's last writes are not all in the store")
-    state.save(project_dir)  # no longer unfinished
-    return best, trials, assessment, registration, wall
+@dataclass(frozen=True)
+class SearchOutcome:
+    best: Any  # the best trial, by the tuner's selection metric
+    trials: pd.DataFrame
+    assessment: Assessment | None  # None when the search was already complete and registered
+    registration: Registration | None
+    wall_seconds: float
 
 
-def _tuner(
-    session: Session,
-    runs: SpooledRuns,
-    state: SearchState,
-    project_dir: Path,
-    console: Console,
-    cluster: ClusterRole | None,
-) -> tuple[Any, CxrHyperModel]:
-    """Build the tuner over its saved state and run the trials still to run (a chief: serve them)."""
-    experiment, config = session.experiment, session.experiment.config
-    hypermodel = CxrHyperModel(config, session.data)
-    tracker, progress = trial_listeners(session, runs, state.parent_run_id, console, hypermodel)
-    listeners = [] if cluster is not None else [tracker, progress]  # a chief trains nothing: its workers do
-    tuner = build_tuner(config, hypermodel, project_dir.parent, project_dir.name, listeners)
+@dataclass
+class SearchJob:
+    """One search by this process (single or chief): its trials, then (once every write about them is in the
+    store) the champion, judged on test and registered."""
 
-    done = [t for t in tuner.oracle.trials.values() if t.status in DONE]
-    best_so_far = None
-    if any(t.status == TrialStatus.COMPLETED for t in done):
-        best = tuner.oracle.get_best_trials(1)[0]
-        best_so_far = (float(best.score), best.trial_id)
-        console.print(f"Resuming {experiment.name}: {len(done)} trial(s) already done, not run again.")
-    planned_trials, planned_epochs = planned_budget(config)
-    console.print(
-        f"Searching {experiment.name} with {config.tuner.algorithm} on {config.tuner.objective} "
-        f"({config.tuner.direction}); budget {planned_trials} trials / {planned_epochs} epochs at most; MLflow run "
-        f"{state.parent_run_id} in {session.store.uri}"
-    )
-    rule = config.tuner.selection_rule()
-    console.print(f"Selection: {rule}.", highlight=False)
-    if cluster is not None:
-        console.print(f"Chief: serving the oracle on {cluster.oracle}; the workers train the trials.")
-    else:
-        progress.start(already_done=len(done), best=best_so_far)
-    try:
-        tuner.search(verbose=0)
-    except KeyboardInterrupt:
-        progress.stop()
-        tracker.close_open_runs(RunStatus.to_string(RunStatus.KILLED), INTERRUPTED)
-        raise SearchInterruptedError(
-            f"the search of {experiment.name} stopped; its open runs are closed as KILLED. Run the same command "
-            f"again to resume (finished trials are kept in {project_dir})."
-        ) from None
-    except SearchStopped as stop:
-        progress.stop()
-        tracker.close_open_runs(RunStatus.to_string(RunStatus.KILLED), str(stop.error))
-        raise stop.error from None
-    except BaseException as exc:
-        progress.stop()
-        tracker.close_open_runs(RunStatus.to_string(RunStatus.FAILED), traceback.format_exc())
-        if not isinstance(exc, XrayCnnError) and is_disk_full(exc):  # Keras Tuner saving its state
-            raise disk_full_error(exc, f"the search's state in {project_dir}") from None
-        if isinstance(exc, RuntimeError) and "consecutive failures" in str(exc):
-            raise XrayCnnError(
-                f"{exc} The last error: {last_failure(tuner)}. See the FAILED trial runs in MLflow; fix the cause and "
-                "run the same command to resume."
-            ) from None
-        raise
-    progress.stop()
-    return tuner, hypermodel
+    session: Session
+    runs: SpooledRuns  # this process's writes to MLflow, through its spool
+    state: SearchState
+    project_dir: Path  # Keras Tuner's state of this experiment
+    console: Console
+    cluster: ClusterRole | None
+    started: float  # time.monotonic() when the command started
+    wait: float  # how long to wait for an unreachable store
 
-
-def _best_trial(session: Session, tuner: Any, parent_run_id: str, console: Console) -> tuple[Any, pd.DataFrame]:
-    trials = trials_table(session, tuner, parent_run_id)
-    best_trials = tuner.oracle.get_best_trials(1)
-    if not best_trials:
-        raise XrayCnnError(
-            f"no trial of {session.experiment.name} completed; see the FAILED trial runs in MLflow for the errors"
+    def run(self) -> SearchOutcome:
+        session, runs, state = self.session, self.runs, self.state
+        if self.cluster is not None:  # workers find the parent run by the oracle they were given
+            runs.set_tags(state.parent_run_id, {ORACLE_TAG: self.cluster.oracle})
+            self.cluster.apply()
+        state.unfinished = None
+        tuner, hypermodel = self._trials()
+        await_store(runs, self.wait, "the champion is registered only once its trials' runs are in the store")
+        # read next: a chief's own spool may be empty while the store is still away after its workers' last writes
+        wait_for_store(session.store, lambda line: self.console.print(line, highlight=False), self.wait)
+        best, trials = self._best_trial(tuner)
+        assessment, registration = self._champion(tuner, hypermodel, best, trials)
+        wall = time.monotonic() - self.started
+        runs.log_metrics(
+            state.parent_run_id,
+            {
+                "search_wall_seconds": wall,
+                "trials_completed": float((trials["status"] == "COMPLETED").sum()),
+                "tracking_writer_cpu_seconds": runs.sender.cpu_seconds,
+            },
         )
-    console.print(top_trials_table(trials.to_dict("records"), session.experiment.config.tuner))  # type: ignore[arg-type]
-    return best_trials[0], trials
+        await_store(runs, self.wait, "the search's last writes are not all in the store")
+        state.save(self.project_dir)  # no longer unfinished
+        return SearchOutcome(best, trials, assessment, registration, wall)
 
+    def _trials(self) -> tuple[Any, CxrHyperModel]:
+        """Build the tuner over its saved state and run the trials still to run (a chief: serve them)."""
+        session, console, project_dir = self.session, self.console, self.project_dir
+        experiment, config = session.experiment, session.experiment.config
+        hypermodel = CxrHyperModel(config, session.data)
+        scorer = TrialScorer(hypermodel)
+        tracker, progress = trial_listeners(session, self.runs, self.state.parent_run_id, console, scorer)
+        listeners = [] if self.cluster is not None else [tracker, progress]  # a chief trains nothing: its workers do
+        tuner = build_tuner(config, hypermodel, project_dir.parent, project_dir.name, listeners)
 
-def _champion(
-    session: Session,
-    runs: SpooledRuns,
-    state: SearchState,
-    project_dir: Path,
-    tuner: Any,
-    hypermodel: CxrHyperModel,
-    best: Any,
-    trials: pd.DataFrame,
-    console: Console,
-) -> tuple[Assessment | None, Registration | None]:
-    """Register the best trial's model, unless this search registered it already (a re-run of a finished one)."""
-    if state.registered.get("trial_id") == best.trial_id:
+        done = [t for t in tuner.oracle.trials.values() if t.status in DONE]
+        best_so_far = None
+        if any(t.status == TrialStatus.COMPLETED for t in done):
+            best = tuner.oracle.get_best_trials(1)[0]
+            best_so_far = (float(best.score), best.trial_id)
+            console.print(f"Resuming {experiment.name}: {len(done)} trial(s) already done, not run again.")
+        planned_trials, planned_epochs = planned_budget(config)
         console.print(
-            f"Search already complete; trial {best.trial_id} is registered as {state.registered['name']} "
-            f"v{state.registered['version']} ({state.registered['alias']}). Use --fresh to search again."
+            f"Searching {experiment.name} with {config.tuner.algorithm} on {config.tuner.objective} "
+            f"({config.tuner.direction}); budget {planned_trials} trials / {planned_epochs} epochs at most; MLflow "
+            f"run {self.state.parent_run_id} in {session.store.uri}"
         )
-        return None, None
-    assessment, registration = _finalise(session, runs, tuner, hypermodel, best, trials, state.parent_run_id)
-    state.registered = {
-        "trial_id": best.trial_id,
-        "name": registration.name,
-        "version": registration.version,
-        "alias": registration.alias,
-    }
-    state.save(project_dir)
-    report_registration(console, registration, assessment)
-    return assessment, registration
+        console.print(f"Selection: {config.tuner.selection_rule()}.", highlight=False)
+        if self.cluster is not None:
+            console.print(f"Chief: serving the oracle on {self.cluster.oracle}; the workers train the trials.")
+        else:
+            progress.start(already_done=len(done), best=best_so_far)
+
+        def interrupted() -> tuple[int, str, XrayCnnError]:
+            error = SearchInterruptedError(
+                f"the search of {experiment.name} stopped; its open runs are closed as KILLED. Run the same command "
+                f"again to resume (finished trials are kept in {project_dir})."
+            )
+            return RunStatus.KILLED, INTERRUPTED, error
+
+        try:
+            run_trials(tuner, tracker.close_open_runs, interrupted, project_dir)
+        finally:
+            progress.stop()
+        return tuner, hypermodel
+
+    def _best_trial(self, tuner: Any) -> tuple[Any, pd.DataFrame]:
+        session = self.session
+        trials = trials_table(session, tuner, self.state.parent_run_id)
+        best_trials = tuner.oracle.get_best_trials(1)
+        if not best_trials:
+            raise XrayCnnError(
+                f"no trial of {session.experiment.name} completed; see the FAILED trial runs in MLflow for the errors"
+            )
+        self.console.print(top_trials_table(trials.to_dict("records"), session.experiment.config.tuner))  # type: ignore[arg-type]
+        return best_trials[0], trials
+
+    def _champion(
+        self, tuner: Any, hypermodel: CxrHyperModel, best: Any, trials: pd.DataFrame
+    ) -> tuple[Assessment | None, Registration | None]:
+        """Register the best trial's model, unless this search registered it already (a re-run of a finished
+        one)."""
+        state = self.state
+        if state.registered.get("trial_id") == best.trial_id:
+            self.console.print(
+                f"Search already complete; trial {best.trial_id} is registered as {state.registered['name']} "
+                f"v{state.registered['version']} ({state.registered['alias']}). Use --fresh to search again."
+            )
+            return None, None
+        model = hypermodel.registered_model(best.hyperparameters, tuner.load_model(best))
+        assessment, registration = _finalise(self.session, self.runs, model, best, trials, state.parent_run_id)
+        state.registered = {
+            "trial_id": best.trial_id,
+            "name": registration.name,
+            "version": registration.version,
+            "alias": registration.alias,
+        }
+        state.save(self.project_dir)
+        report_registration(self.console, registration, assessment)
+        return assessment, registration
 
 
 def _write_report(session: Session, parent_run_id: str, reports_dir: Path, console: Console) -> None:
@@ -287,15 +273,14 @@ def _write_report(session: Session, parent_run_id: str, reports_dir: Path, conso
 def _finalise(
     session: Session,
     runs: SpooledRuns,
-    tuner: Any,
-    hypermodel: CxrHyperModel,
+    model: Any,
     best: Any,
     trials: pd.DataFrame,
     parent_run_id: str,
 ) -> tuple[Assessment, Registration]:
-    """Evaluate the best trial's model on test, log the search's summary artifacts, register the model."""
+    """Evaluate the best trial's model (films in, its preprocessing inside) on test, log the search's summary
+    artifacts, register the model."""
     experiment, tuner_config = session.experiment, session.experiment.config.tuner
-    model = hypermodel.registered_model(best.hyperparameters, tuner.load_model(best))
     assessment = final_assessment(session, model)
     row = trials.loc[trials["trial_id"] == best.trial_id].iloc[0]
     best_run = row["run_id"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,9 @@ class Session:
     precision: str
     precision_reason: str
 
-    @property
+    @cached_property
     def runs(self) -> RunLogger:
+        """This job's direct writes to the store (a search's trials write through its spool instead)."""
         return RunLogger(self.store.client())
 
 

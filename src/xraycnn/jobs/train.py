@@ -21,6 +21,7 @@ from xraycnn.config import Fixed
 from xraycnn.errors import ConfigError, InterruptedByUserError
 from xraycnn.evaluation.assessment import Assessment
 from xraycnn.evaluation.shortcuts import BORDERS_ONLY
+from xraycnn.evaluation.trial_scoring import TrialScorer
 from xraycnn.jobs.inputs import check_inputs
 from xraycnn.jobs.publish import describe_assessment, final_assessment, publish_model, report_registration
 from xraycnn.jobs.session import Session, fixed_params, open_session, run_tags
@@ -82,6 +83,7 @@ def run_train(
         )
     session = open_session(inputs, tracking_uri, console)
     hypermodel = CxrHyperModel(config, session.data)
+    scorer = TrialScorer(hypermodel)  # also the epochs' selection figures, when the tuner is guarded
     hp = kt.HyperParameters()
     hypermodel.declare_hyperparameters(hp)
     model = hypermodel.build(hp)
@@ -99,7 +101,7 @@ def run_train(
     try:
         with closed_run(session.runs, run_id, fluent=True):
             registration, assessment, best_value = _train_and_publish(
-                session, hypermodel, hp, model, params, epochs, run_id, console
+                session, scorer, hp, model, params, epochs, run_id, console
             )
     except KeyboardInterrupt:
         raise InterruptedByUserError(
@@ -112,7 +114,7 @@ def run_train(
 
 def _train_and_publish(
     session: Session,
-    hypermodel: CxrHyperModel,
+    scorer: TrialScorer,
     hp: kt.HyperParameters,
     model: keras.Model,
     params: dict[str, Any],
@@ -122,6 +124,7 @@ def _train_and_publish(
 ) -> tuple[Registration, Assessment, float]:
     """Train into the open run `run_id`, audit and judge the best epoch's network, publish it."""
     runs, config, name = session.runs, session.experiment.config, session.experiment.name
+    hypermodel = scorer.hypermodel
     objective, direction = config.tuner.objective, config.tuner.direction
     runs.log_params(run_id, params)
     runs.log_dataset(run_id, session.data)
@@ -142,7 +145,7 @@ def _train_and_publish(
     title = name
     runs.log_learning_curves(run_id, history.epochs, history.metrics, title)
     # EarlyStopping restored the best epoch's weights: audited on validation as a trial is, then judged
-    scores = hypermodel.trial_scores(hp, model)
+    scores = scorer.scores(hp, model)
     audit = scores.audit
     runs.log_metrics(run_id, scores.validation_metrics())
     model = hypermodel.registered_model(hp, model)

@@ -5,6 +5,9 @@ writes that failed on the way. Shared by the search's chief or single process an
 from __future__ import annotations
 
 import contextlib
+import traceback
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -13,15 +16,16 @@ from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 from rich.console import Console
 
-from xraycnn.errors import TrackingIncompleteError
+from xraycnn.errors import TrackingIncompleteError, XrayCnnError
+from xraycnn.evaluation.trial_scoring import TrialScorer
 from xraycnn.jobs.session import Session, fixed_params
-from xraycnn.model.hypermodel import CxrHyperModel
 from xraycnn.report.snapshot import last_attempts
+from xraycnn.runtime.disk import disk_full_error, is_disk_full
 from xraycnn.tracking.spooled_runs import SpooledRuns
 from xraycnn.tracking.tags import BEST_EPOCH_TAG, GATE_TAG, GUARD_TAG, TRACKING_FAILURES_TAG, WORKER_TAG
 from xraycnn.tracking.trial_tracker import TrialTracker
 from xraycnn.tuning.progress import SearchProgress
-from xraycnn.tuning.tuners import planned_budget
+from xraycnn.tuning.tuners import SearchStopped, planned_budget
 
 DONE = (TrialStatus.COMPLETED, TrialStatus.FAILED, TrialStatus.INVALID)
 
@@ -31,7 +35,7 @@ def trial_listeners(
     runs: SpooledRuns,
     parent_run_id: str,
     console: Console,
-    hypermodel: CxrHyperModel,
+    scorer: TrialScorer,
     run_tags: dict[str, str] | None = None,
 ) -> tuple[TrialTracker, SearchProgress]:
     """What listens to the trials a process trains: their MLflow runs under `parent_run_id` (written through
@@ -44,13 +48,57 @@ def trial_listeners(
         fixed_params(session),
         session.data,
         config.tuner,
-        hypermodel.trial_scores,
+        scorer.scores,
         run_tags=run_tags,
     )
     progress = SearchProgress(
         console, config.tuner.objective, config.tuner.direction, *planned_budget(config), tuner=config.tuner
     )
     return tracker, progress
+
+
+# What a process makes of Ctrl-C during its trials: the status and reason its open trial runs close with, and the
+# error it then ends with.
+Interrupted = Callable[[], tuple[int, str, XrayCnnError]]
+
+
+def run_trials(
+    tuner: Any, close_open_runs: Callable[[str, str], None], interrupted: Interrupted, project_dir: Path
+) -> None:
+    """`tuner.search()` of a search or a worker, ending, if it does not finish, in one error with the runs of the
+    trials it left open closed (`close_open_runs(status, why)`): KILLED when stopped (Ctrl-C, a full disk), FAILED
+    with the traceback on any other error; Keras Tuner's own stop after too many failed trials said in our words."""
+    try:
+        tuner.search(verbose=0)
+    except KeyboardInterrupt:
+        status, why, error = interrupted()
+        close_open_runs(RunStatus.to_string(status), why)
+        raise error from None
+    except SearchStopped as stop:
+        close_open_runs(RunStatus.to_string(RunStatus.KILLED), str(stop.error))
+        raise stop.error from None
+    except BaseException as exc:
+        close_open_runs(RunStatus.to_string(RunStatus.FAILED), traceback.format_exc())
+        if not isinstance(exc, XrayCnnError) and is_disk_full(exc):  # Keras Tuner saving its state
+            raise disk_full_error(exc, f"the search's state in {project_dir}") from None
+        limit = failed_in_a_row(tuner.oracle)
+        if isinstance(exc, RuntimeError) and limit:
+            raise XrayCnnError(
+                f"{limit} trials in a row failed, Keras Tuner's limit (max_consecutive_failed_trials); the last "
+                f"error: {last_failure(tuner)}. See the FAILED trial runs in MLflow; fix the cause and run the same "
+                "command to resume"
+            ) from None
+        raise
+
+
+def failed_in_a_row(oracle: Any) -> int:
+    """The oracle's limit of failed trials in a row when its latest trials reached it (Keras Tuner then stops the
+    search with a RuntimeError), else 0. Read from its trials in the order they ended, as the oracle counts."""
+    limit = getattr(oracle, "max_consecutive_failed_trials", None)
+    ended = [oracle.trials[t].status for t in getattr(oracle, "end_order", ()) if t in oracle.trials]
+    if not limit or len(ended) < limit:
+        return 0
+    return limit if all(status == TrialStatus.FAILED for status in ended[-limit:]) else 0
 
 
 def close_orphans(session: Session, parent_run_id: str, worker_id: str | None = None) -> None:

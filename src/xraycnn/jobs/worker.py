@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import time
-import traceback
 from pathlib import Path
 
 from mlflow.entities import RunStatus
@@ -13,17 +12,18 @@ from mlflow.exceptions import MlflowException
 from rich.console import Console
 
 from xraycnn.errors import ChiefGoneError, InterruptedByUserError, XrayCnnError
+from xraycnn.evaluation.trial_scoring import TrialScorer
 from xraycnn.jobs.inputs import Inputs
 from xraycnn.jobs.parent import FINAL_DRAIN_S
 from xraycnn.jobs.session import Session, mlflow_experiment_name, open_session
 from xraycnn.jobs.spooling import await_store, open_spool, store_wait_seconds
-from xraycnn.jobs.trials import close_orphans, fail_on_tracking_failures, trial_listeners
+from xraycnn.jobs.trials import close_orphans, fail_on_tracking_failures, run_trials, trial_listeners
 from xraycnn.model.hypermodel import CxrHyperModel
 from xraycnn.tracking.lifecycle import INTERRUPTED
 from xraycnn.tracking.spool import remove_if_empty
 from xraycnn.tracking.tags import ORACLE_TAG, WORKER_TAG
 from xraycnn.tuning.cluster import ChiefWatch, ClusterRole, patient_oracle_client
-from xraycnn.tuning.tuners import SearchStopped, build_tuner
+from xraycnn.tuning.tuners import build_tuner
 
 PARENT_WAIT_S = 300
 
@@ -41,8 +41,9 @@ def run_worker(
         close_orphans(session, parent_run_id, cluster.worker_id)
         cluster.apply()
         hypermodel = CxrHyperModel(config, session.data)
+        scorer = TrialScorer(hypermodel)
         tracker, progress = trial_listeners(
-            session, runs, parent_run_id, console, hypermodel, {WORKER_TAG: cluster.worker_id}
+            session, runs, parent_run_id, console, scorer, {WORKER_TAG: cluster.worker_id}
         )
         tuner = build_tuner(config, hypermodel, project_dir.parent, project_dir.name, [tracker, progress])
         patient_oracle_client(tuner)
@@ -65,22 +66,22 @@ def run_worker(
 
         watch = ChiefWatch(cluster.oracle_host, cluster.oracle_port, on_stuck=give_up)
         watch.start()
-        try:
-            tuner.search(verbose=0)
-        except KeyboardInterrupt:
+
+        def interrupted() -> tuple[int, str, XrayCnnError]:
             if watch.gone:
-                tracker.close_open_runs(RunStatus.to_string(RunStatus.FAILED), f"{why}; the trial runs again")
-                raise ChiefGoneError(f"{why} for {watch.grace:.0f} s: {stopped}") from None
-            tracker.close_open_runs(RunStatus.to_string(RunStatus.KILLED), INTERRUPTED)
-            raise InterruptedByUserError(
-                f"worker {cluster.worker_id} stopped; its open run is closed as KILLED"
-            ) from None
-        except SearchStopped as stop:
-            tracker.close_open_runs(RunStatus.to_string(RunStatus.KILLED), str(stop.error))
-            raise stop.error from None
-        except BaseException:
-            tracker.close_open_runs(RunStatus.to_string(RunStatus.FAILED), traceback.format_exc())
-            raise
+                return (
+                    RunStatus.FAILED,
+                    f"{why}; the trial runs again",
+                    ChiefGoneError(f"{why} for {watch.grace:.0f} s: {stopped}"),
+                )
+            return (
+                RunStatus.KILLED,
+                INTERRUPTED,
+                InterruptedByUserError(f"worker {cluster.worker_id} stopped; its open run is closed as KILLED"),
+            )
+
+        try:
+            run_trials(tuner, tracker.close_open_runs, interrupted, project_dir)
         finally:
             watch.stop()
         await_store(runs, wait, "the worker's trial runs must be in the store before it reports done")

@@ -11,8 +11,6 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from xraycnn.evaluation.calibration import PlattScaling
-
 
 def output_layer(model: keras.Model) -> keras.layers.Dense:
     """The network's output: a Dense layer of one unit with a sigmoid, the last layer of every model the
@@ -27,14 +25,15 @@ def output_layer(model: keras.Model) -> keras.layers.Dense:
     return layer
 
 
-def fold_platt(model: keras.Model, platt: PlattScaling) -> None:
-    """Make `model` output the calibrated probability, in place: its output layer's kernel times `scale`, its
-    bias `scale * bias + shift`."""
+def fold_platt(model: keras.Model, scale: float, shift: float) -> None:
+    """Make `model` output sigmoid(scale * logit + shift) of what it output (a Platt scaling,
+    evaluation.calibration.PlattScaling), in place: its output layer's kernel times `scale`, its bias
+    `scale * bias + shift`."""
     layer = output_layer(model)
     kernel, bias = (np.asarray(w, dtype=np.float64) for w in layer.get_weights())
     layer.set_weights(
         [
-            (kernel * platt.scale).astype(layer.kernel.dtype),
-            (bias * platt.scale + platt.shift).astype(layer.bias.dtype),
+            (kernel * scale).astype(layer.kernel.dtype),
+            (bias * scale + shift).astype(layer.bias.dtype),
         ]
     )

@@ -27,6 +27,7 @@ import keras
 import numpy as np
 
 from xraycnn.errors import XrayCnnError
+from xraycnn.model.predict import forward_outputs, predict_probabilities
 
 GUARD_FILE = "input_guard.npz"
 GRID = 2  # each block's output averaged over a GRID x GRID grid of the film
@@ -75,8 +76,6 @@ def probabilities_and_features(
     model: keras.Model, widths: list[int], films: np.ndarray
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """What `guarded_network` gives for `films`: P(COVID19) per film and each layer's features."""
-    from xraycnn.evaluation import forward_outputs  # the layer above, which imports this module
-
     out = forward_outputs(model, films)
     bounds = np.cumsum([1, *widths])
     return out[:, 0], [out[:, a:b] for a, b in itertools.pairwise(bounds)]
@@ -205,8 +204,6 @@ class GuardedNetwork:
     def __call__(self, films: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """P(COVID19) per film, and with a guard each film's score (`InputGuard.refused` says which to refuse)."""
         if self.guard is None:
-            from xraycnn.evaluation import predict_probabilities
-
             return predict_probabilities(self.network, films), None
         probabilities, features = probabilities_and_features(self._model, self._widths, films)
         return probabilities, self.guard.scores(features)

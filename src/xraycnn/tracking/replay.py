@@ -16,7 +16,6 @@ import numpy as np
 from mlflow.entities import RunStatus
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from xraycnn.evaluation import plots
 from xraycnn.tracking.runs import RunLogger, dataset_input_of
 from xraycnn.tracking.spool import Record, Spool
 from xraycnn.tracking.tags import SPOOL_KEY_TAG, TAG_PREFIX, TRIAL_ID_TAG
@@ -111,13 +110,12 @@ class Replayer:
 
     def _op_log_file(self, record: Record, run: str, name: str, artifact_path: str | None) -> None:
         """A file attached to the record (a CSV, a PNG drawn by the caller), under its own name."""
-        self.runs.client.log_artifact(self._run(run), str(Path(record.files) / name), artifact_path)
+        self.runs.log_file(self._run(run), Path(record.files) / name, artifact_path)
 
     def _op_log_confusion_matrix(
         self, record: Record, run: str, matrix: list[list[int]], title: str, artifact_file: str
     ) -> None:
-        figure = plots.confusion_matrix_figure(np.asarray(matrix), title)
-        self.runs.log_figure(self._run(run), figure, artifact_file)
+        self.runs.log_confusion_matrix(self._run(run), np.asarray(matrix), title, artifact_file)
 
     def _op_log_learning_curves(
         self, record: Record, run: str, epochs: list[int], history: dict[str, list[float]], title: str

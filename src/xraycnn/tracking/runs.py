@@ -6,7 +6,6 @@ from Keras Tuner's hooks (no fluent run stack, no autolog) and a crash never log
 
 from __future__ import annotations
 
-import tempfile
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -14,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from matplotlib.figure import Figure
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
@@ -24,10 +22,8 @@ from mlflow.types import Schema, TensorSpec
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID
 
 from xraycnn.data.dataset import PreparedData
-from xraycnn.data.images import SkippedFile
 from xraycnn.evaluation import plots
-from xraycnn.evaluation.clinical import Scored
-from xraycnn.tracking.tags import ERROR_TAG
+from xraycnn.tracking.writer import RunWriter
 
 MAX_TAG_VALUE = 5000  # MLflow's limit is 8000 on SQL stores; error messages are cut to stay well inside it
 _BATCH = 100  # log_batch accepts at most 100 params and 1000 metrics per call
@@ -61,8 +57,8 @@ def dataset_input_of(root: str, digest: str, input_shape: Sequence[int], context
     return DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])
 
 
-class RunLogger:
-    """Writes to runs by id."""
+class RunLogger(RunWriter):
+    """Writes to runs by id, at once, through one client of the store."""
 
     def __init__(self, client: MlflowClient) -> None:
         self.client = client
@@ -106,30 +102,14 @@ class RunLogger:
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         self.client.log_text(run_id, text, artifact_file)
 
-    def log_dataframe_csv(self, run_id: str, frame: Any, artifact_file: str) -> None:
-        with tempfile.TemporaryDirectory() as tmp:
-            local = Path(tmp) / Path(artifact_file).name
-            frame.to_csv(local, index=False)
-            parent = str(Path(artifact_file).parent)
-            self.client.log_artifact(run_id, str(local), None if parent == "." else parent)
+    def log_file(self, run_id: str, local: Path, artifact_path: str | None) -> None:
+        self.client.log_artifact(run_id, str(local), artifact_path)
 
-    def log_skipped_files(self, run_id: str, skipped: Sequence[SkippedFile]) -> None:
-        """The files a job could not read, with why, as `data/skipped_files.csv` (nothing when none)."""
-        if skipped:
-            frame = pd.DataFrame([{"path": s.path, "reason": s.reason} for s in skipped])
-            self.log_dataframe_csv(run_id, frame, "data/skipped_files.csv")
+    def log_dataset(self, run_id: str, data: PreparedData, context: str = "training") -> None:
+        self.client.log_inputs(run_id, datasets=[dataset_input(data, context)])
 
-    def log_dataset(self, run_id: str, data: PreparedData) -> None:
-        self.client.log_inputs(run_id, datasets=[dataset_input(data)])
-
-    def log_scores(self, run_id: str, scored: Scored, title: str, prefix: str = "test_") -> None:
-        """A trial's test metrics (prefixed, never used for selection) and its confusion matrix at 0.5."""
-        self.log_metrics(run_id, scored.flat(prefix))
-        self.log_figure(
-            run_id,
-            plots.confusion_matrix_figure(scored.confusion(), f"{title}: test confusion matrix"),
-            "plots/confusion_matrix.png",
-        )
+    def log_confusion_matrix(self, run_id: str, matrix: np.ndarray, title: str, artifact_file: str) -> None:
+        self.log_figure(run_id, plots.confusion_matrix_figure(np.asarray(matrix), title), artifact_file)
 
     def log_learning_curves(
         self, run_id: str, epochs: Sequence[int], history: Mapping[str, Sequence[float]], title: str
@@ -144,11 +124,6 @@ class RunLogger:
             tags={MLFLOW_PARENT_RUN_ID: parent_run_id, **{k: str(v) for k, v in tags.items()}},
         )
         return run.info.run_id
-
-    def note_error(self, run_id: str, error: str) -> None:
-        """Why a run failed: its last line as the tag `xraycnn.error`, the whole of it as `error.txt`."""
-        self.set_tags(run_id, {ERROR_TAG: error.strip().splitlines()[-1] if error.strip() else error})
-        self.log_text(run_id, error, "error.txt")
 
     def end(
         self, run_id: str, status: str = "FINISHED", error: str | None = None, end_time_ms: int | None = None

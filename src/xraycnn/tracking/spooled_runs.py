@@ -1,31 +1,28 @@
-"""RunLogger's writes, spooled: the same calls, journaled on the caller's thread (cheap JSON) and sent by a
-`SpoolSender`. A run created here is named by a spool key until the store has created it; every other call
-takes that key wherever a run id goes."""
+"""RunLogger's writes, spooled: the same calls (tracking.writer.RunWriter), journaled on the caller's thread
+(cheap JSON) and sent by a `SpoolSender`. A run created here is named by a spool key until the store has
+created it; every other call takes that key wherever a run id goes."""
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
+import numpy as np
 
 from xraycnn.data.dataset import PreparedData
-from xraycnn.data.images import SkippedFile
-from xraycnn.evaluation.clinical import Scored
 from xraycnn.tracking.runs import MAX_TAG_VALUE, param_value
 from xraycnn.tracking.sender import SpoolSender
 from xraycnn.tracking.spool import new_run_key
-from xraycnn.tracking.tags import ERROR_TAG
+from xraycnn.tracking.writer import RunWriter
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class SpooledRuns:
+class SpooledRuns(RunWriter):
     def __init__(self, sender: SpoolSender) -> None:
         self.sender = sender
 
@@ -76,18 +73,9 @@ class SpooledRuns:
     def log_text(self, run: str, text: str, artifact_file: str) -> None:
         self.sender.submit("log_text", {"run": run, "text": text, "artifact_file": artifact_file})
 
-    def log_dataframe_csv(self, run: str, frame: Any, artifact_file: str) -> None:
-        with tempfile.TemporaryDirectory() as tmp:
-            local = Path(tmp) / Path(artifact_file).name
-            frame.to_csv(local, index=False)
-            parent = str(Path(artifact_file).parent)
-            args = {"run": run, "name": local.name, "artifact_path": None if parent == "." else parent}
-            self.sender.submit("log_file", args, files={local.name: local})
-
-    def log_skipped_files(self, run: str, skipped: Sequence[SkippedFile]) -> None:
-        if skipped:
-            frame = pd.DataFrame([{"path": s.path, "reason": s.reason} for s in skipped])
-            self.log_dataframe_csv(run, frame, "data/skipped_files.csv")
+    def log_file(self, run: str, local: Path, artifact_path: str | None) -> None:
+        args = {"run": run, "name": local.name, "artifact_path": artifact_path}
+        self.sender.submit("log_file", args, files={local.name: local})
 
     def log_dataset(self, run: str, data: PreparedData, context: str = "training") -> None:
         args = {
@@ -99,15 +87,9 @@ class SpooledRuns:
         }
         self.sender.submit("log_dataset", args)
 
-    def log_scores(self, run: str, scored: Scored, title: str, prefix: str = "test_") -> None:
-        """A trial's test metrics and its confusion matrix at 0.5 (drawn by the sending thread)."""
-        self.log_metrics(run, scored.flat(prefix))
-        args = {
-            "run": run,
-            "matrix": scored.confusion().tolist(),
-            "title": f"{title}: test confusion matrix",
-            "artifact_file": "plots/confusion_matrix.png",
-        }
+    def log_confusion_matrix(self, run: str, matrix: np.ndarray, title: str, artifact_file: str) -> None:
+        """Drawn by the sending thread."""
+        args = {"run": run, "matrix": np.asarray(matrix).tolist(), "title": title, "artifact_file": artifact_file}
         self.sender.submit("log_confusion_matrix", args)
 
     def log_learning_curves(
@@ -121,11 +103,6 @@ class SpooledRuns:
                 "title": title,
             }
             self.sender.submit("log_learning_curves", args)
-
-    def note_error(self, run: str, error: str) -> None:
-        """Why a run failed: its last line as the tag `xraycnn.error`, the whole of it as `error.txt`."""
-        self.set_tags(run, {ERROR_TAG: error.strip().splitlines()[-1] if error.strip() else error})
-        self.log_text(run, error, "error.txt")
 
     def end(self, run: str, status: str = "FINISHED", error: str | None = None) -> None:
         if error:

@@ -14,7 +14,7 @@ import re
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -33,9 +33,13 @@ from xraycnn.tracking.relocate import relocate_if_moved
 class TrackingStore:
     uri: str
     artifact_root: Path | None  # None: the tracking server decides
+    _client: list[MlflowClient] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def client(self) -> MlflowClient:
-        return MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        """The store's one client in this process (made on first use)."""
+        if not self._client:
+            self._client.append(MlflowClient(tracking_uri=self.uri, registry_uri=self.uri))
+        return self._client[0]
 
 
 def resolve_store(uri: str | None = None) -> TrackingStore:

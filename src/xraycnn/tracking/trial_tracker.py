@@ -24,7 +24,7 @@ from mlflow.entities import RunStatus
 from xraycnn.config import TunerConfig
 from xraycnn.data.dataset import PreparedData
 from xraycnn.errors import DiskFullError
-from xraycnn.model.hypermodel import TrialScores
+from xraycnn.evaluation.trial_scoring import TrialScores
 from xraycnn.model.space import choice_tokens
 from xraycnn.tracking.sender import SpoolSender
 from xraycnn.tracking.spooled_runs import SpooledRuns

@@ -9,7 +9,7 @@ Each side runs as a new user's `make search` would: a fresh search (`--fresh`), 
 own tuner state and MLflow store. The earlier revision runs from a git worktree of it (its own experiment
 file, its own code, this checkout's virtual environment).
 
-    python benchmarks/search_against.py [REVISION] [--repeats N] [--float32] [--reference-minutes M ...]
+    python -m benchmarks.studies.search_against [REVISION] [--repeats N] [--float32] [--reference-minutes M ...]
 """
 
 from __future__ import annotations
@@ -28,14 +28,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path.insert(0, str(HERE))
+from benchmarks.common import REPO, RESULTS
+from benchmarks.machine import machine_facts, machine_slug
+from benchmarks.studies.searches import search_command
 
-from machine import machine_facts, machine_slug  # noqa: E402
-from searches import search_command  # noqa: E402
-
-RESULTS = HERE / "results"
 EXPERIMENT = "experiments/default.toml"
 ISSUE_12_REVISION = "6c4fade"  # the default search issue 12 timed on the AVX2-only machines
 ISSUE_12_MINUTES = (14.3, 11.6)  # ... and what it took there (issue 12; the README of b30cd49)
@@ -150,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     when = datetime.now(UTC)
     out = {
         "what": f"{EXPERIMENT} searched at {args.revision} and now, alternating, each from an empty cache",
-        "command": "python benchmarks/search_against.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m benchmarks.studies.search_against "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
         "when": when.isoformat(timespec="seconds"),
         "machine": machine_facts(),
         "git_commit": commit,

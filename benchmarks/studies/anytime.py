@@ -8,7 +8,7 @@ validation AUC reached so far is then read back from MLflow against the seconds 
 (every trial's per-epoch `val_auc` with its timestamp), and written as a JSON file and a PNG figure under
 benchmarks/results/.
 
-    python benchmarks/anytime.py [--budget-seconds 180] [--seeds 42 7 1234] [--variants hyperband random ...]
+    python -m benchmarks.studies.anytime [--budget-seconds 180] [--seeds 42 7 1234] [--variants hyperband random ...]
 """
 
 from __future__ import annotations
@@ -25,14 +25,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path.insert(0, str(HERE))
+from benchmarks.common import REPO, RESULTS
+from benchmarks.machine import machine_facts, machine_slug
+from benchmarks.studies.searches import search_command, search_runs
 
-from machine import machine_facts, machine_slug  # noqa: E402
-from searches import search_command, search_runs  # noqa: E402
-
-RESULTS = HERE / "results"
 EXPERIMENT = REPO / "experiments" / "default.toml"
 OPEN_ENDED = "budget.max_trials=100"  # random and Bayesian search stop on the wall budget, not on a trial count
 # Hyperband as default.toml ran it until 2026-11-27 (the first measurement of this bench), set in full: the

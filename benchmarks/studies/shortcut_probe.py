@@ -4,7 +4,7 @@ preprocessing / augmentation / architecture choice on cxr-covid, each judged by 
 validation AUC (what a tuner would select on) and its AUC under acquisition-like changes of the test films
 (contrast, gamma, brightness, noise, blur, JPEG re-compression, a shifted and zoomed framing).
 
-    python benchmarks/shortcut_probe.py [--epochs 12] [--only NAME ...] [--precision float32]
+    python -m benchmarks.studies.shortcut_probe [--epochs 12] [--only NAME ...] [--precision float32]
 
 Writes benchmarks/results/shortcut-probe-<date>-<machine>.json (one record per variant, CPU and versions).
 """
@@ -21,12 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from machine import machine_facts, machine_slug  # noqa: E402
-
-RESULTS = HERE / "results"
+from benchmarks.common import RESULTS
+from benchmarks.machine import machine_facts, machine_slug
 
 # The default search's champion network (3 blocks 16-32-32, 3x3, dropout 0.1, dense 128, lr 3e-3, batch 32).
 NETWORK: dict[str, Any] = {
@@ -146,12 +142,14 @@ def train_fixed_network(config: Any, data_root: Path) -> Trained:
 
     from xraycnn.data.dataset import prepare_data
     from xraycnn.data.discovery import discover
+    from xraycnn.evaluation.trial_scoring import TrialScorer
     from xraycnn.model.hypermodel import CxrHyperModel
     from xraycnn.runtime.precision import apply_policy
 
     policy, _ = apply_policy(config.training.precision)
     data = prepare_data(discover(data_root), config.data, config.seed)
     hypermodel = CxrHyperModel(config, data)
+    TrialScorer(hypermodel)  # the epochs' shortcut gate and acquisition guard, when the tuner is guarded
     hp = kt.HyperParameters()
     hypermodel.declare_hyperparameters(hp)
     started = time.monotonic()
@@ -166,9 +164,10 @@ def run_variant(name: str, epochs: int, precision: str, data_root: Path) -> dict
 
     from xraycnn.config import ExperimentConfig
     from xraycnn.data.external import read_sources
-    from xraycnn.evaluation import binary_metrics, predict_probabilities
+    from xraycnn.evaluation import binary_metrics
     from xraycnn.evaluation.assessment import assess
     from xraycnn.evaluation.threshold import choose_threshold
+    from xraycnn.model.predict import predict_probabilities
 
     size, preprocess, augmentation, extra = VARIANTS[name]
     config = ExperimentConfig.model_validate(

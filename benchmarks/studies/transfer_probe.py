@@ -4,7 +4,7 @@ and test by what transfers: the specificity of the NORMAL films at the model's t
 validation) under every acquisition change (evaluation.acquisition) and the worst of them, the AUC under
 them, the clean AUC, and the calibration error before and after the Platt scaling a registered model carries.
 
-    python benchmarks/transfer_probe.py [--only NAME ...] [--epochs 9] [--seeds 42 7] [--precision float32]
+    python -m benchmarks.studies.transfer_probe [--only NAME ...] [--epochs 9] [--seeds 42 7] [--precision float32]
 
 Writes benchmarks/results/transfer-probe-<date>-<machine>.json (one record per variant and seed).
 """
@@ -19,13 +19,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+from benchmarks.common import RESULTS
+from benchmarks.machine import machine_facts, machine_slug
+from benchmarks.studies.shortcut_probe import LIGHT_AUGMENT, train_fixed_network
 
-from machine import machine_facts, machine_slug  # noqa: E402
-from shortcut_probe import LIGHT_AUGMENT, train_fixed_network  # noqa: E402
-
-RESULTS = HERE / "results"
 THRESHOLD_RULES = ("youden", "shift_youden", "shift_specificity")  # the last at 0.88, the default
 RESAMPLES = 300  # bootstrap resamples of the worst-change figures' intervals
 
@@ -85,9 +82,10 @@ def run_variant(
     import numpy as np
 
     from xraycnn.config import ExperimentConfig
-    from xraycnn.evaluation import decision_metrics, predict_probabilities, ranking_metrics
+    from xraycnn.evaluation import decision_metrics, ranking_metrics
     from xraycnn.evaluation.acquisition import AS_GIVEN, acquired_sets, shift_scores, source_films
     from xraycnn.evaluation.threshold import choose_threshold
+    from xraycnn.model.predict import predict_probabilities
 
     setting = VARIANTS[name]
     epochs = setting.get("epochs", epochs)

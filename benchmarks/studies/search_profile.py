@@ -5,7 +5,7 @@ py-spy (a sampling profiler: 50 stacks a second of the main thread, waiting incl
 wall time), then sorts every sample of the main thread into one phase by the first rule its stack matches.
 Writes the seconds and shares per phase as JSON under benchmarks/results/ and prints them.
 
-    python benchmarks/search_profile.py [EXPERIMENT] [--set KEY=VALUE ...] [--keep-cache]
+    python -m benchmarks.studies.search_profile [EXPERIMENT] [--set KEY=VALUE ...] [--keep-cache]
 """
 
 from __future__ import annotations
@@ -22,14 +22,10 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path.insert(0, str(HERE))
+from benchmarks.common import REPO, RESULTS
+from benchmarks.machine import machine_facts, machine_slug
+from benchmarks.studies.searches import search_command, search_runs
 
-from machine import machine_facts, machine_slug  # noqa: E402
-from searches import search_command, search_runs  # noqa: E402
-
-RESULTS = HERE / "results"
 RATE = 50  # samples a second
 # (phase, substrings of a stack): the first rule that matches a sample's stack names its phase. Tracing is
 # matched before the training steps and validation so that a step's first call counts as tracing.
