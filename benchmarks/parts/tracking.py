@@ -25,7 +25,7 @@ def measure(data_root: Path, workdir: Path, repeats: str) -> dict[str, Any]:
     from xraycnn.data.discovery import discover
     from xraycnn.evaluation.trial_scoring import TrialScorer
     from xraycnn.jobs.session import Session, fixed_params
-    from xraycnn.jobs.spooling import open_spool
+    from xraycnn.jobs.spooling import spooled_tracking
     from xraycnn.model.hypermodel import CxrHyperModel
     from xraycnn.runtime.precision import apply_policy
     from xraycnn.tracking.store import ensure_experiment, resolve_store
@@ -52,7 +52,7 @@ def measure(data_root: Path, workdir: Path, repeats: str) -> dict[str, Any]:
     store = resolve_store(f"sqlite:///{workdir / 'store' / 'mlflow.db'}")
     experiment_id = ensure_experiment(store, "bench-tracking", {})
     session = Session(default, data, store, experiment_id, precision, reason)
-    parent = session.runs.client.create_run(experiment_id, run_name="bench-parent").info.run_id
+    parent = store.client().create_run(experiment_id, run_name="bench-parent").info.run_id
 
     from xraycnn.tuning.tuners import SearchListener
 
@@ -96,9 +96,9 @@ def measure(data_root: Path, workdir: Path, repeats: str) -> dict[str, Any]:
             listeners = [EvaluateOnly()]
         elif mode == "on":
             TimedTracker.hook_seconds = 0.0
-            spooled = open_spool(workdir / "spools" / f"t{index}", "main", store.uri, Console(quiet=True))
+            tracking = spooled_tracking(store, workdir / "spools" / f"t{index}", "main", Console(quiet=True))
             tracker = TimedTracker(
-                spooled, experiment_id, parent, fixed_params(session), data, config.tuner, scorer.scores
+                tracking.spooled, experiment_id, parent, fixed_params(session), data, config.tuner, scorer.scores
             )
             listeners = [tracker]
         tuner = build_tuner(config, hypermodel, workdir / "tuner", f"t{index}", listeners)

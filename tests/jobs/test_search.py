@@ -20,8 +20,7 @@ from xraycnn.tracking.store import ensure_experiment, resolve_store
 
 def session_on(client: object, experiment_id: str = "1") -> SimpleNamespace:
     return SimpleNamespace(
-        runs=SimpleNamespace(client=client),
-        store=SimpleNamespace(uri="http://tracking:5000"),
+        store=SimpleNamespace(uri="http://tracking:5000", client=lambda: client),
         experiment_id=experiment_id,
     )
 

@@ -20,12 +20,12 @@ from xraycnn.data.discovery import discover_films
 from xraycnn.data.images import decode_files, input_shape_of
 from xraycnn.errors import DataUnusableError, XrayCnnError
 from xraycnn.evaluation.site import CONFIDENCE, SiteThreshold, site_threshold
+from xraycnn.jobs.spooling import notice_to
 from xraycnn.model.predict import predict_probabilities
 from xraycnn.registry import ModelCard, load_keras_model_with_card, set_site_threshold
 from xraycnn.site_request import SiteCalibrationError, check_request
-from xraycnn.tracking.lifecycle import closed_run
-from xraycnn.tracking.runs import RunLogger
-from xraycnn.tracking.store import TrackingStore, create_job_run, resolve_store
+from xraycnn.tracking.service import Tracking
+from xraycnn.tracking.store import ensure_experiment, resolve_store
 from xraycnn.tracking.tags import CALIBRATIONS_EXPERIMENT, TAG_PREFIX
 
 UNREADABLE_LISTED = 20  # unreadable films named in the refusal; the rest are counted
@@ -74,7 +74,9 @@ def run_calibrate(
         threshold = site_threshold(site, scores, max_false_positive_rate, confidence)
     except SiteCalibrationError as exc:
         raise SiteCalibrationError(f"{folder}: {exc}") from None
-    run_id = _log(store, card, model_uri, folder, [files[i] for i in kept], scores, threshold)
+    run_id = _log(
+        Tracking(store, notice_to(console)), card, model_uri, folder, [files[i] for i in kept], scores, threshold
+    )
     stored = {
         **threshold.as_dict(),
         "calibrated_utc": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -93,7 +95,7 @@ def run_calibrate(
 
 
 def _log(
-    store: TrackingStore,
+    tracking: Tracking,
     card: ModelCard,
     model_uri: str,
     folder: Path,
@@ -101,7 +103,7 @@ def _log(
     scores: np.ndarray,
     threshold: SiteThreshold,
 ) -> str:
-    runs = RunLogger(store.client())
+    runs = tracking.direct
     tags = {
         f"{TAG_PREFIX}kind": "site-calibration",
         f"{TAG_PREFIX}site": threshold.site,
@@ -111,8 +113,8 @@ def _log(
         "mlflow.note.content": f"Site {threshold.site}: {threshold.promise()}, from {folder}.",
     }
     name = f"site {threshold.site} {card.name} v{card.version} {time.strftime('%Y%m%d-%H%M%S')}"
-    run_id = create_job_run(store, CALIBRATIONS_EXPERIMENT, name, tags)
-    with closed_run(runs, run_id):
+    run_id = tracking.new_run(ensure_experiment(tracking.store, CALIBRATIONS_EXPERIMENT), name, tags)
+    with tracking.job_run(run_id, system_metrics=False):  # made once the threshold is set: nothing to sample
         runs.log_params(
             run_id,
             {

@@ -10,7 +10,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlflow.tracking import MlflowClient
 from rich.console import Console
 from rich.table import Table
 
@@ -21,12 +20,12 @@ from xraycnn.evaluation.assessment import Assessment, assess
 from xraycnn.evaluation.clinical import AT_THRESHOLD, REPORTED, THRESHOLD_FREE, Scored
 from xraycnn.evaluation.shortcuts import FIGURES
 from xraycnn.evaluation.site import SiteThreshold
+from xraycnn.jobs.spooling import notice_to
 from xraycnn.regions import uniform_outside_share
 from xraycnn.registry import ModelCard, load_keras_model_with_card
 from xraycnn.tracking.assessment_log import log_assessment
-from xraycnn.tracking.lifecycle import closed_run
-from xraycnn.tracking.runs import RunLogger
-from xraycnn.tracking.store import TrackingStore, create_job_run, resolve_store
+from xraycnn.tracking.service import Tracking
+from xraycnn.tracking.store import ensure_experiment, resolve_store
 from xraycnn.tracking.tags import EVALUATIONS_EXPERIMENT, TAG_PREFIX
 
 
@@ -75,7 +74,7 @@ def run_evaluate(
             source=source,
             guard=card.input_guard,
         )
-    run_id = _log(store.client(), store, model_uri, card, data, assessment, site)
+    run_id = _log(Tracking(store, notice_to(console)), model_uri, card, data, assessment, site)
     _print(console, assessment)
     if site is not None:
         _print_site(console, card, site, assessment)
@@ -84,15 +83,14 @@ def run_evaluate(
 
 
 def _log(
-    client: MlflowClient,
-    store: TrackingStore,
+    tracking: Tracking,
     model_uri: str,
     card: ModelCard,
     data: LabeledImages,
     assessment: Assessment,
     site: str | None = None,
 ) -> str:
-    runs = RunLogger(client)
+    runs = tracking.direct
     model_label = f"{card.name} v{card.version}" if card.version else model_uri
     tags = {
         f"{TAG_PREFIX}kind": "evaluation",
@@ -111,8 +109,8 @@ def _log(
         ),
     }
     name = f"eval {model_label}{f' site {site}' if site else ''} on {data.name} {time.strftime('%Y%m%d-%H%M%S')}"
-    run_id = create_job_run(store, EVALUATIONS_EXPERIMENT, name, tags)
-    with closed_run(runs, run_id):
+    run_id = tracking.new_run(ensure_experiment(tracking.store, EVALUATIONS_EXPERIMENT), name, tags)
+    with tracking.job_run(run_id, system_metrics=False):  # made once the evaluation is done: nothing to sample
         runs.log_params(
             run_id,
             {
@@ -125,7 +123,7 @@ def _log(
         runs.log_skipped_files(run_id, data.skipped)
         if card.version:  # the version points at its latest evaluation on this data
             key = f"{TAG_PREFIX}evaluation.{data.digest[:12]}" + (f".{site}" if site else "")
-            client.set_model_version_tag(card.name, card.version, key, run_id)
+            tracking.client.set_model_version_tag(card.name, card.version, key, run_id)
     return run_id
 
 

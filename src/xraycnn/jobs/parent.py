@@ -8,7 +8,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 from rich.console import Console
@@ -16,22 +15,18 @@ from rich.console import Console
 from xraycnn.errors import XrayCnnError
 from xraycnn.jobs.session import Session, fixed_params, run_tags
 from xraycnn.jobs.trials import close_orphans
-from xraycnn.tracking.lifecycle import closed_run
-from xraycnn.tracking.spooled_runs import SpooledRuns
-from xraycnn.tracking.system_metrics import SpooledSystemMetrics
+from xraycnn.tracking.service import Tracking
 from xraycnn.tuning.state import SearchState
 from xraycnn.tuning.tuners import planned_budget
-
-FINAL_DRAIN_S = 30.0
 
 
 @contextlib.contextmanager
 def parent_run(
-    session: Session, runs: SpooledRuns, project_dir: Path, console: Console, *, resume: bool
+    session: Session, tracking: Tracking, project_dir: Path, console: Console, *, resume: bool
 ) -> Iterator[SearchState]:
     """The search's state with its parent run open as MLflow's active run (the champion is logged to it) for
-    the block; its writes and system metrics go through the spool (`runs`); the run ends FINISHED, KILLED or
-    FAILED with the block (tracking.lifecycle), or stays RUNNING while the store is away at the end."""
+    the block; its writes and system metrics go through the spool (`tracking.runs`); the run ends FINISHED,
+    KILLED or FAILED with the block (tracking.lifecycle), or stays RUNNING while the store is away at the end."""
     state = SearchState.load(project_dir) if resume else None
     if state is not None:
         check_resumable(state, session, project_dir)
@@ -43,33 +38,22 @@ def parent_run(
     new = state is None
     if state is None:
         experiment = session.experiment
-        parent = mlflow.start_run(
-            experiment_id=session.experiment_id,
-            run_name=f"search-{experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-            tags={k: str(v) for k, v in run_tags(session, "search").items() if v is not None},
-            description=_description(session),
-            log_system_metrics=False,  # MLflow's monitor stops at the first outage: ours goes through the spool
+        run_id = tracking.new_run(
+            session.experiment_id,
+            f"search-{experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+            run_tags(session, "search"),
+            _description(session),
         )
-        state = SearchState(parent.info.run_id, session.store.uri, experiment.sha256, session.data.digest)
-    else:
-        mlflow.start_run(run_id=state.parent_run_id, log_system_metrics=False)
-    with closed_run(session.runs, state.parent_run_id, fluent=True):
+        state = SearchState(run_id, session.store.uri, experiment.sha256, session.data.digest)
+    with tracking.job_run(state.parent_run_id, active=True, resume=not new):
         if new:
-            runs.log_params(state.parent_run_id, fixed_params(session))
-            runs.log_dataset(state.parent_run_id, session.data)
-            runs.log_skipped_files(state.parent_run_id, session.data.skipped)
+            tracking.runs.log_params(state.parent_run_id, fixed_params(session))
+            tracking.runs.log_dataset(state.parent_run_id, session.data)
+            tracking.runs.log_skipped_files(state.parent_run_id, session.data.skipped)
             state.save(project_dir)
         else:
-            close_orphans(session, state.parent_run_id)
-        monitor = SpooledSystemMetrics(state.parent_run_id, runs, session.store.uri, resume=not new)
-        monitor.start()
-        try:
-            yield state
-        finally:
-            monitor.finish()
-            # The run ends with a direct write, after what was spooled for it (what the store does not take
-            # within the wait stays in the spool for the next run or `xraycnn sync`).
-            runs.sender.settle(FINAL_DRAIN_S)
+            close_orphans(session, tracking, state.parent_run_id)
+        yield state
 
 
 def check_resumable(state: SearchState, session: Session, project_dir: Path) -> None:
@@ -91,7 +75,7 @@ def run_exists(session: Session, run_id: str) -> bool:
     failure (a tracking server restarting, a locked database) stops the resume instead of silently opening a
     second parent run."""
     try:
-        run = session.runs.client.get_run(run_id)
+        run = session.store.client().get_run(run_id)
     except MlflowException as exc:
         if exc.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
             return False

@@ -35,6 +35,7 @@ from xraycnn.registry import (
     log_and_register,
 )
 from xraycnn.tracking.assessment_log import log_assessment
+from xraycnn.tracking.service import Tracking
 from xraycnn.tracking.tags import TAG_PREFIX
 
 
@@ -88,6 +89,7 @@ def final_assessment(session: Session, model: keras.Model) -> Assessment:
 
 def publish_model(
     session: Session,
+    tracking: Tracking,
     run_id: str,
     model: keras.Model,
     assessment: Assessment,
@@ -97,8 +99,9 @@ def publish_model(
     description: str,
 ) -> Registration:
     """Log the final model's assessment (metrics with intervals, plots, Grad-CAM, predictions) to `run_id`,
-    which must be the active run, then register it carrying its threshold; the alias moves last."""
-    runs, config = session.runs, session.experiment.config
+    which must be the active run, then register it carrying its threshold; the alias moves last. Written at
+    once (`tracking.direct`): a write the store refuses stops the publishing before anything is registered."""
+    runs, config = tracking.direct, session.experiment.config
     try:
         log_assessment(runs, run_id, assessment, f"{title}, test", prefix="test_")
     except (MlflowException, OSError) as exc:

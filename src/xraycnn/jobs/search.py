@@ -26,10 +26,10 @@ from xraycnn.errors import InterruptedByUserError, TrackingStoreUnavailableError
 from xraycnn.evaluation.assessment import Assessment
 from xraycnn.evaluation.trial_scoring import TrialScorer
 from xraycnn.jobs.inputs import check_inputs
-from xraycnn.jobs.parent import FINAL_DRAIN_S, parent_run
+from xraycnn.jobs.parent import parent_run
 from xraycnn.jobs.publish import describe_assessment, final_assessment, publish_model, report_registration
 from xraycnn.jobs.session import Session, open_session
-from xraycnn.jobs.spooling import await_store, open_spool, send_leftovers, store_wait_seconds
+from xraycnn.jobs.spooling import send_leftovers, spooled_tracking, store_wait_seconds
 from xraycnn.jobs.trials import (
     DONE,
     fail_on_tracking_failures,
@@ -42,8 +42,7 @@ from xraycnn.model.hypermodel import CxrHyperModel
 from xraycnn.registry import Registration, Selection
 from xraycnn.report import write_report
 from xraycnn.tracking.lifecycle import INTERRUPTED
-from xraycnn.tracking.spool import remove_if_empty
-from xraycnn.tracking.spooled_runs import SpooledRuns
+from xraycnn.tracking.service import Tracking
 from xraycnn.tracking.store import wait_for_store
 from xraycnn.tracking.tags import ORACLE_TAG, TAG_PREFIX
 from xraycnn.tuning.cluster import ClusterRole
@@ -97,27 +96,26 @@ def run_search(
         failures = send_leftovers(project_dir, console, wait)  # before --fresh, so a previous search keeps them
         if fresh and project_dir.exists():  # only once the inputs are known to be good
             shutil.rmtree(project_dir)
-        runs = open_spool(project_dir, "chief" if cluster is not None else "main", session.store.uri, console)
-        try:
-            with parent_run(session, runs, project_dir, console, resume=not fresh) as state:
-                try:
-                    outcome = SearchJob(session, runs, state, project_dir, console, cluster, started, wait).run()
-                except TrackingStoreUnavailableError:
-                    state.unfinished = {
-                        "experiment": str(experiment.path.resolve()),
-                        "overrides": experiment.override_args()[1::2],
-                        "data": session.data.root,
-                    }
-                    state.save(project_dir)
-                    raise
-        finally:
-            runs.sender.close(timeout=FINAL_DRAIN_S, unless_away=True)
-            remove_if_empty(runs.sender.spool.directory)
-        failures += runs.sender.take_failures()
+        process = "chief" if cluster is not None else "main"
+        with (
+            spooled_tracking(session.store, project_dir, process, console) as tracking,
+            parent_run(session, tracking, project_dir, console, resume=not fresh) as state,
+        ):
+            try:
+                outcome = SearchJob(session, tracking, state, project_dir, console, cluster, started, wait).run()
+            except TrackingStoreUnavailableError:
+                state.unfinished = {
+                    "experiment": str(experiment.path.resolve()),
+                    "overrides": experiment.override_args()[1::2],
+                    "data": session.data.root,
+                }
+                state.save(project_dir)
+                raise
+        failures += tracking.take_failures()
         if outcome.assessment is not None:  # after the run ended, so the report shows its status and duration
             _write_report(session, state.parent_run_id, Path(reports_dir or paths.reports_root()), console)
         console.print(f"Done in {outcome.wall_seconds / 60:.1f} min. Compare the runs with `make ui`.")
-        fail_on_tracking_failures(session, state.parent_run_id, failures)
+        fail_on_tracking_failures(tracking, state.parent_run_id, failures)
         return SearchResult(
             state.parent_run_id,
             session.experiment_id,
@@ -145,7 +143,7 @@ class SearchJob:
     store) the champion, judged on test and registered."""
 
     session: Session
-    runs: SpooledRuns  # this process's writes to MLflow, through its spool
+    tracking: Tracking  # this process's writes to MLflow, through its spool
     state: SearchState
     project_dir: Path  # Keras Tuner's state of this experiment
     console: Console
@@ -154,13 +152,14 @@ class SearchJob:
     wait: float  # how long to wait for an unreachable store
 
     def run(self) -> SearchOutcome:
-        session, runs, state = self.session, self.runs, self.state
+        session, tracking, state = self.session, self.tracking, self.state
+        runs = tracking.runs
         if self.cluster is not None:  # workers find the parent run by the oracle they were given
             runs.set_tags(state.parent_run_id, {ORACLE_TAG: self.cluster.oracle})
             self.cluster.apply()
         state.unfinished = None
         tuner, hypermodel = self._trials()
-        await_store(runs, self.wait, "the champion is registered only once its trials' runs are in the store")
+        tracking.await_store(self.wait, "the champion is registered only once its trials' runs are in the store")
         # read next: a chief's own spool may be empty while the store is still away after its workers' last writes
         wait_for_store(session.store, lambda line: self.console.print(line, highlight=False), self.wait)
         best, trials = self._best_trial(tuner)
@@ -171,10 +170,10 @@ class SearchJob:
             {
                 "search_wall_seconds": wall,
                 "trials_completed": float((trials["status"] == "COMPLETED").sum()),
-                "tracking_writer_cpu_seconds": runs.sender.cpu_seconds,
+                "tracking_writer_cpu_seconds": tracking.spooled.sender.cpu_seconds,
             },
         )
-        await_store(runs, self.wait, "the search's last writes are not all in the store")
+        tracking.await_store(self.wait, "the search's last writes are not all in the store")
         state.save(self.project_dir)  # no longer unfinished
         return SearchOutcome(best, trials, assessment, registration, wall)
 
@@ -184,7 +183,7 @@ class SearchJob:
         experiment, config = session.experiment, session.experiment.config
         hypermodel = CxrHyperModel(config, session.data)
         scorer = TrialScorer(hypermodel)
-        tracker, progress = trial_listeners(session, self.runs, self.state.parent_run_id, console, scorer)
+        tracker, progress = trial_listeners(session, self.tracking, self.state.parent_run_id, console, scorer)
         listeners = [] if self.cluster is not None else [tracker, progress]  # a chief trains nothing: its workers do
         tuner = build_tuner(config, hypermodel, project_dir.parent, project_dir.name, listeners)
 
@@ -243,7 +242,7 @@ class SearchJob:
             )
             return None, None
         model = hypermodel.registered_model(best.hyperparameters, tuner.load_model(best))
-        assessment, registration = _finalise(self.session, self.runs, model, best, trials, state.parent_run_id)
+        assessment, registration = _finalise(self.session, self.tracking, model, best, trials, state.parent_run_id)
         state.registered = {
             "trial_id": best.trial_id,
             "name": registration.name,
@@ -259,7 +258,7 @@ def _write_report(session: Session, parent_run_id: str, reports_dir: Path, conso
     """The search report; a failure here costs the report only (the search and its champion stand), and
     `xraycnn report` makes it again."""
     try:
-        report = write_report(session.runs.client, parent_run_id, reports_dir)
+        report = write_report(session.store.client(), parent_run_id, reports_dir)
     except Exception as exc:  # reported, never fatal: everything it reads is already safe in MLflow
         console.print(
             f"[yellow]warning:[/] the search report failed ({type(exc).__name__}: {exc}); make it again with "
@@ -272,7 +271,7 @@ def _write_report(session: Session, parent_run_id: str, reports_dir: Path, conso
 
 def _finalise(
     session: Session,
-    runs: SpooledRuns,
+    tracking: Tracking,
     model: Any,
     best: Any,
     trials: pd.DataFrame,
@@ -281,6 +280,7 @@ def _finalise(
     """Evaluate the best trial's model (films in, its preprocessing inside) on test, log the search's summary
     artifacts, register the model."""
     experiment, tuner_config = session.experiment, session.experiment.config.tuner
+    runs = tracking.runs
     assessment = final_assessment(session, model)
     row = trials.loc[trials["trial_id"] == best.trial_id].iloc[0]
     best_run = row["run_id"]
@@ -323,7 +323,9 @@ def _finalise(
         f"{TAG_PREFIX}search_run_id": parent_run_id,
     }
     title = f"{experiment.name} trial {best.trial_id}"
-    registration = publish_model(session, parent_run_id, model, assessment, selection, title, version_tags, description)
+    registration = publish_model(
+        session, tracking, parent_run_id, model, assessment, selection, title, version_tags, description
+    )
     return assessment, registration
 
 

@@ -1,5 +1,6 @@
 """A job's session: its checked inputs decoded into data, the precision chosen, the tracking store and the
-MLflow experiment opened; and what every run of a job carries to be reproduced (tags, flat params).
+MLflow experiment opened (the job writes to it through a tracking.service.Tracking); and what every run of a
+job carries to be reproduced (tags, flat params).
 
 Everything that can be wrong with the user's input (experiment file, data layout, unreadable data) is checked
 before anything is written to MLflow.
@@ -10,7 +11,6 @@ from __future__ import annotations
 import os
 import subprocess
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,6 @@ from xraycnn.jobs.inputs import Inputs
 from xraycnn.jobs.spooling import notice_to, store_wait_seconds
 from xraycnn.runtime import threads
 from xraycnn.runtime.precision import apply_policy
-from xraycnn.tracking.runs import RunLogger
 from xraycnn.tracking.store import TrackingStore, ensure_experiment, resolve_store, wait_for_store
 from xraycnn.tracking.tags import TAG_PREFIX, search_experiment_name
 
@@ -36,11 +35,6 @@ class Session:
     experiment_id: str
     precision: str
     precision_reason: str
-
-    @cached_property
-    def runs(self) -> RunLogger:
-        """This job's direct writes to the store (a search's trials write through its spool instead)."""
-        return RunLogger(self.store.client())
 
 
 def mlflow_experiment_name(experiment: Experiment) -> str:

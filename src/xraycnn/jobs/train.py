@@ -14,7 +14,6 @@ from typing import Any
 
 import keras
 import keras_tuner as kt
-import mlflow
 from rich.console import Console
 
 from xraycnn.config import Fixed
@@ -25,12 +24,13 @@ from xraycnn.evaluation.trial_scoring import TrialScorer
 from xraycnn.jobs.inputs import check_inputs
 from xraycnn.jobs.publish import describe_assessment, final_assessment, publish_model, report_registration
 from xraycnn.jobs.session import Session, fixed_params, open_session, run_tags
+from xraycnn.jobs.spooling import notice_to
 from xraycnn.model.hypermodel import CxrHyperModel
 from xraycnn.registry import Registration, Selection
-from xraycnn.tracking.lifecycle import closed_run
-from xraycnn.tracking.runs import RunLogger
+from xraycnn.tracking.service import Tracking
 from xraycnn.tracking.tags import BEST_EPOCH_TAG, TAG_PREFIX
 from xraycnn.tracking.trial_tracker import EpochHistory
+from xraycnn.tracking.writer import RunWriter
 from xraycnn.tuning.progress import describe_hyperparameters
 
 
@@ -46,7 +46,7 @@ class TrainResult:
 class _EpochLogger(keras.callbacks.Callback):
     """Per-epoch metrics to the run at step = epoch number, and one line per epoch on the console."""
 
-    def __init__(self, runs: RunLogger, run_id: str, history: EpochHistory, console: Console, epochs: int) -> None:
+    def __init__(self, runs: RunWriter, run_id: str, history: EpochHistory, console: Console, epochs: int) -> None:
         super().__init__()
         self.runs, self.run_id, self.history, self.console, self.epochs = (
             runs,
@@ -91,17 +91,16 @@ def run_train(
     params = {**fixed_params(session), **hp.values, "epochs": epochs}
     console.print(f"Training {inputs.experiment.name}: {describe_hyperparameters(params)}, up to {epochs} epochs")
 
-    run = mlflow.start_run(
-        experiment_id=session.experiment_id,
-        run_name=f"train-{inputs.experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-        tags={k: str(v) for k, v in run_tags(session, "train").items() if v is not None},
-        log_system_metrics=True,
+    tracking = Tracking(session.store, notice_to(console))
+    run_id = tracking.new_run(
+        session.experiment_id,
+        f"train-{inputs.experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+        run_tags(session, "train"),
     )
-    run_id = run.info.run_id
     try:
-        with closed_run(session.runs, run_id, fluent=True):
+        with tracking, tracking.job_run(run_id, active=True):
             registration, assessment, best_value = _train_and_publish(
-                session, scorer, hp, model, params, epochs, run_id, console
+                session, tracking, scorer, hp, model, params, epochs, run_id, console
             )
     except KeyboardInterrupt:
         raise InterruptedByUserError(
@@ -114,6 +113,7 @@ def run_train(
 
 def _train_and_publish(
     session: Session,
+    tracking: Tracking,
     scorer: TrialScorer,
     hp: kt.HyperParameters,
     model: keras.Model,
@@ -123,7 +123,7 @@ def _train_and_publish(
     console: Console,
 ) -> tuple[Registration, Assessment, float]:
     """Train into the open run `run_id`, audit and judge the best epoch's network, publish it."""
-    runs, config, name = session.runs, session.experiment.config, session.experiment.name
+    runs, config, name = tracking.runs, session.experiment.config, session.experiment.name
     hypermodel = scorer.hypermodel
     objective, direction = config.tuner.objective, config.tuner.direction
     runs.log_params(run_id, params)
@@ -163,6 +163,7 @@ def _train_and_publish(
     )
     registration = publish_model(
         session,
+        tracking,
         run_id,
         model,
         assessment,

@@ -21,7 +21,7 @@ from xraycnn.evaluation.trial_scoring import TrialScorer
 from xraycnn.jobs.session import Session, fixed_params
 from xraycnn.report.snapshot import last_attempts
 from xraycnn.runtime.disk import disk_full_error, is_disk_full
-from xraycnn.tracking.spooled_runs import SpooledRuns
+from xraycnn.tracking.service import Tracking
 from xraycnn.tracking.tags import BEST_EPOCH_TAG, GATE_TAG, GUARD_TAG, TRACKING_FAILURES_TAG, WORKER_TAG
 from xraycnn.tracking.trial_tracker import TrialTracker
 from xraycnn.tuning.progress import SearchProgress
@@ -32,17 +32,17 @@ DONE = (TrialStatus.COMPLETED, TrialStatus.FAILED, TrialStatus.INVALID)
 
 def trial_listeners(
     session: Session,
-    runs: SpooledRuns,
+    tracking: Tracking,
     parent_run_id: str,
     console: Console,
     scorer: TrialScorer,
     run_tags: dict[str, str] | None = None,
 ) -> tuple[TrialTracker, SearchProgress]:
     """What listens to the trials a process trains: their MLflow runs under `parent_run_id` (written through
-    the process's spool, `runs`), and the console."""
+    the process's spool), and the console."""
     config = session.experiment.config
     tracker = TrialTracker(
-        runs,
+        tracking.spooled,
         session.experiment_id,
         parent_run_id,
         fixed_params(session),
@@ -101,10 +101,10 @@ def failed_in_a_row(oracle: Any) -> int:
     return limit if all(status == TrialStatus.FAILED for status in ended[-limit:]) else 0
 
 
-def close_orphans(session: Session, parent_run_id: str, worker_id: str | None = None) -> None:
+def close_orphans(session: Session, tracking: Tracking, parent_run_id: str, worker_id: str | None = None) -> None:
     """Trial runs left RUNNING by a process that died: KILLED for a search, FAILED for a worker (the trial
     itself runs again either way)."""
-    client = session.runs.client
+    client = tracking.client
     query = f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'RUNNING'"
     if worker_id is not None:
         query += f" and tags.`{WORKER_TAG}` = '{worker_id}'"
@@ -113,13 +113,13 @@ def close_orphans(session: Session, parent_run_id: str, worker_id: str | None = 
             status, why = RunStatus.KILLED, "the search process stopped during this trial; the trial runs again"
         else:
             status, why = RunStatus.FAILED, f"worker {worker_id} stopped during this trial; the trial runs again"
-        session.runs.end(run.info.run_id, RunStatus.to_string(status), why)
+        tracking.direct.end(run.info.run_id, RunStatus.to_string(status), why)
 
 
 def trials_table(session: Session, tuner: Any, parent_run_id: str) -> pd.DataFrame:
     """One row per trial: status, objective, hyperparameters, the run that counts for it (report.snapshot's
     rule) and its test metrics, best first."""
-    client = session.runs.client
+    client = session.store.client()
     runs = client.search_runs(
         [session.experiment_id],
         filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
@@ -166,14 +166,14 @@ def _failures_in_words(failures: list[str]) -> str:
     )
 
 
-def fail_on_tracking_failures(session: Session, parent_run_id: str | None, failures: list[str]) -> None:
+def fail_on_tracking_failures(tracking: Tracking, parent_run_id: str | None, failures: list[str]) -> None:
     """A search whose MLflow writes failed ends with exit status 3 (not 0), and says so on its parent run
     (when the store takes that write)."""
     if not failures:
         return
     if parent_run_id is not None:
         with contextlib.suppress(MlflowException, OSError):  # the store that failed may refuse this too
-            session.runs.set_tags(
+            tracking.direct.set_tags(
                 parent_run_id,
                 {TRACKING_FAILURES_TAG: len(failures), f"{TRACKING_FAILURES_TAG}_first": failures[0].strip()},
             )

@@ -14,13 +14,11 @@ from rich.console import Console
 from xraycnn.errors import ChiefGoneError, InterruptedByUserError, XrayCnnError
 from xraycnn.evaluation.trial_scoring import TrialScorer
 from xraycnn.jobs.inputs import Inputs
-from xraycnn.jobs.parent import FINAL_DRAIN_S
 from xraycnn.jobs.session import Session, mlflow_experiment_name, open_session
-from xraycnn.jobs.spooling import await_store, open_spool, store_wait_seconds
+from xraycnn.jobs.spooling import spooled_tracking, store_wait_seconds
 from xraycnn.jobs.trials import close_orphans, fail_on_tracking_failures, run_trials, trial_listeners
 from xraycnn.model.hypermodel import CxrHyperModel
 from xraycnn.tracking.lifecycle import INTERRUPTED
-from xraycnn.tracking.spool import remove_if_empty
 from xraycnn.tracking.tags import ORACLE_TAG, WORKER_TAG
 from xraycnn.tuning.cluster import ChiefWatch, ClusterRole, patient_oracle_client
 from xraycnn.tuning.tuners import build_tuner
@@ -34,16 +32,16 @@ def run_worker(
     session = open_session(inputs, tracking_uri, console)
     config = session.experiment.config
     wait = store_wait_seconds()
-    runs = open_spool(project_dir, cluster.worker_id, session.store.uri, console)  # what it left comes first
-    try:
-        await_store(runs, wait, "a worker's earlier writes go in before it looks for runs it left open")
+    # what this worker's earlier process left in its spool is sent first
+    with spooled_tracking(session.store, project_dir, cluster.worker_id, console) as tracking:
+        tracking.await_store(wait, "a worker's earlier writes go in before it looks for runs it left open")
         parent_run_id = find_parent(session, cluster)
-        close_orphans(session, parent_run_id, cluster.worker_id)
+        close_orphans(session, tracking, parent_run_id, cluster.worker_id)
         cluster.apply()
         hypermodel = CxrHyperModel(config, session.data)
         scorer = TrialScorer(hypermodel)
         tracker, progress = trial_listeners(
-            session, runs, parent_run_id, console, scorer, {WORKER_TAG: cluster.worker_id}
+            session, tracking, parent_run_id, console, scorer, {WORKER_TAG: cluster.worker_id}
         )
         tuner = build_tuner(config, hypermodel, project_dir.parent, project_dir.name, [tracker, progress])
         patient_oracle_client(tuner)
@@ -60,7 +58,7 @@ def run_worker(
             """SIGINT did not reach the training thread in time (blocked in a call that does not wake): close
             the open run from here and end the process, so that no worker outlives its chief."""
             tracker.close_open_runs(RunStatus.to_string(RunStatus.FAILED), f"{why}; the trial runs again")
-            runs.sender.close(timeout=5)
+            tracking.spooled.sender.close(timeout=5)
             console.print(f"[bold red]error:[/] {why}: {stopped}", highlight=False, soft_wrap=True)
             os._exit(ChiefGoneError.exit_code)
 
@@ -84,12 +82,9 @@ def run_worker(
             run_trials(tuner, tracker.close_open_runs, interrupted, project_dir)
         finally:
             watch.stop()
-        await_store(runs, wait, "the worker's trial runs must be in the store before it reports done")
-    finally:
-        runs.sender.close(timeout=FINAL_DRAIN_S, unless_away=True)
-        remove_if_empty(runs.sender.spool.directory)
+        tracking.await_store(wait, "the worker's trial runs must be in the store before it reports done")
     console.print(f"Worker {cluster.worker_id}: the oracle has no more trials; done.")
-    fail_on_tracking_failures(session, None, runs.sender.take_failures())
+    fail_on_tracking_failures(tracking, None, tracking.take_failures())
 
 
 def find_parent(session: Session, cluster: ClusterRole, timeout: float = PARENT_WAIT_S) -> str:
@@ -97,7 +92,7 @@ def find_parent(session: Session, cluster: ClusterRole, timeout: float = PARENT_
     deadline = time.monotonic() + timeout
     while True:
         try:
-            runs = session.runs.client.search_runs(
+            runs = session.store.client().search_runs(
                 [session.experiment_id],
                 filter_string=f"tags.`{ORACLE_TAG}` = '{cluster.oracle}' and attributes.status = 'RUNNING'",
                 order_by=["attributes.start_time DESC"],

@@ -173,18 +173,6 @@ def ensure_experiment(store: TrackingStore, name: str, tags: dict[str, str] | No
     return existing.experiment_id
 
 
-def create_job_run(store: TrackingStore, experiment: str, run_name: str, tags: dict[str, object]) -> str:
-    """A new run of a one-off job (an evaluation, a site's calibration) in MLflow experiment `experiment`, made
-    if missing; tags that are None are left out."""
-    client = store.client()
-    run = client.create_run(
-        ensure_experiment(store, experiment),
-        run_name=run_name,
-        tags={k: str(v) for k, v in tags.items() if v is not None},
-    )
-    return run.info.run_id
-
-
 _SECRET_QUERY_KEYS = re.compile(r"pass|pwd|secret|token|key|credential", re.IGNORECASE)
 
 

@@ -8,8 +8,10 @@ tracking client or a live display must not be copied.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import math
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -70,9 +72,11 @@ class _Tracked:
         finally:
             thaw()
 
-    def _run_and_update_trial(self, trial: Trial, *args: Any, **kwargs: Any) -> Any:
+    def run_trial(self, trial: Trial, *args: Any, **kwargs: Any) -> Any:
+        # Keras Tuner records an error raised here as a FAILED trial and goes on, unless it is a FatalError. A full
+        # disk met after this (the oracle saving the trial) is raised from `on_trial_end`, out of `search`.
         try:
-            return super()._run_and_update_trial(trial, *args, **kwargs)  # type: ignore[misc]
+            return super().run_trial(trial, *args, **kwargs)  # type: ignore[misc]
         except XrayCnnError as exc:  # from our hooks (the spool's disk, the store's)
             if isinstance(exc, DiskFullError):
                 raise SearchStopped(exc) from exc
@@ -169,33 +173,42 @@ def build_tuner(
     return tuner
 
 
+@functools.lru_cache(maxsize=16)
 def hyperband_schedule(
     max_epochs: int, factor: int, iterations: int = 1, max_trials: int | None = None
 ) -> tuple[int, int]:
-    """(trials, epochs) a sequential Hyperband search runs, computed as Keras Tuner's HyperbandOracle does:
-    brackets from the most aggressive down, each round's trials before the next round's, `max_trials` a cap.
+    """(trials, epochs) a sequential Hyperband search runs: Keras Tuner's own Hyperband driven dry, in a scratch
+    folder, each trial reported done at once (the schedule does not depend on the scores), `max_trials` a cap.
 
     Epochs count what is trained: a continued trial trains only the epochs it adds. Early stopping can
     make the real number smaller.
     """
-    brackets, e = 0, float(max_epochs)
-    while e >= 1:
-        e /= factor
-        brackets += 1
-    end_size0 = math.ceil(1 + math.log(max_epochs, factor))
-    trials = epochs = 0
-    for _ in range(iterations):
-        for bracket in reversed(range(brackets)):
-            end_size = end_size0 / (bracket + 1)
-            for rnd in range(bracket + 1):
-                size = math.ceil(end_size * factor ** (bracket - rnd))
-                if max_trials is not None:
-                    size = min(size, max_trials - trials)
-                total = math.ceil(max_epochs / factor ** (bracket - rnd))
-                already = math.ceil(max_epochs / factor ** (bracket - rnd + 1)) if rnd else 0
-                trials += size
-                epochs += size * (total - already)
-    return trials, epochs
+    space = kt.HyperParameters()
+    space.Float("x", 0.0, 1.0)  # a space the oracle cannot exhaust: it stops only when its brackets are done
+    with tempfile.TemporaryDirectory() as scratch, contextlib.redirect_stdout(io.StringIO()):
+        oracle = kt.Hyperband(
+            hypermodel=lambda hp: None,  # never built: no trial is run, only scheduled
+            objective=kt.Objective("score", "max"),
+            max_epochs=max_epochs,
+            factor=factor,
+            hyperband_iterations=iterations,
+            hyperparameters=space,
+            seed=0,
+            directory=scratch,
+            project_name="schedule",
+        ).oracle
+        oracle.max_trials = max_trials
+        trials = epochs = 0
+        while True:
+            trial = oracle.create_trial("schedule")
+            if trial.status == TrialStatus.STOPPED:
+                return trials, epochs
+            values = trial.hyperparameters.values
+            trials += 1
+            epochs += values["tuner/epochs"] - values["tuner/initial_epoch"]
+            oracle.update_trial(trial.trial_id, {"score": float(trials)})
+            trial.status = TrialStatus.COMPLETED
+            oracle.end_trial(trial)
 
 
 def planned_budget(config: ExperimentConfig) -> tuple[int, int]:
