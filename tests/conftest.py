@@ -128,7 +128,10 @@ def small_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def store_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A fresh SQLite MLflow store for one test, made the current one through $MLFLOW_TRACKING_URI."""
+    from tests.tiny_search import seed_store
+
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    seed_store(uri)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     yield uri
     import mlflow

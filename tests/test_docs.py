@@ -3,6 +3,8 @@ results table is in the JSON that its row cites (to the digits shown)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
 from collections.abc import Iterator
@@ -59,3 +61,31 @@ def test_the_readme_s_results_are_in_the_json_they_cite() -> None:
             assert any(abs(v - shown) <= 0.0005 + 1e-9 for v in values), f"{figure} not in {cited.name}: {row}"
             checked += 1
     assert checked >= 10  # the table still cites its measurements
+
+
+def _readme() -> str:
+    return (ROOT / "README.md").read_text()
+
+
+def test_every_make_target_the_readme_names_is_in_the_makefile() -> None:
+    targets = set(re.findall(r"^([A-Za-z][\w-]*):", (ROOT / "Makefile").read_text(), flags=re.M))
+    named = set(re.findall(r"\bmake ([a-z][\w-]*)", _readme()))
+    assert {"search", "test"} <= named  # the quick start's two commands
+    assert named - targets == set()
+
+
+def test_the_readme_s_commands_and_their_options_are_the_cli_s() -> None:
+    from xraycnn.cli import build_parser
+
+    rows = re.findall(r"^\| `xraycnn ([a-z]+)([^`]*)`", _readme(), flags=re.M)
+    assert len(rows) >= 10
+    for command, usage in rows:
+        shown = io.StringIO()
+        with pytest.raises(SystemExit) as exit, contextlib.redirect_stdout(shown), contextlib.redirect_stderr(shown):
+            build_parser().parse_args([command, "--help"])
+        assert exit.value.code == 0, f"the README names `xraycnn {command}`, which the CLI lacks: {shown.getvalue()}"
+        text = shown.getvalue()
+        for option in re.findall(r"--[a-z][\w-]*", usage):
+            assert option in text, f"`xraycnn {command}` has no {option}"
+        for variable in ("XRAYCNN_HOME", "XRAYCNN_DATA", "XRAYCNN_CACHE", "MLFLOW_TRACKING_URI"):
+            assert variable in text, f"`xraycnn {command} --help` does not name {variable}"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.tiny_search import xraycnn
+from tests.tiny_search import seed_store, xraycnn
 
 pytestmark = pytest.mark.slow  # the real CLI end to end (make test-fast leaves it out)
 
@@ -35,6 +35,7 @@ def test_every_experiment_file_is_run_by_the_test_below() -> None:
 @pytest.mark.parametrize("name", SHIPPED)
 def test_a_shipped_experiment_runs_end_to_end(name: str, small_dataset: Path, tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    seed_store(uri)  # an empty store as MLflow makes it, made once
     env = {"MLFLOW_TRACKING_URI": uri}
     experiment = str(REPO / "experiments" / name)
     common = ["--data", str(small_dataset)]

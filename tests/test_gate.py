@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from tests.tiny_search import xraycnn
+from tests.tiny_search import seed_store, xraycnn
 
 pytestmark = pytest.mark.slow  # the real CLI end to end (make test-fast leaves it out)
 
@@ -70,6 +70,7 @@ def test_a_trial_over_the_gate_never_becomes_champion(tmp_path: Path) -> None:
     root = marker_films(tmp_path / "films", {"train": 30, "test": 10})
     (tmp_path / "gated.toml").write_text(EXPERIMENT.format(root=root))
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    seed_store(uri)  # an empty store as MLflow makes it, made once
     result = xraycnn(
         "search",
         str(tmp_path / "gated.toml"),

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.tiny_search import XRAYCNN, random_search, xraycnn
+from tests.tiny_search import XRAYCNN, random_search, seed_store, xraycnn
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos]  # kills, outages, full disks: run first, beside the rest
 
@@ -42,6 +42,7 @@ def test_sigkill_mid_trial_then_resume(small_dataset: Path, tmp_path: Path) -> N
     experiment = tmp_path / "kill.toml"
     experiment.write_text(kill_experiment(small_dataset))
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    seed_store(uri)  # an empty store as MLflow makes it, made once
     env = {"MLFLOW_TRACKING_URI": uri, "PYTHONUNBUFFERED": "1"}
     args = ["search", str(experiment), "--tuner-dir", str(tmp_path / "tuner")]
     first = subprocess.Popen(
@@ -109,6 +110,7 @@ def test_ctrl_c_closes_the_runs_and_says_how_to_resume(small_dataset: Path, tmp_
         .replace("xraycnn-kill", "xraycnn-sigint")
     )
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    seed_store(uri)  # an empty store as MLflow makes it, made once
     env = {"MLFLOW_TRACKING_URI": uri, "PYTHONUNBUFFERED": "1"}
     args = ["search", str(experiment), "--tuner-dir", str(tmp_path / "tuner")]
     # Ctrl-C in a terminal: SIGINT with its default disposition, which the child gets back even where this

@@ -17,7 +17,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.test_reliability import trial_runs, wait_for
-from tests.tiny_search import XRAYCNN, random_search, xraycnn
+from tests.tiny_search import XRAYCNN, random_search, seed_store, xraycnn
 from xraycnn.runtime.local_http import free_port
 from xraycnn.tracking.server import tracking_server
 
@@ -220,6 +220,7 @@ def test_a_store_away_past_the_end_then_sync_completes_it(
     # The same search, never interrupted, on a store of its own.
     other = tmp_path_factory.mktemp("uninterrupted")
     uri = f"sqlite:///{other / 'mlflow.db'}"
+    seed_store(uri)  # an empty store as MLflow makes it, made once
     result = xraycnn(
         "search",
         str(experiment),

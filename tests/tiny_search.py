@@ -4,9 +4,12 @@ CLAHE-equalised by the model's own preprocessing, against a temporary SQLite sto
 
 from __future__ import annotations
 
+import functools
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,6 +104,29 @@ def xraycnn(
     return result
 
 
+@functools.cache
+def _empty_store() -> Path:
+    """An empty SQLite store as MLflow makes it (every schema migration run), made once per test process."""
+    db = Path(tempfile.mkdtemp(prefix="xraycnn-empty-store-")) / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    client = MlflowClient(uri, registry_uri=uri)
+    client.search_experiments(max_results=1)  # the tracking tables
+    client.search_registered_models(max_results=1)  # and the registry's
+    return db
+
+
+def seed_store(uri: str) -> None:
+    """Where `uri` names a SQLite store that does not exist yet, put a copy of an empty one there: the same
+    database MLflow would make, without running its migrations again for every test (the tests of making a
+    store, of not making one for bad input, and of two processes making one at once start theirs without this)."""
+    if not uri.startswith("sqlite:///"):
+        return
+    db = Path(uri.removeprefix("sqlite:///"))
+    if not db.exists():
+        db.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(_empty_store(), db)
+
+
 def _in_this_process(args: list[str], env: dict[str, str], cwd: Path | None) -> subprocess.CompletedProcess[str]:
     """`cli.main(args)` with its output captured, leaving this process as it found it: the environment, the
     working directory, MLflow's current store and active runs, Keras' precision policy, the SIGTERM handler."""
@@ -177,6 +203,7 @@ class Search:
 def run_tiny_search(dataset: Path, tmp: Path) -> Search:
     (tmp / "tiny.toml").write_text(EXPERIMENT.format(root=dataset))
     uri = f"sqlite:///{tmp / 'store' / 'mlflow.db'}"
+    seed_store(uri)
     env = {"MLFLOW_TRACKING_URI": uri, "PYTHONUNBUFFERED": "1"}
     result = xraycnn(
         "search",

@@ -371,6 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=int(os.environ.get("XRAYCNN_UI_PORT", "5000")))
     tracking(p)
     p.set_defaults(func=_ui)
+    for command in sub.choices.values():  # `xraycnn COMMAND --help` names the environment too
+        command.epilog = parser.epilog
     return parser
 
 

@@ -12,7 +12,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
 from mlflow.tracking import MlflowClient
 
-from tests.tiny_search import EXPERIMENT, MODEL, xraycnn
+from tests.tiny_search import EXPERIMENT, MODEL, seed_store, xraycnn
 from xraycnn.errors import XrayCnnError
 from xraycnn.jobs.parent import run_exists
 from xraycnn.tracking.store import ensure_experiment, resolve_store
@@ -64,6 +64,7 @@ def test_failed_mlflow_writes_end_the_search_with_exit_status_3(small_dataset: P
     )
     (tmp_path / "tiny.toml").write_text(EXPERIMENT.format(root=small_dataset))
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    seed_store(uri)  # an empty store as MLflow makes it, made once
     env = {"MLFLOW_TRACKING_URI": uri, "PYTHONPATH": f"{inject}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     # a process of its own: the fault is injected at its start-up
     result = xraycnn(

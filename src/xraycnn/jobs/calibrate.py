@@ -25,7 +25,7 @@ from xraycnn.model.predict import predict_probabilities
 from xraycnn.registry import ModelCard, load_keras_model_with_card, set_site_threshold
 from xraycnn.site_request import SiteCalibrationError, check_request
 from xraycnn.tracking.service import Tracking
-from xraycnn.tracking.store import ensure_experiment, resolve_store
+from xraycnn.tracking.store import resolve_store
 from xraycnn.tracking.tags import CALIBRATIONS_EXPERIMENT, TAG_PREFIX
 
 UNREADABLE_LISTED = 20  # unreadable films named in the refusal; the rest are counted
@@ -113,8 +113,7 @@ def _log(
         "mlflow.note.content": f"Site {threshold.site}: {threshold.promise()}, from {folder}.",
     }
     name = f"site {threshold.site} {card.name} v{card.version} {time.strftime('%Y%m%d-%H%M%S')}"
-    run_id = tracking.new_run(ensure_experiment(tracking.store, CALIBRATIONS_EXPERIMENT), name, tags)
-    with tracking.job_run(run_id, system_metrics=False):  # made once the threshold is set: nothing to sample
+    with tracking.one_off_run(CALIBRATIONS_EXPERIMENT, name, tags) as run_id:
         runs.log_params(
             run_id,
             {

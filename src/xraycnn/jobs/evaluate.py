@@ -25,7 +25,7 @@ from xraycnn.regions import uniform_outside_share
 from xraycnn.registry import ModelCard, load_keras_model_with_card
 from xraycnn.tracking.assessment_log import log_assessment
 from xraycnn.tracking.service import Tracking
-from xraycnn.tracking.store import ensure_experiment, resolve_store
+from xraycnn.tracking.store import resolve_store
 from xraycnn.tracking.tags import EVALUATIONS_EXPERIMENT, TAG_PREFIX
 
 
@@ -109,8 +109,7 @@ def _log(
         ),
     }
     name = f"eval {model_label}{f' site {site}' if site else ''} on {data.name} {time.strftime('%Y%m%d-%H%M%S')}"
-    run_id = tracking.new_run(ensure_experiment(tracking.store, EVALUATIONS_EXPERIMENT), name, tags)
-    with tracking.job_run(run_id, system_metrics=False):  # made once the evaluation is done: nothing to sample
+    with tracking.one_off_run(EVALUATIONS_EXPERIMENT, name, tags) as run_id:
         runs.log_params(
             run_id,
             {

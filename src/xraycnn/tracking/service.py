@@ -25,7 +25,7 @@ from xraycnn.tracking.runs import RunLogger
 from xraycnn.tracking.sender import SpoolSender
 from xraycnn.tracking.spool import Spool, remove_if_empty
 from xraycnn.tracking.spooled_runs import SpooledRuns
-from xraycnn.tracking.store import TrackingStore, fail_fast_over_http
+from xraycnn.tracking.store import TrackingStore, ensure_experiment, fail_fast_over_http
 from xraycnn.tracking.system_metrics import SystemMetrics
 from xraycnn.tracking.writer import RunWriter
 
@@ -140,3 +140,11 @@ class Tracking:
                     monitor.finish()
                 if self.sender is not None:  # the run ends with a direct write, after what was spooled for it
                     self.sender.settle(FINAL_DRAIN_S)
+
+    @contextlib.contextmanager
+    def one_off_run(self, experiment: str, name: str, tags: Mapping[str, Any]) -> Iterator[str]:
+        """A run of a one-off job (an evaluation, a site's calibration) in MLflow experiment `experiment`, made if
+        missing. Opened once the job's work is done, to log it: no system metrics, nothing to sample."""
+        run_id = self.new_run(ensure_experiment(self.store, experiment), name, tags)
+        with self.job_run(run_id, system_metrics=False):
+            yield run_id
