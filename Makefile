@@ -60,7 +60,7 @@ ui: install ## open the MLflow UI on the project's store at http://127.0.0.1:500
 	$(BIN)/xraycnn ui
 
 test: install ## run the test suite on 2 processes (CPU only, 10-12 minutes on 2 cores)
-	$(BIN)/pytest -n 2 --dist loadgroup --no-loadscope-reorder
+	$(BIN)/pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 test-fast: install ## the unit tests only, not the ones that run the real CLI end to end (about 1 minute)
 	$(BIN)/pytest -m "not slow"

@@ -26,12 +26,12 @@ from xraycnn import paths
 
 REPO = Path(__file__).resolve().parents[1]
 
-# `make test` runs the suite on 2 processes, a file (a group of files, below) to each at a time (pytest-xdist,
-# --dist loadgroup), handing them out in collection order (--no-loadscope-reorder: xdist would otherwise hand out
-# the groups with the most tests first). The longest files go first, so that the last files handed out are short
-# and neither process idles at the end while the other finishes a long one: the chaos files (mostly waiting, on
-# outages, kills and restarts: the other process runs the rest of the suite beside them), then the longest
-# end-to-end files, from the durations pytest prints. A file that grows long belongs in this list.
+# `make test` runs the suite on 2 processes, a file to each at a time (pytest-xdist, --dist loadfile), handing
+# out files in collection order (--no-loadscope-reorder: xdist would otherwise hand out the files with the most
+# tests first). The longest files go first, so that the last files handed out are short and neither process
+# idles at the end while the other finishes a long one: the chaos files (mostly waiting, on outages, kills and
+# restarts: the other process runs the rest of the suite beside them), then the longest end-to-end files, from
+# the durations pytest prints. A file that grows long belongs in this list.
 LONGEST_FIRST = (
     "test_tracking_outages.py",
     "test_distributed_outages.py",
@@ -56,12 +56,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
 
     items.sort(key=rank)  # stable: the order within a file, and of the other files, is kept
-    # One process gets every file that reads the shared tiny search (the session fixture `search`), so that it is
-    # made once, not once in each process; every other file is a group of its own (--dist loadgroup).
-    sharing = {item.path for item in items if "search" in item.fixturenames}
-    for item in items:
-        group = "tiny-search" if item.path in sharing else str(item.path.relative_to(REPO))
-        item.add_marker(pytest.mark.xdist_group(group))
 
 
 SHARED_DATA = paths.default_data_candidates()[1]
