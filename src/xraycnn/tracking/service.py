@@ -44,7 +44,6 @@ class Tracking:
         if store.uri.startswith(("http://", "https://")):
             fail_fast_over_http()
         self.store = store
-        self.notice = notice
         self.direct = RunLogger(store.client())
         self.sender: SpoolSender | None = None
         self.runs: RunWriter = self.direct
