@@ -80,7 +80,7 @@ def run_trials(
     except BaseException as exc:
         close_open_runs(RunStatus.to_string(RunStatus.FAILED), traceback.format_exc())
         if not isinstance(exc, XrayCnnError) and is_disk_full(exc):  # Keras Tuner saving its state
-            raise disk_full_error(exc, f"the search's state in {project_dir}") from None
+            raise disk_full_error(exc, "the search's state", project_dir) from None
         limit = failed_in_a_row(tuner.oracle)
         if isinstance(exc, RuntimeError) and limit:
             raise XrayCnnError(

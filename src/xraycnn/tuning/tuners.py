@@ -2,7 +2,8 @@
 
 The listeners are called from the tuner's own trial hooks (`on_trial_begin`, `on_epoch_end`,
 `on_trial_end`), never passed to `search(callbacks=...)`: Keras Tuner deep-copies those callbacks, and a
-tracking client or a live display must not be copied.
+tracking client or a live display must not be copied. The oracles are Keras Tuner's, subclassed as its
+`Oracle` documents (`update_trial`), so that a full disk met while one records a trial ends the search.
 """
 
 from __future__ import annotations
@@ -55,15 +56,48 @@ class SearchStopped(kt.errors.FatalError):
         self.error = error
 
 
+class _StopsOnFullDisk:
+    """Mixin placed before a Keras Tuner oracle class: a full disk met while the oracle saves a trial's result
+    ends the search (SearchStopped, a FatalError). Raised as anything else, Keras Tuner would print its
+    traceback, record the trial INVALID and only then meet the full disk again."""
+
+    def __init__(self, *args: Any, state_dir: Path, **kwargs: Any) -> None:
+        self.state_dir = state_dir
+        super().__init__(*args, **kwargs)
+
+    def update_trial(self, trial_id: str, metrics: dict, step: int = 0) -> Any:
+        try:
+            return super().update_trial(trial_id, metrics, step)  # type: ignore[misc]
+        except XrayCnnError:
+            raise
+        except Exception as exc:
+            if is_disk_full(exc):
+                raise SearchStopped(disk_full_error(exc, "the search's state", self.state_dir)) from exc
+            raise
+
+
+class RandomSearchOracle(_StopsOnFullDisk, kt.oracles.RandomSearchOracle):
+    pass
+
+
+class HyperbandOracle(_StopsOnFullDisk, kt.oracles.HyperbandOracle):
+    pass
+
+
+class BayesianOptimizationOracle(_StopsOnFullDisk, kt.oracles.BayesianOptimizationOracle):
+    pass
+
+
 class _Tracked:
     """Mixin placed before a Keras Tuner tuner class: forwards its hooks to the listeners."""
 
     listeners: Sequence[SearchListener]
 
-    def __init__(self, *args: Any, listeners: Sequence[SearchListener] = (), **kwargs: Any) -> None:
+    def __init__(self, oracle: kt.Oracle, *, listeners: Sequence[SearchListener] = (), **kwargs: Any) -> None:
         self.listeners = tuple(listeners)
         self._trained: dict[str, keras.Model] = {}  # trial_id -> the model being trained
-        super().__init__(*args, **kwargs)
+        # kt.Hyperband's own __init__ only makes its oracle from its arguments; the oracle is made already.
+        kt.Tuner.__init__(self, oracle=oracle, **kwargs)  # type: ignore[arg-type]
 
     def search(self, *args: Any, **kwargs: Any) -> None:
         freeze_long_lived()  # the data, the hypermodel and the tracking clients exist by now
@@ -125,16 +159,12 @@ class _Tracked:
             listener.trial_end(final)
 
 
+class TrackedTuner(_Tracked, kt.Tuner):
+    """Random search or Bayesian optimisation: the oracle decides, the tuner only trains."""
+
+
 class TrackedHyperband(_Tracked, kt.Hyperband):
-    pass
-
-
-class TrackedRandomSearch(_Tracked, kt.RandomSearch):
-    pass
-
-
-class TrackedBayesianOptimization(_Tracked, kt.BayesianOptimization):
-    pass
+    """Hyperband's tuner: it trains a trial for the oracle's epochs, from the weights of the trial it continues."""
 
 
 def build_tuner(
@@ -145,31 +175,36 @@ def build_tuner(
     listeners: Sequence[SearchListener] = (),
 ) -> kt.Tuner:
     """The experiment's tuner over `directory/project_name`, resuming what is there."""
-    common: dict[str, Any] = {
-        "hypermodel": hypermodel,
+    budget = config.budget
+    search: dict[str, Any] = {
         "objective": kt.Objective(config.tuner.selection_metric, direction=config.tuner.direction),
         "seed": config.seed,
-        "directory": str(directory),
-        "project_name": project_name,
-        "overwrite": False,  # starting over is the caller's decision (--fresh), made before we get here
-        "listeners": listeners,
+        "state_dir": directory / project_name,
     }
-    budget = config.budget
+    if config.tuner.algorithm == "hyperband":
+        oracle: kt.Oracle = HyperbandOracle(
+            max_epochs=budget.max_epochs,
+            factor=budget.hyperband_factor,
+            hyperband_iterations=budget.hyperband_iterations,
+            **search,
+        )
+        # Hyperband has no max_trials argument; the oracle honours the attribute as a hard cap.
+        oracle.max_trials = budget.max_trials
+    elif config.tuner.algorithm == "random":
+        oracle = RandomSearchOracle(max_trials=budget.max_trials, **search)
+    else:
+        oracle = BayesianOptimizationOracle(max_trials=budget.max_trials, **search)
+    kind = TrackedHyperband if config.tuner.algorithm == "hyperband" else TrackedTuner
     # Keras Tuner prints "Reloading Tuner from ..." itself; the caller reports resumption its own way.
     with contextlib.redirect_stdout(io.StringIO()):
-        if config.tuner.algorithm == "hyperband":
-            tuner = TrackedHyperband(
-                max_epochs=budget.max_epochs,
-                factor=budget.hyperband_factor,
-                hyperband_iterations=budget.hyperband_iterations,
-                **common,
-            )
-            # Hyperband has no max_trials argument; the oracle honours the attribute as a hard cap.
-            tuner.oracle.max_trials = budget.max_trials
-        elif config.tuner.algorithm == "random":
-            tuner = TrackedRandomSearch(max_trials=budget.max_trials, **common)
-        else:
-            tuner = TrackedBayesianOptimization(max_trials=budget.max_trials, **common)
+        tuner = kind(
+            oracle,
+            hypermodel=hypermodel,
+            directory=str(directory),
+            project_name=project_name,
+            overwrite=False,  # starting over is the caller's decision (--fresh), made before we get here
+            listeners=listeners,
+        )
     return tuner
 
 
