@@ -119,10 +119,15 @@ def build_dataset(root: Path, per_class: dict[str, int], real: bool = SHARED_DAT
     return root
 
 
+def _small(folder: Path) -> Path:
+    """36 train and 12 test images per class, in `folder`/cxr."""
+    return build_dataset(folder / "cxr", {"train": 36, "test": 12})
+
+
 @pytest.fixture(scope="session")
 def small_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """36 train and 12 test images per class."""
-    return build_dataset(tmp_path_factory.mktemp("small") / "cxr", {"train": 36, "test": 12})
+    return _small(tmp_path_factory.mktemp("small"))
 
 
 @pytest.fixture
@@ -141,8 +146,12 @@ def store_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def search(small_dataset: Path, tmp_path_factory: pytest.TempPathFactory):  # -> tests.tiny_search.Search
-    """A finished tiny search through the real CLI, shared by the tests that only read what it left."""
-    from tests.tiny_search import run_tiny_search
+def search(small_dataset: Path, tmp_path_factory: pytest.TempPathFactory, worker_id: str):  # -> tiny_search.Search
+    """A finished tiny search through the real CLI, shared by the tests that only read what it left. Under
+    pytest-xdist it is made once for all the test processes (each works on its own copy)."""
+    from tests.tiny_search import run_tiny_search, shared_tiny_search
 
-    return run_tiny_search(small_dataset, tmp_path_factory.mktemp("search"))
+    if worker_id == "master":
+        return run_tiny_search(small_dataset, tmp_path_factory.mktemp("search"))
+    shared = tmp_path_factory.getbasetemp().parent / "tiny-search"  # the folder every test process shares
+    return shared_tiny_search(_small, shared, tmp_path_factory.mktemp("search"))

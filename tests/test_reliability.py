@@ -17,11 +17,14 @@ from tests.tiny_search import XRAYCNN, random_search, seed_store, xraycnn
 pytestmark = [pytest.mark.slow, pytest.mark.chaos]  # kills, outages, full disks: run first, beside the rest
 
 
-# Random search, 2 trials of 30 epochs each: long enough to be killed in the middle of one, also on a fast
+# Random search, 2 trials of 20 epochs each: long enough to be killed in the middle of one, also on a fast
 # machine (~0.1 s an epoch with AVX-512 BF16, ~0.5 s on an AVX2-only 2-core one); the tests strike as soon
 # as the trial has logged its first epoch (polled every 0.5 s).
+EPOCHS = 20
+
+
 def kill_experiment(root: Path) -> str:
-    return random_search(root, seed=11, trials=2, epochs=30, model="xraycnn-kill")
+    return random_search(root, seed=11, trials=2, epochs=EPOCHS, model="xraycnn-kill")
 
 
 def trial_runs(client: MlflowClient, experiment_id: str) -> list:
@@ -97,7 +100,7 @@ def test_sigkill_mid_trial_then_resume(small_dataset: Path, tmp_path: Path) -> N
     assert len(finished) == 2
     again = [r for r in finished if r.data.tags["xraycnn.trial_id"] == killed_trial]
     assert again and again[0].data.tags["xraycnn.attempt"] == "2"
-    assert [m.step for m in client.get_metric_history(again[0].info.run_id, "val_auc")] == list(range(1, 31))
+    assert [m.step for m in client.get_metric_history(again[0].info.run_id, "val_auc")] == list(range(1, EPOCHS + 1))
     assert str(client.get_model_version_by_alias("xraycnn-kill", "champion").version) == "1"
 
 
@@ -106,7 +109,7 @@ def test_ctrl_c_closes_the_runs_and_says_how_to_resume(small_dataset: Path, tmp_
     experiment.write_text(
         kill_experiment(small_dataset)
         .replace("max_trials = 2", "max_trials = 1")
-        .replace("= 30", "= 60")  # epochs, max_epochs, patience: one trial, and a wide window to interrupt it
+        .replace(f"= {EPOCHS}", "= 30")  # epochs, max_epochs, patience: one trial, and a wide window to interrupt it
         .replace("xraycnn-kill", "xraycnn-sigint")
     )
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
@@ -172,8 +175,8 @@ def test_two_experiments_at_once_on_one_store(small_dataset: Path, tmp_path: Pat
         text = (
             kill_experiment(small_dataset)
             .replace("dropout = { values = [0.1, 0.2] }", f"dropout = {dropout}")
-            .replace("epochs = 30", "epochs = 3")
-            .replace("max_epochs = 30", "max_epochs = 3")
+            .replace(f"epochs = {EPOCHS}", "epochs = 3")
+            .replace(f"max_epochs = {EPOCHS}", "max_epochs = 3")
             .replace("xraycnn-kill", SHARED_MODEL)
         )
         (tmp_path / f"{name}.toml").write_text(text)

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -219,3 +220,32 @@ def run_tiny_search(dataset: Path, tmp: Path) -> Search:
     experiment = client.get_experiment_by_name("xraycnn-tiny")
     assert experiment is not None
     return Search(dataset, tmp, env, client, experiment.experiment_id, result.stdout)
+
+
+def shared_tiny_search(make_dataset: Callable[[Path], Path], shared: Path, tmp: Path) -> Search:
+    """The tiny search made once for all the suite's test processes (pytest-xdist), each given a copy of its own:
+    the first process to ask makes the dataset and the search in `shared`, under a lock, while the others wait;
+    each then copies the search's folder to `tmp` and points the copied store at its own artifacts
+    (tracking.relocate, as for any moved store), so that no two processes write to one store or tuner folder."""
+    from filelock import FileLock
+
+    from xraycnn.tracking.relocate import relocate_if_moved
+
+    made = shared / "made"
+    with FileLock(shared.with_name(shared.name + ".lock")):
+        if not made.exists():
+            (shared / "search").mkdir(parents=True, exist_ok=True)
+            dataset = make_dataset(shared / "data")
+            search = run_tiny_search(dataset, shared / "search")
+            (shared / "output.txt").write_text(search.output)
+            (shared / "dataset.txt").write_text(str(dataset))
+            made.touch()
+    shutil.copytree(shared / "search", tmp, dirs_exist_ok=True)
+    uri = f"sqlite:///{tmp / 'store' / 'mlflow.db'}"
+    relocate_if_moved(tmp / "store" / "mlflow.db")
+    client = MlflowClient(uri, registry_uri=uri)
+    experiment = client.get_experiment_by_name("xraycnn-tiny")
+    assert experiment is not None
+    env = {"MLFLOW_TRACKING_URI": uri, "PYTHONUNBUFFERED": "1"}
+    dataset = Path((shared / "dataset.txt").read_text())
+    return Search(dataset, tmp, env, client, experiment.experiment_id, (shared / "output.txt").read_text())

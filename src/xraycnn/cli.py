@@ -175,6 +175,8 @@ def _ui(args: argparse.Namespace, console: Console) -> int:
     from xraycnn.tracking.server import server_environment
     from xraycnn.tracking.store import redact, resolve_store
 
+    if args.workers < 1:
+        raise XrayCnnError(f"--workers {args.workers}: at least 1")
     store = resolve_store(args.tracking_uri)
     command = [
         sys.executable,
@@ -185,6 +187,8 @@ def _ui(args: argparse.Namespace, console: Console) -> int:
         args.host,
         "--port",
         str(args.port),
+        "--workers",
+        str(args.workers),
     ]
     if store.artifact_root is not None:
         command += ["--default-artifact-root", store.artifact_root.as_uri()]
@@ -369,6 +373,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ui", help="open the MLflow UI on the project's store")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=int(os.environ.get("XRAYCNN_UI_PORT", "5000")))
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes (default 1: enough for one person's browser; MLflow's own default starts 4 copies "
+        "of its app)",
+    )
     tracking(p)
     p.set_defaults(func=_ui)
     for command in sub.choices.values():  # `xraycnn COMMAND --help` names the environment too

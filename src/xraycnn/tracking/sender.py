@@ -21,11 +21,9 @@ from xraycnn.runtime.disk import disk_full_error, is_disk_full
 from xraycnn.tracking.replay import Replayer, UnknownRunError
 from xraycnn.tracking.runs import RunLogger
 from xraycnn.tracking.spool import Record, Spool
-from xraycnn.tracking.store import first_line, sqlite_file, store_answers
+from xraycnn.tracking.store import FIRST_BACKOFF_S, MAX_BACKOFF_S, first_line, sqlite_file, store_answers
 
 REFUSED_TRIES = 3  # a write the store refuses while it answers other queries: tried this often, then set aside
-FIRST_BACKOFF_S = 0.5
-MAX_BACKOFF_S = 8.0  # how late the end of an outage may be noticed
 
 
 class SpoolSender:

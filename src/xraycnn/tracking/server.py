@@ -91,8 +91,10 @@ class TrackingServer:
         host: str = "127.0.0.1",
         port: int | None = None,
         auth: BasicAuth | None = None,
+        workers: int = 2,
     ) -> None:
         self.auth = auth
+        self.workers = workers
         self.backend_store_uri = backend_store_uri
         self.artifacts_dir = artifacts_dir
         self.log_path = log_path
@@ -121,7 +123,7 @@ class TrackingServer:
             "--port",
             str(self.port),
             "--workers",
-            "2",
+            str(self.workers),
         ]
         env = server_environment(self.backend_store_uri)
         if self.auth is not None:
@@ -163,9 +165,10 @@ def tracking_server(
     host: str = "127.0.0.1",
     port: int | None = None,
     auth: BasicAuth | None = None,
+    workers: int = 2,
 ) -> Iterator[str]:
     """Run `mlflow server` on `host:port` for the duration of the block; yields its URL."""
-    server = TrackingServer(backend_store_uri, artifacts_dir, log_path, host, port, auth)
+    server = TrackingServer(backend_store_uri, artifacts_dir, log_path, host, port, auth, workers)
     server.start()
     try:
         yield server.url

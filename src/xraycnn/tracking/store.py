@@ -92,10 +92,15 @@ def store_answers(client: MlflowClient) -> bool:
     return True
 
 
+FIRST_BACKOFF_S = 0.5
+# How late the end of an outage may be noticed: a store that is away costs one refused connection per try.
+MAX_BACKOFF_S = 4.0
+
+
 def wait_for_store(store: TrackingStore, notice: Callable[[str], None], timeout: float) -> None:
     """Return once the store answers; one line when it does not, one when it does; give up after `timeout`."""
     started = time.monotonic()
-    waited, backoff = False, 0.5
+    waited, backoff = False, FIRST_BACKOFF_S
     client = store.client()
     while True:
         try:
@@ -114,7 +119,7 @@ def wait_for_store(store: TrackingStore, notice: Callable[[str], None], timeout:
                 )
                 waited = True
             time.sleep(backoff)
-            backoff = min(backoff * 2, 8.0)
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
     if waited:
         notice(f"Tracking store {store.uri} answers after {time.monotonic() - started:.0f} s.")
 
