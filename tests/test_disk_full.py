@@ -152,7 +152,7 @@ def test_a_full_disk_stops_the_search_with_one_message_and_it_resumes(
     assert client.search_model_versions("name = 'xraycnn-full'") == []  # no version half-registered
 
     disk.free()
-    result = xraycnn(*command, env=env, isolated=True)  # a full disk may end the interpreter
+    result = xraycnn(*command, env=env)
     assert result.returncode == 0, result.stderr
     check_resumed(client, experiment_id)
     if where == "store":

@@ -46,7 +46,7 @@ def tracking_server_process(launcher: subprocess.Popen) -> psutil.Process | None
 
 def test_two_workers_one_killed_on_postgres(small_dataset: Path, tmp_path: Path, postgres: str) -> None:
     (tmp_path / "dist.toml").write_text(
-        random_search(small_dataset, seed=13, trials=3, epochs=10, model="xraycnn-dist")
+        random_search(small_dataset, seed=13, trials=2, epochs=10, model="xraycnn-dist")
     )
     launcher = subprocess.Popen(
         [
@@ -110,7 +110,7 @@ def test_two_workers_one_killed_on_postgres(small_dataset: Path, tmp_path: Path,
     by_id = {r.info.run_id: r for r in trials}
     assert by_id[killed_run.info.run_id].info.status == "FAILED"
     finished = [r for r in trials if r.info.status == "FINISHED"]
-    assert sorted(r.data.tags["xraycnn.trial_id"] for r in finished) == ["0", "1", "2"]  # each once
+    assert sorted(r.data.tags["xraycnn.trial_id"] for r in finished) == ["0", "1"]  # each once
     retried = [r for r in finished if r.data.tags["xraycnn.trial_id"] == killed_run.data.tags["xraycnn.trial_id"]]
     assert retried[0].data.tags["xraycnn.attempt"] == "2" and retried[0].data.tags["xraycnn.worker"] == "worker-1"
     assert {r.data.tags["xraycnn.worker"] for r in finished} == {"worker-1", "worker-2"}

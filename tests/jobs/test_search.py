@@ -3,7 +3,6 @@ store stops the resume with a message instead of opening a second parent run."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,6 +14,7 @@ from mlflow.tracking import MlflowClient
 from tests.tiny_search import EXPERIMENT, MODEL, seed_store, xraycnn
 from xraycnn.errors import XrayCnnError
 from xraycnn.jobs.parent import run_exists
+from xraycnn.tracking.runs import RunLogger
 from xraycnn.tracking.store import ensure_experiment, resolve_store
 
 
@@ -50,26 +50,22 @@ def test_a_store_that_fails_stops_the_resume() -> None:
 
 
 @pytest.mark.slow
-def test_failed_mlflow_writes_end_the_search_with_exit_status_3(small_dataset: Path, tmp_path: Path) -> None:
+def test_failed_mlflow_writes_end_the_search_with_exit_status_3(
+    small_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The real CLI, with every trial's learning-curve PNG refused by the store (a permission error, injected
-    at start-up through sitecustomize; the store itself answers): the search finishes, registers its
-    champion, and exits 3 saying why; the parent run carries the count; the refused writes are kept."""
-    inject = tmp_path / "inject"
-    inject.mkdir()
-    (inject / "sitecustomize.py").write_text(
-        "from xraycnn.tracking.runs import RunLogger\n"
-        "def broken(self, *args, **kwargs):\n"
-        "    raise PermissionError(13, 'Permission denied (injected)')\n"
-        "RunLogger.log_learning_curves = broken\n"
-    )
+    where the runs are written; the store itself answers): the search finishes, registers its champion, and
+    exits 3 saying why; the parent run carries the count; the refused writes are kept."""
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied (injected)")
+
+    monkeypatch.setattr(RunLogger, "log_learning_curves", broken)
     (tmp_path / "tiny.toml").write_text(EXPERIMENT.format(root=small_dataset))
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     seed_store(uri)  # an empty store as MLflow makes it, made once
-    env = {"MLFLOW_TRACKING_URI": uri, "PYTHONPATH": f"{inject}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    # a process of its own: the fault is injected at its start-up
-    result = xraycnn(
-        "search", str(tmp_path / "tiny.toml"), "--tuner-dir", str(tmp_path / "tuner"), env=env, isolated=True
-    )
+    env = {"MLFLOW_TRACKING_URI": uri}
+    result = xraycnn("search", str(tmp_path / "tiny.toml"), "--tuner-dir", str(tmp_path / "tuner"), env=env)
     assert result.returncode == 3, result.stderr
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert line.startswith("error: the search finished, but 3 MLflow write(s) failed")
