@@ -1,9 +1,11 @@
-"""The README and the docs hold together: every relative link leads to a file, and every figure of the README's
-results table is in the JSON that its row cites (to the digits shown)."""
+"""The README and the docs hold together: every relative link leads to a file, every figure of the README's
+results table is in the JSON that its row cites, and every figure the docs quote is in a JSON that its section
+cites (to the digits shown)."""
 
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import io
 import json
 import re
@@ -17,6 +19,12 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 CITED_JSON = re.compile(r"\((benchmarks/results/[^)]+\.json)\)")
 FIGURE = re.compile(r"(?<![\d.])(\d\.\d{3})(?![\d])")  # the 3-decimal figures: AUCs, rates, intervals
+RESULTS = ROOT / "benchmarks" / "results"
+# a results file as the docs name it: whole, a glob, with {a,b} (`x.{json,png}` too)
+JSON_NAME = re.compile(r"([\w.*{},-]+\.(?:json\b|\{[\w,]*\}))")
+HEADING = re.compile(r"\n(?=#{1,4} )")
+FENCE = re.compile(r"^```.*?^```", flags=re.M | re.S)  # code: commands, settings, example output
+INLINE_CODE = re.compile(r"`[^`\n]*`")
 
 
 def _numbers(value: object) -> Iterator[float]:
@@ -61,6 +69,109 @@ def test_the_readme_s_results_are_in_the_json_they_cite() -> None:
             assert any(abs(v - shown) <= 0.0005 + 1e-9 for v in values), f"{figure} not in {cited.name}: {row}"
             checked += 1
     assert checked >= 10  # the table still cites its measurements
+
+
+def _expand(name: str) -> list[str]:
+    """`a-{b,c}-d.json` as `a-b-d.json` and `a-c-d.json`."""
+    match = re.search(r"\{([^{}]*)\}", name)
+    if not match:
+        return [name]
+    return [
+        e for part in match.group(1).split(",") for e in _expand(name[: match.start()] + part + name[match.end() :])
+    ]
+
+
+def cited_results(text: str) -> set[Path]:
+    """The files of benchmarks/results that `text` names (by name, path or glob)."""
+    names = [p.name for p in RESULTS.glob("*.json")]
+    found: set[Path] = set()
+    for token in JSON_NAME.findall(text):
+        for pattern in _expand(token.rsplit("/", 1)[-1]):
+            if not pattern.endswith(".json"):
+                continue
+            found |= {RESULTS / n for n in names if fnmatch.fnmatch(n, pattern)}
+    return found
+
+
+def _sections() -> Iterator[tuple[str, str]]:
+    for page in sorted((ROOT / "docs").rglob("*.md")):
+        for section in HEADING.split(FENCE.sub("", page.read_text())):
+            yield f"{page.relative_to(ROOT)}: {section.splitlines()[0][:70]}", section
+
+
+# The figures the docs quote that no committed JSON holds, page by page, and why. Anything else a page quotes
+# must be in a JSON its section cites; a new figure without its JSON fails the test below.
+UNBACKED: dict[str, tuple[str, set[str]]] = {
+    "docs/data.md": (
+        "measured 2026-11-25 (the seed network and the first champion), read from that day's MLflow runs before the "
+        "project kept its results as JSON; the page says so",
+        {"0.408", "0.974", "0.966", "0.981", "0.538", "0.976", "0.969", "0.982", "0.979", "0.931", "1.000"},
+    ),
+    "docs/lab/2026-12-04-transfer.md": (
+        "the morning's champion (v1) as `xraycnn evaluate` logged it in that day's MLflow store; and 0.015, a "
+        "difference of two cited AUCs",
+        {"0.490", "0.933", "0.888", "0.864", "0.911", "0.671", "0.635", "0.705", "0.771", "0.739", "0.802", "0.015"},
+    ),
+    "docs/transfer.md": (
+        "the morning's champion (v1), as in docs/lab/2026-12-04-transfer.md; the site threshold's worked example "
+        "(Beta arithmetic for 50 films, not a measurement)",
+        {"0.888", "0.635", "0.705", "0.946", "0.034", "0.059", "0.490", "0.121", "0.141", "0.039", "0.007", "0.091"},
+    ),
+    "docs/lab/2026-12-05-eight-trials.md": (
+        "the lowest of the 8 trials' val_shift_auc, read from their MLflow runs (the JSON keeps the champion's)",
+        {"0.864"},
+    ),
+    "docs/search.md": (
+        "the first champions on whole films (docs/data.md, 2026-11-25); 0.015, a difference of two cited AUCs",
+        {"0.976", "0.981", "0.015"},
+    ),
+    "docs/serving.md": ("an example of `xraycnn predict`'s output, shown beside it", {"0.097"}),
+    "docs/shortcuts.md": (
+        "the external evaluation, kept apart from the project; the notebook's network of docs/data.md",
+        {"0.981", "0.840", "0.974"},
+    ),
+    "docs/speed.md": ("a ratio of two cited wall times", {"0.456"}),
+}
+
+
+def test_every_figure_the_docs_quote_is_in_a_json_its_section_cites() -> None:
+    """Each section of docs/ (the lab notebook too) that quotes 3-decimal figures cites the results JSON they
+    come from, and each figure is in one of those files (within the rounding shown), unless UNBACKED lists it."""
+    problems, checked = [], 0
+    for where, text in _sections():
+        exempt = UNBACKED.get(where.split(":", 1)[0], ("", set()))[1]
+        figures = [f for f in FIGURE.findall(INLINE_CODE.sub("", text)) if f not in exempt]
+        if not figures:
+            continue
+        files = cited_results(text)
+        if not files:
+            problems.append(f"{where}: {len(figures)} figure(s), no results JSON cited")
+            continue
+        values = [v for f in files for v in _numbers(json.loads(f.read_text()))]
+        missing = [f for f in figures if not any(abs(v - float(f)) <= 0.0005 + 1e-9 for v in values)]
+        problems += [f"{where}: {', '.join(missing)} in none of {sorted(f.name for f in files)}"] if missing else []
+        checked += len(figures)
+    assert problems == []
+    assert checked >= 400  # the docs still cite their measurements
+
+
+def test_every_unbacked_figure_is_still_quoted() -> None:
+    """UNBACKED lists no figure its page no longer quotes: the list shrinks as the docs do."""
+    for page, (_, figures) in UNBACKED.items():
+        quoted = set(FIGURE.findall(INLINE_CODE.sub("", FENCE.sub("", (ROOT / page).read_text()))))
+        assert figures - quoted == set(), f"{page} no longer quotes {sorted(figures - quoted)}"
+
+
+def test_a_cited_name_finds_its_files() -> None:
+    assert cited_results("see `suite-20261206-fresh-clone-*.json`") == {
+        RESULTS / "suite-20261206-fresh-clone-intel-xeon-avx512bf16-amx.json"
+    }
+    both = cited_results("(`benchmarks/results/shortcut-probe-20261127-{1320,1355}-amd-epyc-avx512bf16.json`)")
+    assert {f.name for f in both} == {
+        "shortcut-probe-20261127-1320-amd-epyc-avx512bf16.json",
+        "shortcut-probe-20261127-1355-amd-epyc-avx512bf16.json",
+    }
+    assert cited_results("bench-<time>-<machine>.json") == set()
 
 
 def _readme() -> str:
