@@ -29,14 +29,15 @@ REPO = Path(__file__).resolve().parents[1]
 # `make test` runs the suite on 2 processes, a file to each at a time (pytest-xdist, --dist loadfile), handing
 # out files in collection order (--no-loadscope-reorder: xdist would otherwise hand out the files with the most
 # tests first). The longest files go first, so that the last files handed out are short and neither process
-# idles at the end while the other finishes a long one: the chaos files (mostly waiting, on outages, kills and
-# restarts: the other process runs the rest of the suite beside them), then the longest end-to-end files, from
-# the durations pytest prints. A file that grows long belongs in this list.
+# idles at the end while the other finishes a long one: first the file that makes the tiny search the read-only
+# files share (so that it is ready before the other process asks for it), then the chaos files (mostly waiting,
+# on outages, kills and restarts: the other process runs the rest of the suite beside them), then the longest
+# end-to-end files, from the durations pytest prints. A file that grows long belongs in this list.
 LONGEST_FIRST = (
+    "test_search_integration.py",
     "test_tracking_outages.py",
     "test_distributed_outages.py",
     "test_reliability.py",
-    "test_search_integration.py",
     "test_distributed.py",
     "test_disk_full.py",
     "test_experiments.py",

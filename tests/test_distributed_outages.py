@@ -40,8 +40,7 @@ class Cluster:
         self.model = f"xraycnn-{name}"
         self.experiment = tmp / f"{name}.toml"
         self.experiment.write_text(random_search(dataset, seed=17, trials=TRIALS, epochs=EPOCHS, model=self.model))
-        # One server process: what is tested is the search's side of an outage, not the server's parallelism.
-        self.server = TrackingServer(postgres.uri, tmp / "artifacts", tmp / "server.log", port=free_port(), workers=1)
+        self.server = TrackingServer(postgres.uri, tmp / "artifacts", tmp / "server.log", port=free_port())
         self.database = MlflowClient(postgres.uri, registry_uri=postgres.uri)
         self.oracle = f"127.0.0.1:{free_port()}"
         self.processes: dict[str, subprocess.Popen] = {}

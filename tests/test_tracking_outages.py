@@ -43,8 +43,7 @@ class Server:
 
     def start(self) -> None:
         self._stack = contextlib.ExitStack()
-        # One server process: what is tested is the search's side of an outage, not the server's parallelism.
-        self._stack.enter_context(tracking_server(self.backend, self.artifacts, self.log, port=self.port, workers=1))
+        self._stack.enter_context(tracking_server(self.backend, self.artifacts, self.log, port=self.port))
 
     def stop(self) -> None:
         if self._stack is not None:

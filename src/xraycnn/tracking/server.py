@@ -91,10 +91,8 @@ class TrackingServer:
         host: str = "127.0.0.1",
         port: int | None = None,
         auth: BasicAuth | None = None,
-        workers: int = 2,
     ) -> None:
         self.auth = auth
-        self.workers = workers
         self.backend_store_uri = backend_store_uri
         self.artifacts_dir = artifacts_dir
         self.log_path = log_path
@@ -122,8 +120,10 @@ class TrackingServer:
             self.host,
             "--port",
             str(self.port),
+            # One server process: it shares the machine with the search's own, and its threads keep up with a
+            # few workers' writes; MLflow's default starts 4 copies of its app.
             "--workers",
-            str(self.workers),
+            "1",
         ]
         env = server_environment(self.backend_store_uri)
         if self.auth is not None:
@@ -165,10 +165,9 @@ def tracking_server(
     host: str = "127.0.0.1",
     port: int | None = None,
     auth: BasicAuth | None = None,
-    workers: int = 2,
 ) -> Iterator[str]:
     """Run `mlflow server` on `host:port` for the duration of the block; yields its URL."""
-    server = TrackingServer(backend_store_uri, artifacts_dir, log_path, host, port, auth, workers)
+    server = TrackingServer(backend_store_uri, artifacts_dir, log_path, host, port, auth)
     server.start()
     try:
         yield server.url
