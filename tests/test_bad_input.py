@@ -55,6 +55,8 @@ def search(
         str(root),
         "--tuner-dir",
         str(tmp_path / "tuner"),
+        "--reports-dir",
+        str(tmp_path / "reports"),
         env={"MLFLOW_TRACKING_URI": f"sqlite:///{db}"},
         isolated=isolated,
     )

@@ -47,7 +47,7 @@ def test_sigkill_mid_trial_then_resume(small_dataset: Path, tmp_path: Path) -> N
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     seed_store(uri)  # an empty store as MLflow makes it, made once
     env = {"MLFLOW_TRACKING_URI": uri, "PYTHONUNBUFFERED": "1"}
-    args = ["search", str(experiment), "--tuner-dir", str(tmp_path / "tuner")]
+    args = ["search", str(experiment), "--tuner-dir", str(tmp_path / "tuner"), "--reports-dir", str(tmp_path / "r")]
     first = subprocess.Popen(
         [XRAYCNN, *args], env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -115,7 +115,7 @@ def test_ctrl_c_closes_the_runs_and_says_how_to_resume(small_dataset: Path, tmp_
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     seed_store(uri)  # an empty store as MLflow makes it, made once
     env = {"MLFLOW_TRACKING_URI": uri, "PYTHONUNBUFFERED": "1"}
-    args = ["search", str(experiment), "--tuner-dir", str(tmp_path / "tuner")]
+    args = ["search", str(experiment), "--tuner-dir", str(tmp_path / "tuner"), "--reports-dir", str(tmp_path / "r")]
     # Ctrl-C in a terminal: SIGINT with its default disposition, which the child gets back even where this
     # test runs as a background job (a non-interactive shell starts those with SIGINT ignored, and an ignored
     # signal stays ignored across exec: Python would then never raise KeyboardInterrupt).
@@ -181,7 +181,15 @@ def test_two_experiments_at_once_on_one_store(small_dataset: Path, tmp_path: Pat
         )
         (tmp_path / f"{name}.toml").write_text(text)
         processes[name] = subprocess.Popen(
-            [XRAYCNN, "search", str(tmp_path / f"{name}.toml"), "--tuner-dir", str(tmp_path / "tuner")],
+            [
+                XRAYCNN,
+                "search",
+                str(tmp_path / f"{name}.toml"),
+                "--tuner-dir",
+                str(tmp_path / "tuner"),
+                "--reports-dir",
+                str(tmp_path / "r"),
+            ],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

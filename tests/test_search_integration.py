@@ -326,7 +326,14 @@ def test_the_champion_is_calibrated_on_validation_and_carries_it_everywhere(sear
 
 def test_rerun_resumes_without_running_trials_again(search: Search) -> None:
     before = len(search.runs())
-    result = search.run("search", str(search.tmp / "tiny.toml"), "--tuner-dir", str(search.tmp / "tuner"))
+    result = search.run(
+        "search",
+        str(search.tmp / "tiny.toml"),
+        "--tuner-dir",
+        str(search.tmp / "tuner"),
+        "--reports-dir",
+        str(search.tmp / "reports"),
+    )
     assert result.returncode == 0, result.stderr
     assert "3 trial(s) already done, not run again" in result.stdout
     assert "Search already complete" in result.stdout
@@ -443,7 +450,9 @@ def test_a_changed_experiment_file_is_not_resumed_silently(search: Search) -> No
     before = len(search.runs())
     try:
         path.write_text(original.replace("seed = 7", "seed = 8"))
-        result = search.run("search", str(path), "--tuner-dir", str(search.tmp / "tuner"))
+        result = search.run(
+            "search", str(path), "--tuner-dir", str(search.tmp / "tuner"), "--reports-dir", str(search.tmp / "reports")
+        )
     finally:
         path.write_text(original)
     assert result.returncode == 2

@@ -65,7 +65,15 @@ def test_failed_mlflow_writes_end_the_search_with_exit_status_3(
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     seed_store(uri)  # an empty store as MLflow makes it, made once
     env = {"MLFLOW_TRACKING_URI": uri}
-    result = xraycnn("search", str(tmp_path / "tiny.toml"), "--tuner-dir", str(tmp_path / "tuner"), env=env)
+    result = xraycnn(
+        "search",
+        str(tmp_path / "tiny.toml"),
+        "--tuner-dir",
+        str(tmp_path / "tuner"),
+        "--reports-dir",
+        str(tmp_path / "reports"),
+        env=env,
+    )
     assert result.returncode == 3, result.stderr
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert line.startswith("error: the search finished, but 3 MLflow write(s) failed")
