@@ -23,7 +23,7 @@ from xraycnn.tracking.server import TrackingServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos]  # kills, outages, full disks: run first, beside the rest
 
-TRIALS, EPOCHS = 3, 8
+TRIALS, EPOCHS = 3, 6
 
 
 @pytest.fixture(scope="module")

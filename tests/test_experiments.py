@@ -19,7 +19,7 @@ TINY = ["--set", "data.image_size=32"]
 SEARCH_TINY = [
     *TINY,
     "--set",
-    "budget.max_trials=2",
+    "budget.max_trials=1",
     "--set",
     "budget.max_epochs=2",
     "--set",
