@@ -108,7 +108,7 @@ class _Tracked:
 
     def run_trial(self, trial: Trial, *args: Any, **kwargs: Any) -> Any:
         # Keras Tuner records an error raised here as a FAILED trial and goes on, unless it is a FatalError. A full
-        # disk met after this (the oracle saving the trial) is raised from `on_trial_end`, out of `search`.
+        # disk met after this, as the oracle records the trial, is stopped by the oracle (_StopsOnFullDisk).
         try:
             return super().run_trial(trial, *args, **kwargs)  # type: ignore[misc]
         except XrayCnnError as exc:  # from our hooks (the spool's disk, the store's)
