@@ -13,7 +13,7 @@ import functools
 import io
 import math
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,24 +56,34 @@ class SearchStopped(kt.errors.FatalError):
         self.error = error
 
 
+@contextlib.contextmanager
+def _full_disk_stops_search(what: str, where: Path | str) -> Iterator[None]:
+    """A full disk met in the block ends the whole search (SearchStopped, a FatalError): our own DiskFullError as
+    it is, a library's write error as one of ours naming `what` and `where`. Raised as anything else, Keras Tuner
+    would print its traceback and record the trial as failed or INVALID, never to run it again."""
+    try:
+        yield
+    except DiskFullError as exc:  # from our hooks (the spool's disk, the store's)
+        raise SearchStopped(exc) from exc
+    except XrayCnnError:
+        raise
+    except Exception as exc:
+        if is_disk_full(exc):
+            raise SearchStopped(disk_full_error(exc, what, where)) from exc
+        raise
+
+
 class _StopsOnFullDisk:
     """Mixin placed before a Keras Tuner oracle class: a full disk met while the oracle saves a trial's result
-    ends the search (SearchStopped, a FatalError). Raised as anything else, Keras Tuner would print its
-    traceback, record the trial INVALID and only then meet the full disk again."""
+    ends the search, as one met while training does (Keras Tuner records the trial outside the tuner's hooks)."""
 
     def __init__(self, *args: Any, state_dir: Path, **kwargs: Any) -> None:
         self.state_dir = state_dir
         super().__init__(*args, **kwargs)
 
     def update_trial(self, trial_id: str, metrics: dict, step: int = 0) -> Any:
-        try:
+        with _full_disk_stops_search("the search's state", self.state_dir):
             return super().update_trial(trial_id, metrics, step)  # type: ignore[misc]
-        except XrayCnnError:
-            raise
-        except Exception as exc:
-            if is_disk_full(exc):
-                raise SearchStopped(disk_full_error(exc, "the search's state", self.state_dir)) from exc
-            raise
 
 
 class RandomSearchOracle(_StopsOnFullDisk, kt.oracles.RandomSearchOracle):
@@ -109,17 +119,9 @@ class _Tracked:
     def run_trial(self, trial: Trial, *args: Any, **kwargs: Any) -> Any:
         # Keras Tuner records an error raised here as a FAILED trial and goes on, unless it is a FatalError. A full
         # disk met after this, as the oracle records the trial, is stopped by the oracle (_StopsOnFullDisk).
-        try:
+        where = self.get_trial_dir(trial.trial_id)  # type: ignore[attr-defined]
+        with _full_disk_stops_search(f"trial {trial.trial_id}'s checkpoint", where):  # Keras Tuner's own writes
             return super().run_trial(trial, *args, **kwargs)  # type: ignore[misc]
-        except XrayCnnError as exc:  # from our hooks (the spool's disk, the store's)
-            if isinstance(exc, DiskFullError):
-                raise SearchStopped(exc) from exc
-            raise
-        except Exception as exc:  # Keras Tuner's own checkpoint writes
-            if is_disk_full(exc):
-                where = self.get_trial_dir(trial.trial_id)  # type: ignore[attr-defined]
-                raise SearchStopped(disk_full_error(exc, f"trial {trial.trial_id}'s checkpoint", where)) from exc
-            raise
 
     def on_search_begin(self) -> None:
         super().on_search_begin()  # type: ignore[misc]
