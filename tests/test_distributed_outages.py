@@ -36,7 +36,7 @@ class Cluster:
     """A tracking server, a chief and two workers, each process logging to its own file."""
 
     def __init__(self, tmp: Path, dataset: Path, name: str, postgres: Postgres) -> None:
-        self.tmp, self.name, self.trials = tmp, name, TRIALS
+        self.tmp, self.name = tmp, name
         self.model = f"xraycnn-{name}"
         self.experiment = tmp / f"{name}.toml"
         self.experiment.write_text(random_search(dataset, seed=17, trials=TRIALS, epochs=EPOCHS, model=self.model))
@@ -109,16 +109,10 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster_factory(tmp_path: Path, small_dataset: Path, postgres: Postgres) -> Iterator:
-    made: list[Cluster] = []
-
-    def make(name: str) -> Cluster:
-        made.append(Cluster(tmp_path, small_dataset, name, postgres))
-        return made[-1]
-
-    yield make
-    for cluster in made:
-        cluster.kill_all()
+def cluster(tmp_path: Path, small_dataset: Path, postgres: Postgres) -> Iterator[Cluster]:
+    made = Cluster(tmp_path, small_dataset, "ha", postgres)
+    yield made
+    made.kill_all()
 
 
 def assert_complete(cluster: Cluster) -> None:
@@ -128,7 +122,7 @@ def assert_complete(cluster: Cluster) -> None:
     everything = client.search_runs([eid])
     assert [r.info.status for r in everything if r.info.status == "RUNNING"] == []
     finished = [r for r in cluster.trial_runs(client) if r.info.status == "FINISHED"]
-    assert sorted(r.data.tags["xraycnn.trial_id"] for r in finished) == [str(t) for t in range(cluster.trials)]
+    assert sorted(r.data.tags["xraycnn.trial_id"] for r in finished) == [str(t) for t in range(TRIALS)]
     for run in finished:
         for metric in ("loss", "val_loss", "val_auc"):
             steps = [m.step for m in client.get_metric_history(run.info.run_id, metric)]
@@ -143,14 +137,13 @@ def assert_complete(cluster: Cluster) -> None:
 
 
 def test_a_dead_chief_stops_its_workers_and_the_resumed_search_loses_nothing_to_outages(
-    cluster_factory, postgres: Postgres
+    cluster: Cluster, postgres: Postgres
 ) -> None:
     """Two lives of one distributed search (one cluster: its processes are what a test of it costs). In the
     first, the chief is SIGKILLed in the middle of the trials: its workers stop cleanly within 30 s, their runs
     closed, no process left behind. The same commands resume it; in the middle of its trials PostgreSQL
     restarts (every connection the server held is gone), then the tracking server stops and starts again on
     the same port: the search finishes with every trial once, nothing lost, one champion."""
-    cluster = cluster_factory("ha")
     cluster.server.start()
     cluster.start()
     wait_for(cluster.a_trial_is_training, 400, "a trial in the middle of its epochs")
