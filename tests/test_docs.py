@@ -38,6 +38,11 @@ def _numbers(value: object) -> Iterator[float]:
         yield float(value)
 
 
+def _holds(values: list[float], figure: str) -> bool:
+    """Whether one of `values` rounds to `figure` (a 3-decimal figure as shown)."""
+    return any(abs(v - float(figure)) <= 0.0005 + 1e-9 for v in values)
+
+
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_relative_link_leads_to_a_file(page: Path) -> None:
     broken = []
@@ -65,8 +70,7 @@ def test_the_readme_s_results_are_in_the_json_they_cite() -> None:
         values = list(_numbers(json.loads(cited.read_text())))
         cells = row.split("|")[2] if row.count("|") >= 3 else row  # the figure column, not the row's label
         for figure in FIGURE.findall(cells):
-            shown = float(figure)
-            assert any(abs(v - shown) <= 0.0005 + 1e-9 for v in values), f"{figure} not in {cited.name}: {row}"
+            assert _holds(values, figure), f"{figure} not in {cited.name}: {row}"
             checked += 1
     assert checked >= 10  # the table still cites its measurements
 
@@ -148,7 +152,7 @@ def test_every_figure_the_docs_quote_is_in_a_json_its_section_cites() -> None:
             problems.append(f"{where}: {len(figures)} figure(s), no results JSON cited")
             continue
         values = [v for f in files for v in _numbers(json.loads(f.read_text()))]
-        missing = [f for f in figures if not any(abs(v - float(f)) <= 0.0005 + 1e-9 for v in values)]
+        missing = [f for f in figures if not _holds(values, f)]
         problems += [f"{where}: {', '.join(missing)} in none of {sorted(f.name for f in files)}"] if missing else []
         checked += len(figures)
     assert problems == []
