@@ -15,11 +15,13 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-19s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 # uv resolves and installs the same packages as pip from the same registry, several times faster on a fresh
-# machine (docs/testing.md); pip installs uv itself, and stays in the venv for whoever wants it.
+# machine (docs/testing.md); pip installs uv itself, and stays in the venv for whoever wants it. Bytecode is
+# compiled at install time, as pip does: where PYTHONDONTWRITEBYTECODE is set (CI), every process would
+# otherwise compile TensorFlow's sources again on import.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet uv
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]'
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[dev]'
 	@touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install xraycnn (editable) with pytest, ruff, playwright and OpenCV (a test reference)
