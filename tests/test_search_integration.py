@@ -154,7 +154,9 @@ def test_registered_champion_predicts_like_the_trained_model(search: Search, tmp
 
         platt = PlattScaling(parent.data.metrics["calibration_scale"], parent.data.metrics["calibration_shift"])
         raw = trained.predict(images, batch_size=256, verbose=0).ravel()
-        np.testing.assert_allclose(platt.apply(raw), loaded, atol=2e-6)
+        # 1e-5: the two paths run different float32 kernels (the cached crops vs the model's own preprocessing
+        # layer, other batch sizes); a probability near 0.5 moves by a few 1e-6 with them
+        np.testing.assert_allclose(platt.apply(raw), loaded, atol=1e-5)
     finally:
         keras.mixed_precision.set_global_policy("float32")
 
@@ -277,8 +279,13 @@ def test_every_trial_and_the_champion_carry_their_calls_under_acquisition_change
         assert 0 < m["best_val_threshold"] < 1
         worst = m["best_val_shift_worst_specificity"]
         assert m["best_val_shift_worst_specificity_ci_low"] <= worst <= m["best_val_shift_worst_specificity_ci_high"]
-        per_change = [v for k, v in m.items() if k.startswith("best_val_shift_") and k.endswith("_specificity")]
-        assert worst == pytest.approx(min(v for v in per_change if v != m["best_val_shift_clean_specificity"]))
+        not_changes = ("best_val_shift_clean_specificity", "best_val_shift_worst_specificity")
+        per_change = [
+            v
+            for k, v in m.items()
+            if k.startswith("best_val_shift_") and k.endswith("_specificity") and k not in not_changes
+        ]
+        assert worst == pytest.approx(min(per_change))
         # the subset's two sources, each with its normals' specificity and its COVID-19 films' sensitivity
         assert sum(k.endswith("_thr_specificity") for k in m if k.startswith("best_val_source_")) == 2
         assert sum(k.endswith("_thr_sensitivity") for k in m if k.startswith("best_val_source_")) == 2
@@ -539,6 +546,9 @@ def test_champion_carries_a_threshold_chosen_on_validation_and_test_figures_with
     # (or negative), as a tiny model may, and have intervals wherever they are defined
     always = ("accuracy", "sensitivity", "specificity", "auc", "brier", "ece")
     for key in [f"test_{n}" for n in always] + [f"test_thr_{n}" for n in always[:3]]:
+        if key == "test_ece":  # a resample's ECE is biased upwards (binning noise adds), so its percentile
+            assert 0 <= m[f"{key}_ci_low"] <= m[f"{key}_ci_high"] <= 1, key  # interval may lie above the estimate
+            continue
         assert m[f"{key}_ci_low"] <= m[key] <= m[f"{key}_ci_high"], key
     for key in [f"test_{n}" for n in ("ppv", "npv", "f1")] + [f"test_thr_{n}" for n in ("ppv", "npv", "f1")]:
         if key in m:

@@ -125,7 +125,8 @@ def test_the_server_answers_as_predict_does(search: Search, server, films: list[
     assert about["threshold"] == pytest.approx(threshold)
     # one image per request gives the same answer as in a batch
     single = _answers(url, [films[0].read_bytes()])[0]
-    assert single["probability_covid19"] == pytest.approx(answers[0]["probability_covid19"], abs=1e-6)
+    # 1e-5: oneDNN picks its float32 kernels by batch size; a probability near 0.5 moves by a few 1e-6
+    assert single["probability_covid19"] == pytest.approx(answers[0]["probability_covid19"], abs=1e-5)
 
 
 def _png(size: tuple[int, int], mode: str = "L") -> bytes:
@@ -178,7 +179,8 @@ def test_one_bad_image_does_not_hide_the_others(server, films: list[Path]) -> No
     good = _answers(url, [films[0].read_bytes(), films[1].read_bytes()])
     mixed = _answers(url, [films[0].read_bytes(), b"not an image", films[1].read_bytes()])
     assert [a["probability_covid19"] for a in (mixed[0], mixed[2])] == pytest.approx(
-        [a["probability_covid19"] for a in good], abs=1e-6
+        [a["probability_covid19"] for a in good],
+        abs=1e-5,  # batches of 2 and 3: see the batch of one above
     )
     assert mixed[1]["probability_covid19"] is None and mixed[1]["call"] is None
     assert mixed[1]["error"].startswith("image 1: not an image")
