@@ -63,7 +63,7 @@ report: install ## write the HTML report of EXPERIMENT's latest search to report
 ui: install ## open the MLflow UI on the project's store at http://127.0.0.1:5000
 	$(BIN)/xraycnn ui
 
-test: install ## run the test suite on 2 processes (CPU only, 9-10 minutes on 2 cores)
+test: install ## run the test suite on 2 processes (CPU only, 5-10 minutes on 2 cores)
 	$(BIN)/pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 test-fast: install ## the unit tests only, not the ones that run the real CLI end to end (about 1 minute)

@@ -24,6 +24,8 @@ SEARCH_TINY = [
     "budget.max_epochs=2",
     "--set",
     "budget.hyperband_factor=2",
+    "--set",
+    "budget.rungs=[]",  # the shipped rungs lie beyond the tiny budget's 2 epochs
 ]
 TRAIN_TINY = [*TINY, "--set", "space.epochs=1", "--set", "budget.max_epochs=1"]
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from xraycnn.errors import ConfigError
 from xraycnn.regions import LUNG_BOX, box_pixels
@@ -560,6 +560,16 @@ class BudgetConfig(_Frozen):
     max_epochs: int = Field(10, ge=1, le=10_000)  # Hyperband's max_epochs; the default epochs otherwise
     hyperband_factor: int = Field(3, ge=2)
     hyperband_iterations: int = Field(1, ge=1)
+    # Random and Bayesian search: after each of these epoch counts, a trial scoring below the best earlier trial
+    # at the same count stops there (tuning/rungs.py); each trial's schedule still spans max_epochs
+    rungs: tuple[int, ...] = Field((), strict=False)  # a TOML list
+
+    @field_validator("rungs")
+    @classmethod
+    def _increasing(cls, rungs: tuple[int, ...]) -> tuple[int, ...]:
+        if any(r < 1 for r in rungs) or list(rungs) != sorted(set(rungs)):
+            raise ValueError(f"rungs are epoch counts, at least 1 and increasing, got {list(rungs)}")
+        return rungs
 
 
 class TrainingConfig(_Frozen):
@@ -617,6 +627,16 @@ class ExperimentConfig(_Frozen):
                 f"training.learning_rate_schedule = '{self.training.learning_rate_schedule}' decays over a trial's "
                 "epochs, which Hyperband changes from rung to rung; use 'constant', or tuner.algorithm = 'random' "
                 "or 'bayesian'"
+            )
+        if self.tuner.algorithm == "hyperband" and self.budget.rungs:
+            raise ValueError(
+                "budget.rungs: Hyperband stops trials by its own brackets; remove budget.rungs, or choose "
+                "tuner.algorithm = 'random' or 'bayesian'"
+            )
+        if self.budget.rungs and self.budget.rungs[-1] >= self.budget.max_epochs:
+            raise ValueError(
+                f"budget.rungs: {self.budget.rungs[-1]} is not below budget.max_epochs ({self.budget.max_epochs}), "
+                "so no trial could stop there; use smaller epoch counts"
             )
         if self.tuner.algorithm != "hyperband" and self.budget.max_trials is None:
             raise ValueError(f"budget.max_trials is required by the {self.tuner.algorithm} tuner")

@@ -11,6 +11,7 @@ TRIAL_ID_TAG = f"{TAG_PREFIX}trial_id"  # on every trial run: which Keras Tuner 
 BEST_EPOCH_TAG = f"{TAG_PREFIX}best_epoch"  # on a trial or training run: the epoch whose weights it kept
 GATE_TAG = f"{TAG_PREFIX}gate"  # on a trial run of a gated search: "pass" or "fail" at its best epoch
 GUARD_TAG = f"{TAG_PREFIX}guard"  # on a trial run of a guarded search: the acquisition guard, "pass" or "fail"
+RUNG_STOP_TAG = f"{TAG_PREFIX}rung_stop"  # on a trial run stopped at a rung (tuning.rungs): at which, and why
 WORKER_TAG = f"{TAG_PREFIX}worker"  # on a trial run: the worker that trained it
 ORACLE_TAG = f"{TAG_PREFIX}oracle"  # on a distributed search's parent run: where its chief serves the oracle
 ERROR_TAG = f"{TAG_PREFIX}error"  # on a FAILED run: the last line of its error (the whole of it: error.txt)

@@ -28,7 +28,8 @@ from xraycnn.evaluation.trial_scoring import TrialScores
 from xraycnn.model.space import choice_tokens
 from xraycnn.tracking.sender import SpoolSender
 from xraycnn.tracking.spooled_runs import SpooledRuns
-from xraycnn.tracking.tags import BEST_EPOCH_TAG, GATE_TAG, GUARD_TAG, TAG_PREFIX, TRIAL_ID_TAG
+from xraycnn.tracking.tags import BEST_EPOCH_TAG, GATE_TAG, GUARD_TAG, RUNG_STOP_TAG, TAG_PREFIX, TRIAL_ID_TAG
+from xraycnn.tuning.rungs import RungStop
 from xraycnn.tuning.tuners import SearchListener
 
 
@@ -153,6 +154,11 @@ class TrialTracker(SearchListener):
             return
         values = self.histories[trial.trial_id].add(epoch + 1, logs)
         self.runs.log_metrics(key, values, step=epoch + 1)
+
+    def trial_stopped(self, trial: Trial, stop: RungStop) -> None:
+        key = self.open_runs.get(trial.trial_id)
+        if key is not None:
+            self.runs.set_tags(key, {RUNG_STOP_TAG: stop.describe(self.tuner.selection_metric)})
 
     def trial_completed(self, trial: Trial, model: keras.Model) -> None:
         key = self.open_runs[trial.trial_id]

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from xraycnn.config import TunerConfig
 from xraycnn.model.space import choice_tokens
+from xraycnn.tuning.rungs import RungStop
 from xraycnn.tuning.tuners import SearchListener
 
 _SHORT_NAMES = {
@@ -74,6 +75,7 @@ class SearchProgress(SearchListener):
         self.trials_done = 0
         self.epochs_done = 0
         self.best: tuple[float, str] | None = None
+        self.stops: dict[str, RungStop] = {}  # trial_id -> why it stopped at a rung
         self.trial_epochs = 0
         self._progress: Progress | None = None
         self._search_task: TaskID | None = None
@@ -167,8 +169,12 @@ class SearchProgress(SearchListener):
             self._progress.update(self._trial_task, advance=1, info=info)
             self._progress.update(self._search_task, info=self._search_info())
 
+    def trial_stopped(self, trial: Trial, stop: RungStop) -> None:
+        self.stops[trial.trial_id] = stop
+
     def trial_end(self, trial: Trial) -> None:
         self.trials_done += 1
+        stop = self.stops.pop(trial.trial_id, None)
         completed = trial.status == TrialStatus.COMPLETED
         if completed and trial.score is not None and self._better(trial.score):
             self.best = (float(trial.score), trial.trial_id)
@@ -184,7 +190,8 @@ class SearchProgress(SearchListener):
         self.console.print(
             f"trial {trial.trial_id} ({self.trials_done}{total}) "
             f"{describe_hyperparameters(trial.hyperparameters.values)}"
-            f" -> {outcome} • {self._search_info()} • elapsed {_fmt_duration(time.monotonic() - self.started)}"
+            f" -> {outcome}{'' if stop is None else f' (stopped after epoch {stop.epoch}: behind {stop.bar:.4f})'}"
+            f" • {self._search_info()} • elapsed {_fmt_duration(time.monotonic() - self.started)}"
         )
 
 

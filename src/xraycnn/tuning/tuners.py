@@ -25,6 +25,9 @@ from xraycnn.config import ExperimentConfig
 from xraycnn.errors import DiskFullError, XrayCnnError
 from xraycnn.runtime.disk import disk_full_error, is_disk_full
 from xraycnn.runtime.heap import freeze_long_lived, thaw
+from xraycnn.tuning.rungs import Rungs, RungStop
+
+ALL_TRIALS = 1_000_000  # get_best_trials(ALL_TRIALS): every trial the oracle holds
 
 
 class SearchListener:
@@ -42,6 +45,9 @@ class SearchListener:
 
     def trial_completed(self, trial: Trial, model: keras.Model) -> None:
         """A trial finished training; `model` holds the weights of its best epoch."""
+
+    def trial_stopped(self, trial: Trial, stop: RungStop) -> None:
+        """The trial stops after this epoch: it scored below the best earlier trial at a rung (tuning.rungs)."""
 
     def trial_end(self, trial: Trial) -> None:
         """The oracle has recorded the trial's final status and score (the state on disk is saved)."""
@@ -103,9 +109,18 @@ class _Tracked:
 
     listeners: Sequence[SearchListener]
 
-    def __init__(self, oracle: kt.Oracle, *, listeners: Sequence[SearchListener] = (), **kwargs: Any) -> None:
+    def __init__(
+        self,
+        oracle: kt.Oracle,
+        *,
+        listeners: Sequence[SearchListener] = (),
+        rungs: Sequence[int] = (),
+        **kwargs: Any,
+    ) -> None:
         self.listeners = tuple(listeners)
         self._trained: dict[str, keras.Model] = {}  # trial_id -> the model being trained
+        self.rungs = Rungs(rungs, oracle.objective.name, oracle.objective.direction)
+        self._bars: dict[str, dict[int, float]] = {}  # trial_id -> its rungs' bars, read when it began
         # kt.Hyperband's own __init__ only makes its oracle from its arguments; the oracle is made already.
         kt.Tuner.__init__(self, oracle=oracle, **kwargs)  # type: ignore[arg-type]
 
@@ -121,7 +136,10 @@ class _Tracked:
         # disk met after this, as the oracle records the trial, is stopped by the oracle (_StopsOnFullDisk).
         where = self.get_trial_dir(trial.trial_id)  # type: ignore[attr-defined]
         with _full_disk_stops_search(f"trial {trial.trial_id}'s checkpoint", where):  # Keras Tuner's own writes
-            return super().run_trial(trial, *args, **kwargs)  # type: ignore[misc]
+            results = super().run_trial(trial, *args, **kwargs)  # type: ignore[misc]
+        if self.rungs:
+            self.rungs.record(results)
+        return results
 
     def on_search_begin(self) -> None:
         super().on_search_begin()  # type: ignore[misc]
@@ -138,6 +156,8 @@ class _Tracked:
 
     def on_trial_begin(self, trial: Trial) -> None:
         super().on_trial_begin(trial)  # type: ignore[misc]
+        if self.rungs:  # get_best_trials: the one way to read the trials that a distributed worker's oracle has too
+            self._bars[trial.trial_id] = self.rungs.bars(self.oracle.get_best_trials(ALL_TRIALS))
         for listener in self.listeners:
             listener.trial_begin(trial)
 
@@ -146,9 +166,15 @@ class _Tracked:
         self._trained[trial.trial_id] = model
         for listener in self.listeners:
             listener.epoch_end(trial, epoch, dict(logs or {}))
+        stop = self.rungs.verdict(epoch + 1, dict(logs or {}), self._bars.get(trial.trial_id, {}))
+        if stop is not None:
+            model.stop_training = True  # after this epoch's callbacks; EarlyStopping still restores the best epoch
+            for listener in self.listeners:
+                listener.trial_stopped(trial, stop)
 
     def on_trial_end(self, trial: Trial) -> None:
         trained = self._trained.pop(trial.trial_id, None)
+        self._bars.pop(trial.trial_id, None)
         if trial.status == TrialStatus.COMPLETED:
             # The hypermodel's EarlyStopping(restore_best_weights) leaves the best epoch's weights in memory:
             # the same weights as Keras Tuner's best-epoch checkpoint, without rebuilding and reading it.
@@ -206,6 +232,7 @@ def build_tuner(
             project_name=project_name,
             overwrite=False,  # starting over is the caller's decision (--fresh), made before we get here
             listeners=listeners,
+            rungs=budget.rungs,
         )
     return tuner
 
