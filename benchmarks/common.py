@@ -139,7 +139,7 @@ def champion_trial(data_root: Path, workdir: Path) -> tuple[Any, Any, Any, Any, 
     keras.mixed_precision.set_global_policy("float32")
     os.environ["XRAYCNN_CACHE"] = str(workdir / "cache")
     # The epochs through the budget: outside Hyperband the search space declares them, and fit takes them there.
-    overrides = parse_overrides([*DEFAULT_CHAMPION, f"budget.max_epochs={BREAKDOWN_EPOCHS}"])
+    overrides = parse_overrides([*DEFAULT_CHAMPION, f"budget.max_epochs={BREAKDOWN_EPOCHS}", "budget.rungs=[]"])
     config = load_experiment(REPO / "experiments" / "default.toml", overrides).config
     data = prepare_data(discover(data_root), config.data, config.seed)
     hypermodel = CxrHyperModel(config, data)
