@@ -93,7 +93,7 @@ def test_a_trial_behind_the_best_earlier_one_at_a_rung_stops_there(tmp_path: Pat
 
 
 def test_a_tie_goes_on_and_a_minimised_metric_stops_above_the_bar() -> None:
-    rungs = Rungs((3,), "val_loss", "min")
+    rungs = Rungs((3,), kt.Objective("val_loss", "min"))
     assert rungs.verdict(3, {"val_loss": 0.5}, {3: 0.5}) is None
     assert rungs.verdict(3, {"val_loss": 0.6}, {3: 0.5}) == RungStop(3, 0.6, 0.5)
     assert rungs.verdict(2, {"val_loss": 0.9}, {3: 0.5}) is None  # not a rung

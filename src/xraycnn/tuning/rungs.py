@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import keras
+import keras_tuner as kt
 from keras_tuner.engine.trial import Trial, TrialStatus
 
 
@@ -38,18 +39,15 @@ class RungStop:
 
 
 class Rungs:
-    """The rungs of a search, ranked by `metric` in `direction` ("max" or "min")."""
+    """The rungs of a search, ranked by the tuner's objective."""
 
-    def __init__(self, epochs: Sequence[int], metric: str, direction: str) -> None:
+    def __init__(self, epochs: Sequence[int], objective: kt.Objective) -> None:
         self.epochs = tuple(epochs)
-        self.metric = metric
-        self.direction = direction
+        self.metric = objective.name
+        self.better = objective.better_than
 
     def __bool__(self) -> bool:
         return bool(self.epochs)
-
-    def better(self, a: float, b: float) -> bool:
-        return a > b if self.direction == "max" else a < b
 
     def bars(self, trials: Iterable[Trial]) -> dict[int, float]:
         """Epoch -> the best score a finished trial had after that many epochs (rungs no trial reached: none)."""

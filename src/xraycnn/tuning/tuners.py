@@ -119,7 +119,7 @@ class _Tracked:
     ) -> None:
         self.listeners = tuple(listeners)
         self._trained: dict[str, keras.Model] = {}  # trial_id -> the model being trained
-        self.rungs = Rungs(rungs, oracle.objective.name, oracle.objective.direction)
+        self.rungs = Rungs(rungs, oracle.objective)
         self._bars: dict[str, dict[int, float]] = {}  # trial_id -> its rungs' bars, read when it began
         # kt.Hyperband's own __init__ only makes its oracle from its arguments; the oracle is made already.
         kt.Tuner.__init__(self, oracle=oracle, **kwargs)  # type: ignore[arg-type]
@@ -166,7 +166,7 @@ class _Tracked:
         self._trained[trial.trial_id] = model
         for listener in self.listeners:
             listener.epoch_end(trial, epoch, dict(logs or {}))
-        stop = self.rungs.verdict(epoch + 1, dict(logs or {}), self._bars.get(trial.trial_id, {}))
+        stop = self.rungs.verdict(epoch + 1, logs or {}, self._bars.get(trial.trial_id, {}))
         if stop is not None:
             model.stop_training = True  # after this epoch's callbacks; EarlyStopping still restores the best epoch
             for listener in self.listeners:
