@@ -79,13 +79,21 @@ def _seeded() -> None:
 
 
 def synthetic_xray(label: str, index: int, size: int = 128) -> Image.Image:
-    """A grey, chest-like image; COVID19 ones carry bright blotches in the lung fields (learnable)."""
+    """A chest-like film: a bright body, two darker lung fields beside a bright mediastinum, grain that is
+    smooth rather than per-pixel (per-pixel noise would make uniform noise look like a film to the input
+    guard fitted on these); COVID19 ones carry bright blotches in the lung fields (learnable)."""
     rng = np.random.default_rng(index * 2 + (label == "COVID19"))
     y, x = np.mgrid[0:size, 0:size] / size
-    body = 90 + 80 * np.exp(-((x - 0.5) ** 2) / 0.08) + rng.normal(0, 12, (size, size))
+    body = 150 + 60 * np.exp(-((x - 0.5) ** 2) / 0.01) - 30 * (y < 0.08)
+    for side in (0.3, 0.7):
+        lung = ((x - side) / 0.16) ** 2 + ((y - 0.5) / 0.32) ** 2
+        body -= 80 * np.clip(1.2 - lung, 0, 1)
+    coarse = Image.fromarray(rng.normal(0, 6, (size // 8, size // 8)).astype(np.float32), mode="F")
+    grain = np.asarray(coarse.resize((size, size), Image.Resampling.BILINEAR))
+    body += grain + rng.normal(0, 2, (size, size))
     if label == "COVID19":
         for _ in range(6):
-            cx, cy, r = rng.uniform(0.2, 0.8), rng.uniform(0.25, 0.75), rng.uniform(0.04, 0.1)
+            cx, cy, r = rng.choice((0.3, 0.7)) + rng.uniform(-0.08, 0.08), rng.uniform(0.3, 0.7), rng.uniform(0.04, 0.1)
             body += 70 * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * r * r))
     return Image.fromarray(np.clip(body, 0, 255).astype(np.uint8), mode="L")
 
