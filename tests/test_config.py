@@ -38,6 +38,7 @@ def test_shipped_experiments_load() -> None:
     assert default.config.training.learning_rate_schedule == "cosine"
     # 8 trials, those behind the best earlier one after 2 or 5 epochs stopped there (docs/search.md)
     assert default.config.budget.max_trials == 8 and default.config.budget.rungs == (2, 5)
+    assert default.config.budget.rung_factor == 3
 
     seed = load_experiment(REPO / "experiments" / "seed.toml").config
     # The published notebook's network.

@@ -560,9 +560,11 @@ class BudgetConfig(_Frozen):
     max_epochs: int = Field(10, ge=1, le=10_000)  # Hyperband's max_epochs; the default epochs otherwise
     hyperband_factor: int = Field(3, ge=2)
     hyperband_iterations: int = Field(1, ge=1)
-    # Random and Bayesian search: after each of these epoch counts, a trial scoring below the best earlier trial
-    # at the same count stops there (tuning/rungs.py); each trial's schedule still spans max_epochs
+    # Random and Bayesian search: after each of these epoch counts, a trial goes on only if it is among the best
+    # 1/rung_factor of the trials that reached the same count (tuning/rungs.py); each trial's schedule still
+    # spans max_epochs
     rungs: tuple[int, ...] = Field((), strict=False)  # a TOML list
+    rung_factor: int = Field(3, ge=2)
 
     @field_validator("rungs")
     @classmethod

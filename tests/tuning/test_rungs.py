@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -7,13 +8,13 @@ import keras
 import keras_tuner as kt
 import numpy as np
 import pytest
-from keras_tuner.engine.trial import Trial
+from keras_tuner.engine.trial import Trial, TrialStatus
 from mlflow.tracking import MlflowClient
 
 from tests.tiny_search import random_search, seed_store, xraycnn
 from xraycnn.config import ExperimentConfig
 from xraycnn.tracking.tags import RUNG_STOP_TAG
-from xraycnn.tuning.rungs import Rungs, RungStop, rung_metric
+from xraycnn.tuning.rungs import Bar, Rungs, RungStop, rung_metric
 from xraycnn.tuning.tuners import RandomSearchOracle, SearchListener, TrackedTuner
 
 EPOCHS = 6
@@ -55,49 +56,95 @@ class _Epochs(SearchListener):
         self.stops[trial.trial_id] = stop
 
 
-def test_a_trial_behind_the_best_earlier_one_at_a_rung_stops_there(tmp_path: Path) -> None:
-    oracle = RandomSearchOracle(objective=kt.Objective("score", "max"), max_trials=10, seed=3, state_dir=tmp_path / "p")
+def _kept(earlier: list[float], score: float, factor: int) -> tuple[bool, int]:
+    """ASHA's rule, counted rather than sorted: whether `score` is among the best ceil(n / factor) of the n
+    scores at a rung (the earlier ones and it; a tie goes on), and that share."""
+    kept = math.ceil((len(earlier) + 1) / factor)
+    return sum(e > score for e in earlier) < kept, kept
+
+
+def test_a_trial_outside_the_best_share_at_a_rung_stops_there(tmp_path: Path) -> None:
+    oracle = RandomSearchOracle(objective=kt.Objective("score", "max"), max_trials=12, seed=3, state_dir=tmp_path / "p")
     seen = _Epochs()
     tuner = TrackedTuner(
-        oracle, hypermodel=_Scored(), directory=str(tmp_path), project_name="p", listeners=[seen], rungs=RUNGS
+        oracle,
+        hypermodel=_Scored(),
+        directory=str(tmp_path),
+        project_name="p",
+        listeners=[seen],
+        rungs=RUNGS,
+        rung_factor=2,
     )
     tuner.search(verbose=0)
 
     trials = [oracle.trials[t] for t in oracle.end_order]
-    assert len(trials) == 10
-    best = {2: 0.0, 4: 0.0}  # the best score after 2 and 4 epochs among the trials finished before
+    assert len(trials) == 12
+    reached: dict[int, list[float]] = {2: [], 4: []}  # the scores of the trials finished before, at each rung
     stopped_at = {2: 0, 4: 0}
     for trial in trials:
         early, late = trial.hyperparameters.get("early"), trial.hyperparameters.get("late")
         metrics = trial.metrics
         assert metrics.get_last_value(rung_metric("score", 2)) == early
-        if early >= best[2] and late >= best[4]:
-            assert seen.epochs[trial.trial_id] == EPOCHS and trial.trial_id not in seen.stops
-        elif early < best[2]:
+        on_at_2, kept_2 = _kept(reached[2], early, 2)
+        on_at_4, kept_4 = _kept(reached[4], late, 2)
+        if not on_at_2:
             assert seen.epochs[trial.trial_id] == 2
-            assert seen.stops[trial.trial_id] == RungStop(2, early, best[2])
+            stop = seen.stops[trial.trial_id]
+            assert (stop.epoch, stop.score, stop.kept, stop.reached) == (2, early, kept_2, len(reached[2]) + 1)
+            assert stop.bar == sorted(reached[2], reverse=True)[kept_2 - 1] and stop.bar > early
             assert not metrics.exists(rung_metric("score", 4))
             stopped_at[2] += 1
-        else:
+        elif not on_at_4:
             assert seen.epochs[trial.trial_id] == 4
-            assert seen.stops[trial.trial_id] == RungStop(4, late, best[4])
+            stop = seen.stops[trial.trial_id]
+            assert (stop.epoch, stop.score, stop.kept, stop.reached) == (4, late, kept_4, len(reached[4]) + 1)
+            assert stop.bar == sorted(reached[4], reverse=True)[kept_4 - 1] and stop.bar > late
             stopped_at[4] += 1
-        best[2] = max(best[2], early)
+        else:
+            assert seen.epochs[trial.trial_id] == EPOCHS and trial.trial_id not in seen.stops
+        reached[2].append(early)  # a trial stopped at a rung counts there too
         if metrics.exists(rung_metric("score", 4)):
             assert metrics.get_last_value(rung_metric("score", 4)) == late
-            best[4] = max(best[4], late)
+            reached[4].append(late)
     assert stopped_at[2] > 0 and stopped_at[4] > 0, "the seed must exercise both rungs"
+    # not only the best goes on: some trial behind an earlier one at a rung went past it
+    assert any(
+        seen.epochs[t.trial_id] > 2 and any(e.trial_id != t.trial_id and e.hyperparameters.get("early") >
+        t.hyperparameters.get("early") for e in trials[: trials.index(t)])
+        for t in trials
+    )  # fmt: skip
     for trial in trials:  # the trial's score stays its best epoch's, as Keras Tuner records it
         early, late = trial.hyperparameters.get("early"), trial.hyperparameters.get("late")
         assert trial.score == (early if seen.epochs[trial.trial_id] == 2 else max(early, late))
 
 
-def test_a_tie_goes_on_and_a_minimised_metric_stops_above_the_bar() -> None:
-    rungs = Rungs((3,), kt.Objective("val_loss", "min"))
-    assert rungs.verdict(3, {"val_loss": 0.5}, {3: 0.5}) is None
-    assert rungs.verdict(3, {"val_loss": 0.6}, {3: 0.5}) == RungStop(3, 0.6, 0.5)
-    assert rungs.verdict(2, {"val_loss": 0.9}, {3: 0.5}) is None  # not a rung
+def test_the_bar_keeps_the_best_share_a_tie_goes_on_and_a_minimised_metric_stops_above_it() -> None:
+    rungs = Rungs((3,), kt.Objective("val_loss", "min"), factor=3)
+    done = [_finished({"val_loss_at_epoch_3": v}) for v in (0.5, 0.3, 0.9, 0.4, 0.7)]
+    bars = rungs.bars(done)  # 6 trials at the rung with the next one: the best 2 go on, so the bar is the 2nd best
+    assert bars == {3: Bar(0.4, 2, 6)}
+    assert rungs.verdict(3, {"val_loss": 0.4}, bars) is None  # a tie goes on
+    assert rungs.verdict(3, {"val_loss": 0.35}, bars) is None
+    assert rungs.verdict(3, {"val_loss": 0.6}, bars) == RungStop(3, 0.6, 0.4, 2, 6)
+    assert rungs.verdict(2, {"val_loss": 0.9}, bars) is None  # not a rung
+    assert rungs.bars([]) == {}  # the first trial goes on whatever it scores
+    assert rungs.bars(done[:1]) == {3: Bar(0.5, 1, 2)}  # 2 or 3 at the rung: only the best goes on
+    assert rungs.bars(done[:2]) == {3: Bar(0.3, 1, 3)}
+    assert rungs.bars(done[:3]) == {3: Bar(0.5, 2, 4)}  # 4: the best 2
     assert rungs.verdict(3, {"val_loss": 0.9}, {}) is None  # no earlier trial reached it
+    unfinished = _finished({"val_loss_at_epoch_3": 0.1})
+    unfinished.status = TrialStatus.RUNNING
+    assert rungs.bars([*done, unfinished]) == bars  # a trial still running has not reached its verdict
+    with pytest.raises(ValueError, match="at least 2"):
+        Rungs((3,), kt.Objective("val_loss", "min"), factor=1)
+
+
+def _finished(metrics: dict[str, float]) -> Trial:
+    trial = Trial(kt.HyperParameters(), trial_id=str(len(metrics)), status=TrialStatus.COMPLETED)
+    for name, value in metrics.items():
+        trial.metrics.register(name, direction="min")
+        trial.metrics.update(name, value)
+    return trial
 
 
 @pytest.mark.parametrize(
@@ -132,22 +179,26 @@ def test_a_search_with_rungs_tags_the_trials_it_stopped(small_dataset: Path, tmp
     runs = client.search_runs([found.experiment_id], order_by=["attributes.start_time ASC"])
     trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(trials) == 5
-    best: dict[int, float] = {}  # epoch -> the best val_auc of the trials before, at that epoch
+    reached: dict[int, list[float]] = {1: [], 2: []}  # epoch -> the val_auc of the trials before, at that rung
     stopped = 0
     for run in trials:
         curve = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val_auc")}
-        behind = next((e for e in (1, 2) if e in best and curve[e] < best[e]), None)
+        verdicts = {e: _kept(reached[e], curve[e], 3) for e in (1, 2) if e in curve}
+        behind = next((e for e, (on, _) in verdicts.items() if not on), None)
         tag = run.data.tags.get(RUNG_STOP_TAG)
         if behind is None:
             assert tag is None and max(curve) == 3, run.info.run_name
         else:
             stopped += 1
+            kept = verdicts[behind][1]
+            bar = sorted(reached[behind], reverse=True)[kept - 1]
             assert max(curve) == behind, run.info.run_name
-            assert tag == f"stopped at rung {behind}: val_auc {curve[behind]:.4f} below the best earlier trial's " + (
-                f"{best[behind]:.4f}"
+            assert tag == (
+                f"stopped at rung {behind}: val_auc {curve[behind]:.4f}, not among the best {kept} of the "
+                f"{len(reached[behind]) + 1} trials at this epoch (the bar: {bar:.4f})"
             )
-            assert f"(stopped after epoch {behind}: behind {best[behind]:.4f})" in result.stdout
-        for epoch, value in curve.items():
-            if epoch in (1, 2):
-                best[epoch] = max(best.get(epoch, value), value)
+            assert f"(stopped after epoch {behind}: behind {bar:.4f})" in result.stdout
+        for epoch in (1, 2):
+            if epoch in curve:
+                reached[epoch].append(curve[epoch])
     assert stopped > 0, "the seed must stop a trial"

@@ -1,9 +1,14 @@
-"""Successive halving inside a random or Bayesian search: at each rung (an epoch count), a trial that scores
-worse than the best earlier trial did at the same epoch stops there.
+"""Successive halving inside a random or Bayesian search: at each rung (an epoch count), a trial goes on only if
+it is among the best 1/factor of the trials that reached that rung, itself included; otherwise it stops there.
+This is the stopping rule of asynchronous successive halving (ASHA; Li et al., "A System for Massively Parallel
+Hyperparameter Tuning", MLSys 2020): a trial is judged as soon as it reaches a rung, against every trial that
+reached it before, stopped there or not.
 
 Every trial's schedule is planned over the budget's epochs (the cosine decays over all of them), so a trial
 that goes on trains exactly as it would without rungs, and one that stops has spent only its first epochs.
 What the search gains is breadth: more networks tried in the same time, the promising ones trained fully.
+Keeping a share rather than only the best matters because the early epochs rank networks noisily: one lucky
+epoch of a poor network would otherwise stop every later trial at that rung.
 Unlike Hyperband's brackets, the rungs need no trial to wait for another (the first trial, with nothing to
 compare against, trains fully) and no trial is continued from another's weights.
 
@@ -13,6 +18,8 @@ bars come from the oracle: they survive a resumed search and reach every worker 
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -28,49 +35,77 @@ def rung_metric(metric: str, epoch: int) -> str:
 
 @dataclass(frozen=True)
 class RungStop:
-    """A trial stopped at a rung: after `epoch` epochs it scored `score`, the best earlier trial `bar`."""
+    """A trial stopped at a rung: after `epoch` epochs it scored `score`, below `bar`, the worst score that kept
+    a trial among the best `kept` of the `reached` trials at this rung (it included)."""
 
     epoch: int
     score: float
     bar: float
+    kept: int
+    reached: int
 
     def describe(self, metric: str) -> str:
-        return f"stopped at rung {self.epoch}: {metric} {self.score:.4f} below the best earlier trial's {self.bar:.4f}"
+        return (
+            f"stopped at rung {self.epoch}: {metric} {self.score:.4f}, not among the best {self.kept} of the "
+            f"{self.reached} trials at this epoch (the bar: {self.bar:.4f})"
+        )
+
+
+@dataclass(frozen=True)
+class Bar:
+    """What a trial must score at a rung to go on: `score`, the `kept`-th best of the `reached` trials there."""
+
+    score: float
+    kept: int
+    reached: int
 
 
 class Rungs:
-    """The rungs of a search, ranked by the tuner's objective."""
+    """The rungs of a search, ranked by the tuner's objective, keeping the best 1/`factor` at each."""
 
-    def __init__(self, epochs: Sequence[int], objective: kt.Objective) -> None:
+    def __init__(self, epochs: Sequence[int], objective: kt.Objective, factor: int = 3) -> None:
+        if factor < 2:
+            raise ValueError(f"the rungs' factor keeps 1/factor of the trials at each rung: at least 2, got {factor}")
         self.epochs = tuple(epochs)
         self.metric = objective.name
         self.better = objective.better_than
+        self.factor = factor
 
     def __bool__(self) -> bool:
         return bool(self.epochs)
 
-    def bars(self, trials: Iterable[Trial]) -> dict[int, float]:
-        """Epoch -> the best score a finished trial had after that many epochs (rungs no trial reached: none)."""
-        bars: dict[int, float] = {}
+    def bars(self, trials: Iterable[Trial]) -> dict[int, Bar]:
+        """Epoch -> the bar a new trial meets there, from the finished trials' scores at that rung (a rung no
+        finished trial reached has none: the trial goes on)."""
+        scores: dict[int, list[float]] = {epoch: [] for epoch in self.epochs}
         for trial in trials:
             if trial.status != TrialStatus.COMPLETED:
                 continue
             for epoch in self.epochs:
                 name = rung_metric(self.metric, epoch)
-                if not trial.metrics.exists(name):
-                    continue
-                value = trial.metrics.get_last_value(name)
-                if value is not None and (epoch not in bars or self.better(value, bars[epoch])):
-                    bars[epoch] = float(value)
+                if trial.metrics.exists(name) and (value := trial.metrics.get_last_value(name)) is not None:
+                    scores[epoch].append(float(value))
+        bars: dict[int, Bar] = {}
+        for epoch, earlier in scores.items():
+            reached = len(earlier) + 1  # the new trial too
+            kept = math.ceil(reached / self.factor)
+            if len(earlier) < kept:
+                continue  # the new trial is among the best `kept` whatever it scores
+            ranked = sorted(earlier, key=functools.cmp_to_key(self._order))
+            bars[epoch] = Bar(ranked[kept - 1], kept, reached)
         return bars
 
-    def verdict(self, epoch: int, logs: dict[str, float], bars: dict[int, float]) -> RungStop | None:
-        """Whether a trial that just finished its `epoch`-th epoch (1-based) with `logs` stops here. A tie goes on."""
+    def _order(self, a: float, b: float) -> int:
+        return -1 if self.better(a, b) else (1 if self.better(b, a) else 0)
+
+    def verdict(self, epoch: int, logs: dict[str, float], bars: dict[int, Bar]) -> RungStop | None:
+        """Whether a trial that just finished its `epoch`-th epoch (1-based) with `logs` stops here: only when
+        `kept` earlier trials scored better at this rung. A tie goes on."""
         bar = bars.get(epoch)
         score = logs.get(self.metric)
-        if bar is None or score is None or not self.better(bar, float(score)):
+        if bar is None or score is None or not self.better(bar.score, float(score)):
             return None
-        return RungStop(epoch, float(score), bar)
+        return RungStop(epoch, float(score), bar.score, bar.kept, bar.reached)
 
     def record(self, histories: Iterable[keras.callbacks.History]) -> None:
         """Adds each rung's score to the trial's histories as a metric of every epoch, so that Keras Tuner, which

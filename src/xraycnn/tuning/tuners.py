@@ -25,7 +25,7 @@ from xraycnn.config import ExperimentConfig
 from xraycnn.errors import DiskFullError, XrayCnnError
 from xraycnn.runtime.disk import disk_full_error, is_disk_full
 from xraycnn.runtime.heap import freeze_long_lived, thaw
-from xraycnn.tuning.rungs import Rungs, RungStop
+from xraycnn.tuning.rungs import Bar, Rungs, RungStop
 
 ALL_TRIALS = 1_000_000  # get_best_trials(ALL_TRIALS): every trial the oracle holds
 
@@ -47,7 +47,7 @@ class SearchListener:
         """A trial finished training; `model` holds the weights of its best epoch."""
 
     def trial_stopped(self, trial: Trial, stop: RungStop) -> None:
-        """The trial stops after this epoch: it scored below the best earlier trial at a rung (tuning.rungs)."""
+        """The trial stops after this epoch: at a rung, it was not among the best of the trials there (tuning.rungs)."""
 
     def trial_end(self, trial: Trial) -> None:
         """The oracle has recorded the trial's final status and score (the state on disk is saved)."""
@@ -115,12 +115,13 @@ class _Tracked:
         *,
         listeners: Sequence[SearchListener] = (),
         rungs: Sequence[int] = (),
+        rung_factor: int = 3,
         **kwargs: Any,
     ) -> None:
         self.listeners = tuple(listeners)
         self._trained: dict[str, keras.Model] = {}  # trial_id -> the model being trained
-        self.rungs = Rungs(rungs, oracle.objective)
-        self._bars: dict[str, dict[int, float]] = {}  # trial_id -> its rungs' bars, read when it began
+        self.rungs = Rungs(rungs, oracle.objective, rung_factor)
+        self._bars: dict[str, dict[int, Bar]] = {}  # trial_id -> its rungs' bars, read when it began
         # kt.Hyperband's own __init__ only makes its oracle from its arguments; the oracle is made already.
         kt.Tuner.__init__(self, oracle=oracle, **kwargs)  # type: ignore[arg-type]
 
@@ -233,6 +234,7 @@ def build_tuner(
             overwrite=False,  # starting over is the caller's decision (--fresh), made before we get here
             listeners=listeners,
             rungs=budget.rungs,
+            rung_factor=budget.rung_factor,
         )
     return tuner
 
