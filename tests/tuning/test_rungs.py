@@ -166,7 +166,7 @@ def test_a_search_with_rungs_tags_the_trials_it_stopped(small_dataset: Path, tmp
     """The real CLI: a trial's MLflow run says why it stopped, and has the epochs it trained, not the budget's."""
     experiment = tmp_path / "rungs.toml"
     text = random_search(small_dataset, seed=5, trials=5, epochs=3, model="xraycnn-rungs")
-    experiment.write_text(text.replace("[budget]", "[budget]\nrungs = [1, 2]"))
+    experiment.write_text(text.replace("[budget]", "[budget]\nrungs = [1, 2]\nrung_factor = 2"))
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     seed_store(uri)
     args = ["search", str(experiment), "--tuner-dir", str(tmp_path / "tuner"), "--reports-dir", str(tmp_path / "r")]
@@ -183,7 +183,7 @@ def test_a_search_with_rungs_tags_the_trials_it_stopped(small_dataset: Path, tmp
     stopped = 0
     for run in trials:
         curve = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val_auc")}
-        verdicts = {e: _kept(reached[e], curve[e], 3) for e in (1, 2) if e in curve}
+        verdicts = {e: _kept(reached[e], curve[e], 2) for e in (1, 2) if e in curve}
         behind = next((e for e, (on, _) in verdicts.items() if not on), None)
         tag = run.data.tags.get(RUNG_STOP_TAG)
         if behind is None:
