@@ -17,6 +17,7 @@ from typing import Any
 
 from benchmarks.common import RESULTS
 from benchmarks.machine import machine_facts, machine_slug
+from xraycnn.tracking.tags import RUNG_STOP_TAG
 
 AUDIT = ("borders_only_auc", "lungs_only_auc", "gradcam_outside_share")
 SHIFT = ("shift_worst_specificity", "shift_clean_specificity", "shift_auc", "shift_worst_auc", "shift_mean_auc")
@@ -32,12 +33,22 @@ def _with_interval(metrics: dict[str, float], key: str) -> dict[str, float] | No
     return out
 
 
+def _by_step(history: list[Any]) -> list[float]:
+    return [m.value for m in sorted(history, key=lambda m: m.step)]
+
+
 def timeline(
-    parent: Any, children: list[Any], epochs: dict[str, int], wall_seconds_outside: float | None
+    parent: Any,
+    children: list[Any],
+    epochs: dict[str, int],
+    wall_seconds_outside: float | None,
+    curves: dict[str, list[float]] | None = None,
 ) -> dict[str, Any]:
     """Where a search's wall time went, from its runs' start and end times: before the first trial (tuner
     set-up), the span of the trials, after the last one (the champion's assessment and registration), and
-    outside the parent run (imports, decoding, the report); and each trial's seconds and epochs."""
+    outside the parent run (imports, decoding, the report); and each trial's seconds and epochs, with its
+    objective after each epoch (`curves`, by run id) and why it stopped at a rung, if it did: enough to replay
+    the rungs from the file."""
     ordered = sorted(children, key=lambda r: r.info.start_time)
     parent_seconds = (parent.info.end_time - parent.info.start_time) / 1000
     trials = [
@@ -47,6 +58,8 @@ def timeline(
             "epochs": epochs[r.info.run_id],
             "seconds": (r.info.end_time - r.info.start_time) / 1000,
         }
+        | ({} if curves is None else {"objective_by_epoch": curves[r.info.run_id]})
+        | ({"rung_stop": r.data.tags[RUNG_STOP_TAG]} if RUNG_STOP_TAG in r.data.tags else {})
         for r in ordered
     ]
     last_end = max(r.info.end_time for r in ordered)
@@ -85,6 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     # Epochs each trial trained, as logged (early stopping included; a Hyperband continuation's own epochs).
     epochs = {r.info.run_id: len(client.get_metric_history(r.info.run_id, "val_auc")) for r in children}
+    # The metric the tuner ranked on (and the rungs with it): under the shortcut gate, the gated objective.
+    objective = parent.data.params.get("tuner.objective", "val_auc")
+    gated = f"val_gated_{objective.removeprefix('val_')}"
+    objective = gated if any(gated in r.data.metrics for r in children) else objective
+    curves = {r.info.run_id: _by_step(client.get_metric_history(r.info.run_id, objective)) for r in children}
     best = client.get_run(tags["xraycnn.best_run_id"])
     uri = f"models:/{tags['xraycnn.registered_model']}/{tags['xraycnn.registered_version']}"
     record: dict[str, Any] = {
@@ -104,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         "trials_finished": int(metrics.get("trials_completed", 0)),
         "epochs_trained": sum(epochs[r.info.run_id] for r in children if r.info.status == "FINISHED"),
         "selection_rule": tags.get("xraycnn.selection_rule"),
-        "timeline": timeline(parent, children, epochs, args.wall_seconds),
+        "objective": objective,
+        "timeline": timeline(parent, children, epochs, args.wall_seconds, curves),
         "champion": {
             "model": uri,
             "alias": tags.get("xraycnn.registered_alias"),

@@ -36,7 +36,7 @@ def test_shipped_experiments_load() -> None:
     assert default.config.space.learning_rate.sampling == "log"
     assert default.config.epochs_spec() == Fixed(value=15)  # every trial up to budget.max_epochs, early stopping
     assert default.config.training.learning_rate_schedule == "cosine"
-    # 8 trials, those behind the best earlier one after 2 or 5 epochs stopped there (docs/search.md)
+    # 8 trials, those outside the best third after 2 or 5 epochs stopped there (docs/search.md)
     assert default.config.budget.max_trials == 8 and default.config.budget.rungs == (2, 5)
     assert default.config.budget.rung_factor == 3
 

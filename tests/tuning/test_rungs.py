@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -139,12 +140,42 @@ def test_the_bar_keeps_the_best_share_a_tie_goes_on_and_a_minimised_metric_stops
         Rungs((3,), kt.Objective("val_loss", "min"), factor=1)
 
 
-def _finished(metrics: dict[str, float]) -> Trial:
-    trial = Trial(kt.HyperParameters(), trial_id=str(len(metrics)), status=TrialStatus.COMPLETED)
+def _finished(metrics: dict[str, float], trial_id: str = "0") -> Trial:
+    trial = Trial(kt.HyperParameters(), trial_id=trial_id, status=TrialStatus.COMPLETED)
     for name, value in metrics.items():
         trial.metrics.register(name, direction="min")
         trial.metrics.update(name, value)
     return trial
+
+
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+MEASURED = "20261206-avx2-float32-intel-xeon-avx512bf16-amx.json"
+
+
+@pytest.mark.parametrize("seed", ["", "-seed7", "-seed3"])
+def test_the_rule_replayed_on_a_full_search_stops_what_the_real_search_stopped(seed: str) -> None:
+    """The committed searches of the default with and without rungs (docs/search.md) trained the same networks
+    to the same scores epoch by epoch; `Rungs`, replayed on the full search's curves, stops each trial after
+    the epoch the search with rungs stopped it, and the trials it lets through are the ones that search trained."""
+    full = json.loads((RESULTS / f"search-default-8trials-no-rungs{seed}-{MEASURED}").read_text())
+    with_rungs = json.loads((RESULTS / f"search-default-8trials-asha{seed}-{MEASURED}").read_text())
+    metric = with_rungs["objective"]
+    rungs = Rungs((2, 5), kt.Objective(metric, "max"), factor=3)
+    done: list[Trial] = []
+    replayed = []
+    for i, trial in enumerate(full["timeline"]["trials"]):
+        curve = trial["objective_by_epoch"]
+        bars = rungs.bars(done)
+        epochs = next((e for e in range(1, len(curve) + 1) if rungs.verdict(e, {metric: curve[e - 1]}, bars)), None)
+        epochs = epochs or len(curve)
+        replayed.append(epochs)
+        reached = {rung_metric(metric, e): curve[e - 1] for e in rungs.epochs if e <= epochs}
+        done.append(_finished(reached, str(i)))
+    measured = [t["epochs"] for t in with_rungs["timeline"]["trials"]]
+    assert replayed == measured
+    assert sum(e > 2 for e in measured) > 1  # more than the first trial went past the first rung
+    for real, replay in zip(with_rungs["timeline"]["trials"], full["timeline"]["trials"], strict=True):
+        assert real["objective_by_epoch"] == replay["objective_by_epoch"][: real["epochs"]]
 
 
 @pytest.mark.parametrize(
@@ -193,8 +224,9 @@ def test_a_search_with_rungs_tags_the_trials_it_stopped(small_dataset: Path, tmp
             kept = verdicts[behind][1]
             bar = sorted(reached[behind], reverse=True)[kept - 1]
             assert max(curve) == behind, run.info.run_name
+            share = "the best" if kept == 1 else f"among the best {kept}"
             assert tag == (
-                f"stopped at rung {behind}: val_auc {curve[behind]:.4f}, not among the best {kept} of the "
+                f"stopped at rung {behind}: val_auc {curve[behind]:.4f}, not {share} of the "
                 f"{len(reached[behind]) + 1} trials at this epoch (the bar: {bar:.4f})"
             )
             assert f"(stopped after epoch {behind}: behind {bar:.4f})" in result.stdout

@@ -45,9 +45,10 @@ class RungStop:
     reached: int
 
     def describe(self, metric: str) -> str:
+        share = "the best" if self.kept == 1 else f"among the best {self.kept}"
         return (
-            f"stopped at rung {self.epoch}: {metric} {self.score:.4f}, not among the best {self.kept} of the "
-            f"{self.reached} trials at this epoch (the bar: {self.bar:.4f})"
+            f"stopped at rung {self.epoch}: {metric} {self.score:.4f}, not {share} of the {self.reached} trials "
+            f"at this epoch (the bar: {self.bar:.4f})"
         )
 
 
