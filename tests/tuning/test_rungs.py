@@ -57,11 +57,12 @@ class _Epochs(SearchListener):
         self.stops[trial.trial_id] = stop
 
 
-def _kept(earlier: list[float], score: float, factor: int) -> tuple[bool, int]:
+def _kept(earlier: list[float], score: float, factor: int, lower: bool = False) -> tuple[bool, int]:
     """ASHA's rule, counted rather than sorted: whether `score` is among the best ceil(n / factor) of the n
-    scores at a rung (the earlier ones and it; a tie goes on), and that share."""
+    scores at a rung (the earlier ones and it; a tie goes on; the best the highest unless `lower`), and that
+    share."""
     kept = math.ceil((len(earlier) + 1) / factor)
-    return sum(e > score for e in earlier) < kept, kept
+    return sum((e < score) if lower else (e > score) for e in earlier) < kept, kept
 
 
 def test_a_trial_outside_the_best_share_at_a_rung_stops_there(tmp_path: Path) -> None:
@@ -194,10 +195,12 @@ def test_rungs_that_cannot_work_are_refused(budget: dict, tuner: dict, message: 
 
 @pytest.mark.slow
 def test_a_search_with_rungs_tags_the_trials_it_stopped(small_dataset: Path, tmp_path: Path) -> None:
-    """The real CLI: a trial's MLflow run says why it stopped, and has the epochs it trained, not the budget's."""
+    """The real CLI: a trial's MLflow run says why it stopped, and has the epochs it trained, not the budget's.
+    Ranked by the validation loss, which two trials do not tie on (tiny networks may all reach an AUC of 1)."""
     experiment = tmp_path / "rungs.toml"
     text = random_search(small_dataset, seed=5, trials=5, epochs=3, model="xraycnn-rungs")
-    experiment.write_text(text.replace("[budget]", "[budget]\nrungs = [1, 2]\nrung_factor = 2"))
+    text = text.replace("[budget]", "[budget]\nrungs = [1, 2]\nrung_factor = 2")
+    experiment.write_text(text.replace("[tuner]", '[tuner]\nobjective = "val_loss"'))
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     seed_store(uri)
     args = ["search", str(experiment), "--tuner-dir", str(tmp_path / "tuner"), "--reports-dir", str(tmp_path / "r")]
@@ -210,11 +213,11 @@ def test_a_search_with_rungs_tags_the_trials_it_stopped(small_dataset: Path, tmp
     runs = client.search_runs([found.experiment_id], order_by=["attributes.start_time ASC"])
     trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(trials) == 5
-    reached: dict[int, list[float]] = {1: [], 2: []}  # epoch -> the val_auc of the trials before, at that rung
+    reached: dict[int, list[float]] = {1: [], 2: []}  # epoch -> the val_loss of the trials before, at that rung
     stopped = 0
     for run in trials:
-        curve = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val_auc")}
-        verdicts = {e: _kept(reached[e], curve[e], 2) for e in (1, 2) if e in curve}
+        curve = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val_loss")}
+        verdicts = {e: _kept(reached[e], curve[e], 2, lower=True) for e in (1, 2) if e in curve}
         behind = next((e for e, (on, _) in verdicts.items() if not on), None)
         tag = run.data.tags.get(RUNG_STOP_TAG)
         if behind is None:
@@ -222,11 +225,11 @@ def test_a_search_with_rungs_tags_the_trials_it_stopped(small_dataset: Path, tmp
         else:
             stopped += 1
             kept = verdicts[behind][1]
-            bar = sorted(reached[behind], reverse=True)[kept - 1]
+            bar = sorted(reached[behind])[kept - 1]
             assert max(curve) == behind, run.info.run_name
             share = "the best" if kept == 1 else f"among the best {kept}"
             assert tag == (
-                f"stopped at rung {behind}: val_auc {curve[behind]:.4f}, not {share} of the "
+                f"stopped at rung {behind}: val_loss {curve[behind]:.4f}, not {share} of the "
                 f"{len(reached[behind]) + 1} trials at this epoch (the bar: {bar:.4f})"
             )
             assert f"(stopped after epoch {behind}: behind {bar:.4f})" in result.stdout
