@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
 
-    from xraycnn.report.snapshot import latest_search_run
+    from xraycnn.report.snapshot import latest_search_run, search_tuner
     from xraycnn.tracking.store import resolve_store
     from xraycnn.tracking.tags import search_experiment_name
 
@@ -98,10 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     # Epochs each trial trained, as logged (early stopping included; a Hyperband continuation's own epochs).
     epochs = {r.info.run_id: len(client.get_metric_history(r.info.run_id, "val_auc")) for r in children}
-    # The metric the tuner ranked on (and the rungs with it): under the shortcut gate, the gated objective.
-    objective = parent.data.params.get("tuner.objective", "val_auc")
-    gated = f"val_gated_{objective.removeprefix('val_')}"
-    objective = gated if any(gated in r.data.metrics for r in children) else objective
+    # The metric the tuner ranked on, and the rungs with it (under a gate or guard, the gated objective).
+    objective = search_tuner(parent).selection_metric
     curves = {r.info.run_id: _by_step(client.get_metric_history(r.info.run_id, objective)) for r in children}
     best = client.get_run(tags["xraycnn.best_run_id"])
     uri = f"models:/{tags['xraycnn.registered_model']}/{tags['xraycnn.registered_version']}"

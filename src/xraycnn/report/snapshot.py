@@ -212,18 +212,25 @@ def _predictions(client: MlflowClient, run_id: str) -> pd.DataFrame | None:
         return pd.read_csv(path)
 
 
-def load_snapshot(client: MlflowClient, parent_run_id: str, top: int = TOP_CURVES) -> SearchSnapshot:
-    parent = client.get_run(parent_run_id)
-    experiment = client.get_experiment(parent.info.experiment_id)
-    objective = parent.data.params.get("tuner.objective", "val_auc")
-    direction = OBJECTIVE_DIRECTIONS.get(objective, "max")
-    gate = parent.data.params.get("tuner.max_borders_only_auc")
-    guard = parent.data.params.get("tuner.min_shift_specificity")
-    tuner = TunerConfig(
-        objective=objective,
+def search_tuner(parent: Run) -> TunerConfig:
+    """The ranking a search's parent run logged (objective, shortcut gate, acquisition guard), as its config:
+    what the tuner ranked trials and epochs by is its `selection_metric`."""
+    params = parent.data.params
+    gate = params.get("tuner.max_borders_only_auc")
+    guard = params.get("tuner.min_shift_specificity")
+    return TunerConfig(
+        objective=params.get("tuner.objective", "val_auc"),
         max_borders_only_auc=None if gate in (None, "None") else float(gate),
         min_shift_specificity=None if guard in (None, "None") else float(guard),
     )
+
+
+def load_snapshot(client: MlflowClient, parent_run_id: str, top: int = TOP_CURVES) -> SearchSnapshot:
+    parent = client.get_run(parent_run_id)
+    experiment = client.get_experiment(parent.info.experiment_id)
+    tuner = search_tuner(parent)
+    objective = tuner.objective
+    direction = OBJECTIVE_DIRECTIONS.get(objective, "max")
     children = client.search_runs(
         [parent.info.experiment_id],
         filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
